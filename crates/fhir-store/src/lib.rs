@@ -1,0 +1,241 @@
+//! The storage contract of fhirlink: FHIR services, versioned resources and their history.
+//!
+//! Backends (SQLite in `fhir-store-sqlite`, PostgreSQL later) implement [`Store`] and
+//! [`WriteTx`], and must pass the shared [`conformance`] suite unchanged. This crate knows
+//! nothing of HTTP: it moves resource JSON in and out, assigns versions and timestamps, and
+//! guarantees that a committed [`WriteTx`] is durable and all-or-nothing.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub mod conformance;
+
+/// A resource type name such as `Patient`, as it appears in `resourceType`.
+pub type ResourceType = str;
+
+/// How a version came to be: the HTTP verb that made it, as history Bundles report it
+/// (FHIR R4 §3.1.0.1.7 `Bundle.entry.request.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    pub fn from_code(code: i64) -> Method {
+        match code {
+            0 => Method::Post,
+            1 => Method::Put,
+            2 => Method::Patch,
+            _ => Method::Delete,
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        match self {
+            Method::Post => 0,
+            Method::Put => 1,
+            Method::Patch => 2,
+            Method::Delete => 3,
+        }
+    }
+}
+
+/// One stored version of a resource.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub resource_type: String,
+    pub id: String,
+    /// 1, 2, 3, … per resource; `meta.versionId` is its decimal form.
+    pub version: u64,
+    pub last_updated: DateTime<Utc>,
+    pub method: Method,
+    /// The resource JSON exactly as stored, with `id` and `meta.versionId`/`meta.lastUpdated`
+    /// stamped. `None` for a deletion.
+    pub body: Option<Bytes>,
+}
+
+impl StoredResource {
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
+/// Which history to list (FHIR R4 §3.1.0.11).
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+/// A page request on a history: newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Only versions with `lastUpdated >= since` (`_since`).
+    pub since: Option<DateTime<Utc>>,
+    /// Only versions with `lastUpdated <= at` (`_at` in its simple form).
+    pub at: Option<DateTime<Utc>>,
+    /// Page size.
+    pub count: usize,
+    /// Opaque position from a previous page's [`HistoryPage::next`]: only older versions.
+    pub before: Option<i64>,
+}
+
+/// One page of a history, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub entries: Vec<StoredResource>,
+    /// Total number of versions matching the scope and filters (ignoring paging).
+    pub total: u64,
+    /// The cursor for the next (older) page, if there is one.
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("service {0} does not exist")]
+    NoSuchService(String),
+    #[error("resource {0}/{1} already exists")]
+    AlreadyExists(String, String),
+    #[error("storage failure: {0}")]
+    Backend(String),
+    #[error("the store is busy, try again")]
+    Busy,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The store of every FHIR service's resources.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the service if it does not exist yet. Idempotent.
+    async fn create_service(&self, name: &str) -> Result<()>;
+    /// Deletes the service and every version of every resource in it.
+    async fn delete_service(&self, name: &str) -> Result<bool>;
+    /// The names of all services, sorted.
+    async fn list_services(&self) -> Result<Vec<String>>;
+    async fn service_exists(&self, name: &str) -> Result<bool>;
+
+    /// The current version of a resource, a deletion included; `None` if it never existed.
+    async fn read(&self, service: &str, rtype: &str, id: &str) -> Result<Option<StoredResource>>;
+    /// One version of a resource; `None` if that version does not exist.
+    async fn vread(
+        &self,
+        service: &str,
+        rtype: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredResource>>;
+    async fn history(
+        &self,
+        service: &str,
+        scope: &HistoryScope,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage>;
+
+    /// Starts a write transaction on one service. Writers are serialised: a transaction
+    /// sees the current versions and no other writer changes them until it ends. Nothing is
+    /// visible to readers before [`WriteTx::commit`]; dropping the transaction rolls it back.
+    async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>>;
+}
+
+/// A write transaction on one service.
+#[async_trait]
+pub trait WriteTx: Send {
+    /// The current version of a resource as this transaction sees it.
+    async fn current(&mut self, rtype: &str, id: &str) -> Result<Option<StoredResource>>;
+    /// Stores a new version of `rtype/id` (version 1 if it never existed, else current + 1),
+    /// stamping `id`, `meta.versionId` and `meta.lastUpdated` into `resource`.
+    async fn put(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        resource: Value,
+        method: Method,
+    ) -> Result<StoredResource>;
+    /// Records the deletion of `rtype/id` as a new version. Returns `None`, writing nothing,
+    /// when the resource does not exist or is already deleted.
+    async fn delete(&mut self, rtype: &str, id: &str) -> Result<Option<StoredResource>>;
+    /// Makes every change durable and visible, all at once. Returns only when durable.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated` in a resource, keeping the order of
+/// the other elements: `meta` goes right after `id` when the resource did not have one.
+pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &DateTime<Utc>) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    if obj.contains_key("id") {
+        obj.insert("id".into(), Value::String(id.into()));
+    } else {
+        let at = usize::from(obj.contains_key("resourceType"));
+        obj.shift_insert(at, "id".into(), Value::String(id.into()));
+    }
+    let instant = format_instant(last_updated);
+    match obj.get_mut("meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.insert("versionId".into(), Value::String(version.to_string()));
+            meta.insert("lastUpdated".into(), Value::String(instant));
+        }
+        None => {
+            let mut meta = serde_json::Map::new();
+            meta.insert("versionId".into(), Value::String(version.to_string()));
+            meta.insert("lastUpdated".into(), Value::String(instant));
+            let at = obj.keys().position(|k| k == "id").map_or(0, |i| i + 1);
+            obj.shift_insert(at, "meta".into(), Value::Object(meta));
+        }
+    }
+}
+
+/// A FHIR `instant` with microseconds, in UTC: `2026-11-23T00:14:29.123456Z`.
+pub fn format_instant(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The clock of a store: UTC now, strictly increasing across calls so that every version has
+/// its own `lastUpdated` and `_since` never misses a write made in the same microsecond.
+#[derive(Debug, Default)]
+pub struct MonotonicClock {
+    last_micros: std::sync::atomic::AtomicI64,
+}
+
+impl MonotonicClock {
+    pub fn now(&self) -> DateTime<Utc> {
+        use std::sync::atomic::Ordering;
+        let wall = Utc::now().timestamp_micros();
+        let mut prev = self.last_micros.load(Ordering::Relaxed);
+        loop {
+            let next = wall.max(prev + 1);
+            match self.last_micros.compare_exchange_weak(
+                prev,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return DateTime::from_timestamp_micros(next).unwrap_or_default(),
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    /// Makes sure the next instant is after `t` (the newest instant already stored).
+    pub fn advance_past(&self, t: &DateTime<Utc>) {
+        self.last_micros
+            .fetch_max(t.timestamp_micros(), std::sync::atomic::Ordering::AcqRel);
+    }
+}
