@@ -106,11 +106,28 @@ impl Issue {
         matches!(self.code, IssueCode::BusinessRule | IssueCode::Invariant)
     }
 
+    /// The issue [`crate::Definitions::validate`] gives when the root `resourceType` is not
+    /// an R4 resource type (the API answers 404 for it rather than 400). Unknown types of
+    /// nested resources are ordinary `invalid` issues.
+    pub fn is_unknown_resource_type(&self) -> bool {
+        self.code == IssueCode::Invalid
+            && self.expression.as_deref() == Some("resourceType")
+            && self
+                .diagnostics
+                .starts_with(crate::validate::UNKNOWN_RESOURCE_TYPE)
+    }
+
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("severity".into(), Value::String(self.severity.as_str().into()));
+        m.insert(
+            "severity".into(),
+            Value::String(self.severity.as_str().into()),
+        );
         m.insert("code".into(), Value::String(self.code.as_str().into()));
-        m.insert("diagnostics".into(), Value::String(self.diagnostics.clone()));
+        m.insert(
+            "diagnostics".into(),
+            Value::String(self.diagnostics.clone()),
+        );
         if let Some(e) = &self.expression {
             m.insert("expression".into(), json!([e]));
         }

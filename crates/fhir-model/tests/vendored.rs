@@ -1,0 +1,41 @@
+//! The embedded definitions are exactly what the generator extracts from the official R4
+//! bundles in `shared/data/fhir-r4-core` (regenerate with `examples/vendor.rs`).
+
+use std::path::PathBuf;
+
+use fhir_model::vendor;
+
+fn core_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fhir-r4-core")
+}
+
+#[test]
+fn embedded_model_equals_a_fresh_extraction() {
+    let fresh = vendor::build_compact_model(&core_dir()).unwrap();
+    let embedded: serde_json::Value =
+        serde_json::from_slice(&vendor::embedded_model_json().unwrap()).unwrap();
+    // Compare as JSON values, not gzip bytes.
+    assert_eq!(
+        serde_json::to_value(&fresh).unwrap(),
+        embedded,
+        "data/r4-model.json.gz is stale: run `cargo run -p fhir-model --example vendor -- <fhir-r4-core>`"
+    );
+}
+
+#[test]
+fn embedded_search_parameters_equal_the_official_bundle() {
+    let official = vendor::read_json(&core_dir().join("search-parameters.json")).unwrap();
+    assert_eq!(fhir_model::search_parameters_bundle(), official);
+}
+
+#[test]
+fn the_146_concrete_resource_types_are_known() {
+    let defs = fhir_model::r4();
+    assert_eq!(defs.resource_types().len(), 146);
+    assert!(defs.resource_types().windows(2).all(|w| w[0] < w[1]));
+    assert!(defs.is_resource_type("Patient"));
+    assert!(defs.is_resource_type("VisionPrescription"));
+    assert!(!defs.is_resource_type("DomainResource"));
+    assert!(!defs.is_resource_type("Resource"));
+    assert!(!defs.is_resource_type("patient"));
+}

@@ -1,0 +1,133 @@
+//! The `_summary` and `_elements` views (FHIR R4 §3.1.1.5.10-11 search.html#summary, #elements).
+
+use fhir_model::{r4, Summary};
+use serde_json::{json, Value};
+
+const SUBSETTED: &str =
+    r#"{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"SUBSETTED"}"#;
+
+fn patient() -> Value {
+    json!({
+        "resourceType": "Patient",
+        "id": "p1",
+        "meta": {"versionId": "2"},
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">P</div>"},
+        "extension": [{"url": "http://example.org/x", "valueString": "y"}],
+        "identifier": [{"value": "1"}],
+        "name": [{"family": "Chalmers"}],
+        "gender": "male",
+        "_gender": {"id": "g"},
+        "birthDate": "1974-12-25",
+        "contact": [{"name": {"family": "Du Marché"}}],
+        "link": [{"other": {"reference": "Patient/2"}, "type": "seealso"}]
+    })
+}
+
+/// The view's keys in order, and its meta.
+#[track_caller]
+fn check(view: &Value, keys: &[&str], meta: &str) {
+    let got: Vec<&str> = view
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(got, keys);
+    assert_eq!(view["meta"].to_string(), meta);
+}
+
+#[test]
+fn summary_true_keeps_summary_elements_and_marks_subsetted() {
+    let v = r4().summarize(&patient(), Summary::True);
+    check(
+        &v,
+        &[
+            "resourceType",
+            "id",
+            "meta",
+            "identifier",
+            "name",
+            "gender",
+            "_gender",
+            "birthDate",
+            "link",
+        ],
+        &format!(r#"{{"versionId":"2","tag":[{SUBSETTED}]}}"#),
+    );
+    // Backbone elements are summarized too: Patient.link.other and .type are both summary.
+    assert_eq!(v["link"], patient()["link"]);
+}
+
+#[test]
+fn summary_true_recurses_into_backbone_elements() {
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "component": [{"code": {"text": "c"}, "valueString": "v", "interpretation": [{"text": "high"}]}]});
+    let v = r4().summarize(&obs, Summary::True);
+    // Observation.component.interpretation is not a summary element; code and value[x] are.
+    assert_eq!(
+        v["component"],
+        json!([{"code": {"text": "c"}, "valueString": "v"}])
+    );
+}
+
+#[test]
+fn summary_text_keeps_text_id_meta_and_mandatory_elements() {
+    let v = r4().summarize(&patient(), Summary::Text);
+    check(
+        &v,
+        &["resourceType", "id", "meta", "text"],
+        &format!(r#"{{"versionId":"2","tag":[{SUBSETTED}]}}"#),
+    );
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueString": "v"});
+    let v = r4().summarize(&obs, Summary::Text);
+    check(
+        &v,
+        &["resourceType", "meta", "status", "code"],
+        &format!(r#"{{"tag":[{SUBSETTED}]}}"#),
+    );
+}
+
+#[test]
+fn summary_data_drops_text_only() {
+    let v = r4().summarize(&patient(), Summary::Data);
+    let mut expected = patient();
+    expected.as_object_mut().unwrap().shift_remove("text");
+    expected["meta"]["tag"] = serde_json::from_str(&format!("[{SUBSETTED}]")).unwrap();
+    assert_eq!(v, expected);
+}
+
+#[test]
+fn summary_false_and_count_return_the_resource_unchanged() {
+    assert_eq!(r4().summarize(&patient(), Summary::False), patient());
+    assert_eq!(r4().summarize(&patient(), Summary::Count), patient());
+}
+
+#[test]
+fn elements_keeps_the_listed_top_level_elements() {
+    let v = r4().select_elements(&patient(), &["gender".into(), "name".into()]);
+    check(
+        &v,
+        &["resourceType", "id", "meta", "name", "gender", "_gender"],
+        &format!(r#"{{"versionId":"2","tag":[{SUBSETTED}]}}"#),
+    );
+}
+
+#[test]
+fn elements_selects_a_choice_by_its_element_name() {
+    let obs = json!({"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"},
+        "valueQuantity": {"value": 1}, "effectiveDateTime": "2020"});
+    let v = r4().select_elements(&obs, &["value".into()]);
+    assert_eq!(v, r4().select_elements(&obs, &["Observation.value".into()]));
+    check(
+        &v,
+        &["resourceType", "id", "meta", "valueQuantity"],
+        &format!(r#"{{"tag":[{SUBSETTED}]}}"#),
+    );
+}
+
+#[test]
+fn subsetted_is_not_added_twice() {
+    let once = r4().select_elements(&patient(), &["name".into()]);
+    let twice = r4().select_elements(&once, &["name".into()]);
+    assert_eq!(once, twice);
+}
