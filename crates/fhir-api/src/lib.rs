@@ -1,1 +1,90 @@
-//! fhir-api
+//! The FHIR R4 REST API (FHIR R4 http.html) as an axum [`Router`].
+//!
+//! `router(state)` builds the whole data plane: one entry point parses the request line,
+//! routes it to the FHIR service named by the Host header, and hands it to the module of the
+//! interaction (`read`, `write`, `history`, `bundle`, `capabilities`). Every error leaves
+//! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
+//! contract; it never sees SQL or sockets.
+
+mod bundle;
+mod capabilities;
+mod error;
+mod history;
+mod negotiate;
+mod patch;
+mod read;
+mod request;
+mod respond;
+mod route;
+pub mod service;
+mod write;
+
+use std::sync::Arc;
+
+use axum::Router;
+use fhir_model::Definitions;
+use fhir_store::Store;
+
+pub use error::FhirError;
+pub use service::DEFAULT_SERVICE;
+
+/// What the API needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// DNS suffix of service host names: `<service>.<dns_suffix>` routes to `<service>`.
+    pub dns_suffix: String,
+    /// The largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Largest `_count` a page may have.
+    pub max_page_size: usize,
+    /// Largest number of entries a batch or transaction may carry.
+    pub max_bundle_entries: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            dns_suffix: "azurehealthcareapis.com".into(),
+            max_body_bytes: 64 * 1024 * 1024,
+            max_page_size: 1000,
+            max_bundle_entries: 20_000,
+        }
+    }
+}
+
+/// Shared state of the data plane.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) defs: &'static Definitions,
+    pub(crate) config: ApiConfig,
+    pub(crate) capabilities: capabilities::Cached,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> AppState {
+        let defs = fhir_model::r4();
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                defs,
+                config,
+                capabilities: capabilities::Cached::new(defs),
+            }),
+        }
+    }
+}
+
+/// The data-plane router: every FHIR interaction of every service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .fallback(route::dispatch)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
+        .with_state(state)
+}

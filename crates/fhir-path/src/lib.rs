@@ -1,1 +1,172 @@
-//! fhir-path
+//! FHIRPath (N1, as profiled by FHIR R4) for fhirlink: a parser producing a reusable [`Expr`],
+//! an evaluator over FHIR resource JSON that remembers where every result node lives, and
+//! FHIRPath Patch ([`patch`]) built on those locations. The crate is pure: it reads no files,
+//! opens no sockets and knows no HTTP; its only contact with the outside world is the clock
+//! read by `now()`/`today()`.
+//!
+//! Without a FHIR model, types come from the JSON itself: `resourceType`, choice suffixes
+//! (`valueQuantity` is a `Quantity`), JSON kinds, and date-like strings compared with dates.
+//!
+//! ```
+//! let patient = serde_json::json!({
+//!     "resourceType": "Patient",
+//!     "name": [{"given": ["Peter", "James"]}],
+//! });
+//! let expr = fhir_path::parse("Patient.name.given.where($this.startsWith('J'))").unwrap();
+//! let items = fhir_path::evaluate(&expr, &patient).unwrap();
+//! assert_eq!(items[0].to_json(), "James");
+//! // Every node knows where it lives, which is what FHIRPath Patch edits.
+//! let path: Vec<String> = items[0].path().unwrap().iter().map(|s| s.to_string()).collect();
+//! assert_eq!(path.concat(), ".name[0].given[1]");
+//! ```
+
+mod decimal;
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+pub mod patch;
+mod temporal;
+mod value;
+
+use std::fmt;
+
+pub use decimal::Decimal;
+pub use temporal::{Temporal, TemporalKind};
+pub use value::{Item, Node, PathSegment, Primitive, Quantity};
+
+/// A parsed FHIRPath expression, reusable across evaluations and threads.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    ast: parser::Ast,
+    text: String,
+}
+
+impl Expr {
+    /// The source text the expression was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A syntax error, with the character offset where it was noticed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("FHIRPath syntax error at offset {position}: {message}")]
+pub struct ParseError {
+    pub position: usize,
+    pub message: String,
+}
+
+impl ParseError {
+    pub(crate) fn new(position: usize, message: &str) -> Self {
+        ParseError {
+            position,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// An error raised while evaluating (FHIRPath § Errors: "execution errors").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("expected at most one item, found {0} ({1})")]
+    NotSingleton(usize, String),
+    #[error("unknown function '{0}'")]
+    UnknownFunction(String),
+    #[error("function '{name}' expects {expected} argument(s), got {got}")]
+    Arity {
+        name: String,
+        expected: String,
+        got: usize,
+    },
+    #[error("invalid argument to '{0}': {1}")]
+    InvalidArgument(String, String),
+    #[error("operand of type {0} is not valid for '{1}'")]
+    InvalidOperand(String, String),
+    #[error("unknown variable %{0}")]
+    UnknownVariable(String),
+    #[error("evaluation nested too deeply")]
+    TooDeep,
+}
+
+/// Parses a FHIRPath expression.
+pub fn parse(expr: &str) -> Result<Expr, ParseError> {
+    Ok(Expr {
+        ast: parser::parse_ast(expr)?,
+        text: expr.to_string(),
+    })
+}
+
+/// Evaluates `expr` with `resource` as the input, `%resource`, `%rootResource` and `%context`.
+pub fn evaluate<'a>(
+    expr: &Expr,
+    resource: &'a serde_json::Value,
+) -> Result<Vec<Item<'a>>, EvalError> {
+    evaluate_with(expr, resource, &Options::default())
+}
+
+/// Element type information a FHIR model can supply (fhir-model is expected to implement
+/// it), so that evaluation knows `Patient.birthDate` is a `date` and `Patient.gender` a
+/// `code` rather than guessing from the JSON.
+pub trait Model: Send + Sync {
+    /// The declared type of child `element` of `parent`, where `parent` is a resource or data
+    /// type name (`Patient`, `HumanName`) or, for backbone elements, the element path
+    /// (`Patient.contact`). A backbone child's type is its path. Choice elements (`value[x]`,
+    /// asked for as `value`) list every allowed type. `None` if there is no such element.
+    fn element(&self, parent: &str, element: &str) -> Option<ElementType>;
+}
+
+/// What a [`Model`] says about one element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementType {
+    /// FHIR type names (`code`, `HumanName`) or backbone paths (`Patient.contact`).
+    pub types: Vec<String>,
+    /// Whether the element repeats (max cardinality > 1).
+    pub is_array: bool,
+}
+
+/// Evaluation options: external `%name` variables and an optional [`Model`].
+#[derive(Clone, Default)]
+pub struct Options<'m> {
+    vars: Vec<(String, serde_json::Value)>,
+    model: Option<&'m dyn Model>,
+}
+
+impl<'m> Options<'m> {
+    /// Binds `%name` to a JSON value (an array binds a collection).
+    pub fn variable(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.vars.retain(|(n, _)| n != name);
+        self.vars.push((name.to_string(), value));
+        self
+    }
+
+    /// Types element nodes with `model` during navigation.
+    pub fn model(mut self, model: &'m dyn Model) -> Self {
+        self.model = Some(model);
+        self
+    }
+}
+
+impl fmt::Debug for Options<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("vars", &self.vars)
+            .field("model", &self.model.is_some())
+            .finish()
+    }
+}
+
+/// Like [`evaluate`], with variables and a model.
+pub fn evaluate_with<'a>(
+    expr: &Expr,
+    resource: &'a serde_json::Value,
+    options: &Options<'a>,
+) -> Result<Vec<Item<'a>>, EvalError> {
+    eval::Evaluator::new(resource, options).run(&expr.ast)
+}

@@ -1,1 +1,462 @@
-//! fhir-store-sqlite
+//! The SQLite backend of the fhirlink store: one database file, `fhirlink.db`, in a data folder.
+//!
+//! [`SqliteStore`] keeps one writer connection, taken whole by each [`WriteTx`] from `BEGIN
+//! IMMEDIATE` to `COMMIT` (SQLite admits one writer at a time anyway), and a small pool of read
+//! connections that see the last committed state through WAL snapshots. Point reads run inline
+//! on the async worker — they cost microseconds — while anything that fsyncs (a commit, service
+//! creation and deletion) runs on tokio's blocking pool. The schema and its invariants are in
+//! [`schema`]; this crate knows SQL and files, and nothing of HTTP.
+
+mod schema;
+mod tx;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use fhir_store::{
+    HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock, Result, Store, StoreError,
+    StoredResource, WriteTx,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+/// The name of the database file inside the data folder.
+pub const DATABASE_FILE: &str = "fhirlink.db";
+
+/// The file whose lock keeps a second store off the same data folder.
+const LOCK_FILE: &str = "fhirlink.lock";
+
+/// A store in one SQLite database.
+pub struct SqliteStore {
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+    readers: ReaderPool,
+    clock: Arc<MonotonicClock>,
+    /// Held open and locked for the store's life: one store per data folder, so that one
+    /// clock stamps every version (see [`schema`]). The OS releases it when the process dies.
+    _folder_lock: std::fs::File,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("readers", &self.readers.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store in `dir`, creating the folder and `fhirlink.db` on first start.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create data folder {}: {e}", dir.display()))
+        })?;
+        let folder_lock = lock_folder(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let writer = schema::open_writer(&path).map_err(StoreError::Backend)?;
+        let clock = MonotonicClock::default();
+        let newest: Option<i64> = writer
+            .query_row("SELECT max(last_updated) FROM versions", [], |row| {
+                row.get(0)
+            })
+            .map_err(backend)?;
+        if let Some(newest) = newest {
+            clock.advance_past(&micros_to_instant(newest)?);
+        }
+        let size = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
+        let conns = (0..size.max(2))
+            .map(|_| schema::open_reader(&path).map(std::sync::Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Backend)?;
+        Ok(SqliteStore {
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            readers: ReaderPool {
+                conns,
+                next: AtomicUsize::new(0),
+            },
+            clock: Arc::new(clock),
+            _folder_lock: folder_lock,
+        })
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool, for work that commits.
+    async fn with_writer<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let mut conn = self.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            tx::ensure_idle(&conn);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+}
+
+/// Takes the exclusive lock on `fhirlink.lock` in the data folder.
+fn lock_folder(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "data folder {} is in use by another fhirlink store",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Read connections; each call takes a free one, or waits for one if all are busy.
+struct ReaderPool {
+    conns: Vec<std::sync::Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl ReaderPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(conn) = self.conns[(start + i) % n].try_lock() {
+                return f(&conn);
+            }
+        }
+        // All busy: a poisoned connection is still usable, its statements reset when dropped.
+        let conn = self.conns[start % n]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&conn)
+    }
+}
+
+/// Maps a SQLite error to the store's: busy and locked become [`StoreError::Busy`].
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::Busy
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+pub(crate) fn micros_to_instant(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Backend(format!("stored instant {micros} is out of range")))
+}
+
+fn version_to_sql(version: u64) -> Result<i64> {
+    i64::try_from(version).map_err(|_| StoreError::Backend(format!("version {version} too large")))
+}
+
+/// The columns every version query selects, in this order, after any leading ones.
+pub(crate) const VERSION_COLUMNS: &str = "v.version, v.last_updated, v.method, v.body";
+
+/// Builds a [`StoredResource`] from [`VERSION_COLUMNS`] starting at column `at`.
+pub(crate) fn stored_from_row(
+    row: &Row<'_>,
+    at: usize,
+    rtype: String,
+    id: String,
+) -> rusqlite::Result<StoredResource> {
+    let version: i64 = row.get(at)?;
+    let micros: i64 = row.get(at + 1)?;
+    let method: i64 = row.get(at + 2)?;
+    let body = row
+        .get_ref(at + 3)?
+        .as_blob_or_null()?
+        .map(Bytes::copy_from_slice);
+    Ok(StoredResource {
+        resource_type: rtype,
+        id,
+        version: u64::try_from(version)
+            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(at, version))?,
+        last_updated: DateTime::from_timestamp_micros(micros)
+            .ok_or(rusqlite::Error::IntegralValueOutOfRange(at + 1, micros))?,
+        method: Method::from_code(method),
+        body,
+    })
+}
+
+fn service_id(conn: &Connection, service: &str) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT sid FROM services WHERE name = ?1")
+        .and_then(|mut st| st.query_row([service], |row| row.get(0)).optional())
+        .map_err(backend)
+}
+
+fn require_service(conn: &Connection, service: &str) -> Result<i64> {
+    service_id(conn, service)?.ok_or_else(|| StoreError::NoSuchService(service.to_owned()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_service(&self, name: &str) -> Result<()> {
+        if self.service_exists(name).await? {
+            return Ok(());
+        }
+        let name = name.to_owned();
+        self.with_writer(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO services (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+            )
+            .and_then(|mut st| st.execute([&name]))
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_service(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let Some(sid) = service_id(&tx, &name)? else {
+                return Ok(false);
+            };
+            tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
+                .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
+                .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
+                .and_then(|_| tx.execute("DELETE FROM services WHERE sid = ?1", [sid]))
+                .and_then(|_| tx.commit())
+                .map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_services(&self) -> Result<Vec<String>> {
+        self.readers.with(|conn| {
+            let mut st = conn
+                .prepare_cached("SELECT name FROM services ORDER BY name")
+                .map_err(backend)?;
+            let names = st
+                .query_map([], |row| row.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(backend)?;
+            Ok(names)
+        })
+    }
+
+    async fn service_exists(&self, name: &str) -> Result<bool> {
+        self.readers
+            .with(|conn| service_id(conn, name).map(|sid| sid.is_some()))
+    }
+
+    async fn read(&self, service: &str, rtype: &str, id: &str) -> Result<Option<StoredResource>> {
+        self.readers.with(|conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM services s \
+                     JOIN resources r ON r.sid = s.sid \
+                     JOIN versions v ON v.seq = r.seq \
+                     WHERE s.name = ?1 AND r.rtype = ?2 AND r.id = ?3"
+                ))
+                .and_then(|mut st| {
+                    st.query_row(params![service, rtype, id], |row| {
+                        stored_from_row(row, 0, rtype.to_owned(), id.to_owned())
+                    })
+                    .optional()
+                })
+                .map_err(backend)?;
+            if found.is_none() {
+                require_service(conn, service)?;
+            }
+            Ok(found)
+        })
+    }
+
+    async fn vread(
+        &self,
+        service: &str,
+        rtype: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredResource>> {
+        let version = version_to_sql(version)?;
+        self.readers.with(|conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM services s \
+                     JOIN versions v ON v.sid = s.sid \
+                     WHERE s.name = ?1 AND v.rtype = ?2 AND v.id = ?3 AND v.version = ?4"
+                ))
+                .and_then(|mut st| {
+                    st.query_row(params![service, rtype, id, version], |row| {
+                        stored_from_row(row, 0, rtype.to_owned(), id.to_owned())
+                    })
+                    .optional()
+                })
+                .map_err(backend)?;
+            if found.is_none() {
+                require_service(conn, service)?;
+            }
+            Ok(found)
+        })
+    }
+
+    async fn history(
+        &self,
+        service: &str,
+        scope: &HistoryScope,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage> {
+        self.readers.with(|conn| {
+            // One snapshot for the bounds, the total and the page, so that they agree.
+            let snapshot = conn.unchecked_transaction().map_err(backend)?;
+            let page = history(
+                &snapshot,
+                require_service(&snapshot, service)?,
+                scope,
+                query,
+            )?;
+            snapshot.finish().map_err(backend)?;
+            Ok(page)
+        })
+    }
+
+    async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>> {
+        let conn = self.writer.clone().lock_owned().await;
+        let tx = tx::SqliteTx::begin(conn, service, self.clock.clone())?;
+        Ok(Box::new(tx))
+    }
+}
+
+/// One page of a history. `_since` and `_at` become `seq` bounds (see [`schema`]), so that
+/// every query is a range scan of one index, newest first, that stops after the page.
+fn history(
+    conn: &Connection,
+    sid: i64,
+    scope: &HistoryScope,
+    query: &HistoryQuery,
+) -> Result<HistoryPage> {
+    let mut lo = 0_i64;
+    let mut hi = i64::MAX;
+    if let Some(since) = &query.since {
+        lo = conn
+            .prepare_cached(
+                "SELECT seq FROM versions WHERE last_updated >= ?1 \
+                 ORDER BY last_updated ASC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row([since.timestamp_micros()], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend)?
+            .unwrap_or(i64::MAX);
+    }
+    if let Some(at) = &query.at {
+        hi = conn
+            .prepare_cached(
+                "SELECT seq FROM versions WHERE last_updated <= ?1 \
+                 ORDER BY last_updated DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row([at.timestamp_micros()], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend)?
+            .unwrap_or(-1);
+    }
+    let page_hi = match query.before {
+        Some(before) => hi.min(before.saturating_sub(1)),
+        None => hi,
+    };
+    // Parameters: ?1 sid, ?2 lowest seq, ?3 highest seq, ?4 rtype, ?5 id (as the scope needs).
+    let (filter, order, rtype, id): (&str, &str, Option<&str>, Option<&str>) = match scope {
+        HistoryScope::System => (
+            "versions v INDEXED BY versions_system WHERE v.sid = ?1",
+            "v.seq",
+            None,
+            None,
+        ),
+        HistoryScope::Type(rtype) => (
+            "versions v INDEXED BY versions_type WHERE v.sid = ?1 AND v.rtype = ?4",
+            "v.seq",
+            Some(rtype.as_str()),
+            None,
+        ),
+        // Within one resource, version order is seq order, and the index is in version order.
+        HistoryScope::Instance(rtype, id) => (
+            "versions v INDEXED BY versions_instance \
+             WHERE v.sid = ?1 AND v.rtype = ?4 AND v.id = ?5",
+            "v.version",
+            Some(rtype.as_str()),
+            Some(id.as_str()),
+        ),
+    };
+    let total: i64 = match (scope, query.since.is_some() || query.at.is_some()) {
+        // Unfiltered type and system totals come from the kept counts.
+        (HistoryScope::System, false) => conn
+            .prepare_cached("SELECT coalesce(sum(n), 0) FROM version_counts WHERE sid = ?1")
+            .and_then(|mut st| st.query_row(params![sid], |row| row.get(0))),
+        (HistoryScope::Type(_), false) => conn
+            .prepare_cached(
+                "SELECT coalesce(sum(n), 0) FROM version_counts WHERE sid = ?1 AND rtype = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![sid, rtype], |row| row.get(0))),
+        _ => conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM {filter} AND v.seq BETWEEN ?2 AND ?3"
+            ))
+            .and_then(|mut st| match scope {
+                HistoryScope::System => st.query_row(params![sid, lo, hi], |row| row.get(0)),
+                HistoryScope::Type(_) => {
+                    st.query_row(params![sid, lo, hi, rtype], |row| row.get(0))
+                }
+                HistoryScope::Instance(..) => {
+                    st.query_row(params![sid, lo, hi, rtype, id], |row| row.get(0))
+                }
+            }),
+    }
+    .map_err(backend)?;
+    let mut entries = Vec::new();
+    let mut next = None;
+    if query.count > 0 && page_hi >= lo {
+        // One row more than the page tells whether there is a next page. ?6 is the limit, so
+        // every page statement has six parameter slots; ?4 and ?5 stay unread by narrower scopes.
+        let limit = i64::try_from(query.count).unwrap_or(i64::MAX - 1) + 1;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT v.seq, v.rtype, v.id, {VERSION_COLUMNS} FROM {filter} \
+                 AND v.seq BETWEEN ?2 AND ?3 ORDER BY {order} DESC LIMIT ?6"
+            ))
+            .map_err(backend)?;
+        let mut rows = st
+            .query(params![sid, lo, page_hi, rtype, id, limit])
+            .map_err(backend)?;
+        let mut last_seq = None;
+        while let Some(row) = rows.next().map_err(backend)? {
+            if entries.len() == query.count {
+                next = last_seq;
+                break;
+            }
+            let seq: i64 = row.get(0).map_err(backend)?;
+            let rtype: String = row.get(1).map_err(backend)?;
+            let id: String = row.get(2).map_err(backend)?;
+            entries.push(stored_from_row(row, 3, rtype, id).map_err(backend)?);
+            last_seq = Some(seq);
+        }
+    }
+    Ok(HistoryPage {
+        entries,
+        total: u64::try_from(total).unwrap_or(0),
+        next,
+    })
+}

@@ -1,1 +1,1085 @@
 //! The conformance suite every [`crate::Store`] backend must pass, unchanged.
+//!
+//! Each check is a public async function that takes a fresh, empty store and panics with a
+//! message naming the broken promise. A backend runs the whole list by expanding
+//! [`conformance_tests!`](crate::conformance_tests) in its `tests/conformance.rs`, the way
+//! ripgrep runs one test list on each regex engine. The checks use only the [`crate::Store`]
+//! and [`crate::WriteTx`] contract, never a backend's internals, and they are the written
+//! form of what the trait's documentation promises — including what the trait leaves
+//! implicit: an unknown service is [`StoreError::NoSuchService`](crate::StoreError) for reads,
+//! history and `begin` alike.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::{HistoryPage, HistoryQuery, HistoryScope, Method, Store, StoreError, StoredResource};
+
+/// Expands to one `#[tokio::test]` per conformance check.
+///
+/// `$make` is an expression evaluated afresh in each test, a future that yields
+/// `(guard, Arc<dyn Store>)`: a new empty store, and whatever must live as long as it (a
+/// temporary folder, a scratch database) — dropped when the test ends.
+///
+/// ```text
+/// async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) { … }
+/// fhir_store::conformance_tests!(fresh());
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            create_read_vread,
+            versions_increment,
+            stamp_keeps_key_order_and_number_literals,
+            delete_then_read_shows_a_deletion,
+            delete_of_missing_writes_nothing,
+            rollback_on_drop_leaves_nothing,
+            uncommitted_writes_are_invisible,
+            transaction_sees_its_own_writes,
+            services_are_isolated,
+            delete_service_removes_its_data,
+            services_are_listed_and_created_idempotently,
+            unknown_service_is_reported,
+            history_scopes,
+            history_since_and_at,
+            history_paging_with_cursor_while_writing,
+            last_updated_strictly_increasing,
+        );
+
+        #[tokio::test]
+        async fn concurrent_writers_never_lose_an_update_current_thread() {
+            let (_guard, store) = $make.await;
+            $crate::conformance::concurrent_writers_never_lose_an_update(store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_writers_never_lose_an_update_multi_thread() {
+            let (_guard, store) = $make.await;
+            $crate::conformance::concurrent_writers_never_lose_an_update(store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn readers_and_writers_run_concurrently_multi_thread() {
+            let (_guard, store) = $make.await;
+            $crate::conformance::readers_and_writers_run_concurrently(store).await;
+        }
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (_guard, store) = $make.await;
+                $crate::conformance::$check(&*store).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn patient(family: &str) -> Value {
+    json!({"resourceType": "Patient", "name": [{"family": family}]})
+}
+
+/// Creates the service, panicking if that fails.
+async fn service(store: &dyn Store, name: &str) {
+    store
+        .create_service(name)
+        .await
+        .unwrap_or_else(|e| panic!("create_service({name}) failed: {e}"));
+}
+
+/// Puts one resource in its own committed transaction.
+async fn put(store: &dyn Store, svc: &str, rtype: &str, id: &str, body: Value) -> StoredResource {
+    let mut tx = store
+        .begin(svc)
+        .await
+        .unwrap_or_else(|e| panic!("begin({svc}) failed: {e}"));
+    let stored = tx
+        .put(rtype, id, body, Method::Put)
+        .await
+        .unwrap_or_else(|e| panic!("put {rtype}/{id} failed: {e}"));
+    tx.commit()
+        .await
+        .unwrap_or_else(|e| panic!("commit of {rtype}/{id} failed: {e}"));
+    stored
+}
+
+/// Deletes one resource in its own committed transaction.
+async fn delete(store: &dyn Store, svc: &str, rtype: &str, id: &str) -> Option<StoredResource> {
+    let mut tx = store.begin(svc).await.expect("begin");
+    let deleted = tx
+        .delete(rtype, id)
+        .await
+        .unwrap_or_else(|e| panic!("delete {rtype}/{id} failed: {e}"));
+    tx.commit().await.expect("commit of a delete");
+    deleted
+}
+
+async fn read(store: &dyn Store, svc: &str, rtype: &str, id: &str) -> Option<StoredResource> {
+    store
+        .read(svc, rtype, id)
+        .await
+        .unwrap_or_else(|e| panic!("read {svc}/{rtype}/{id} failed: {e}"))
+}
+
+fn body_json(stored: &StoredResource) -> Value {
+    let body = stored
+        .body
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}/{} has no body", stored.resource_type, stored.id));
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "{}/{} body is not JSON ({e}): {}",
+            stored.resource_type,
+            stored.id,
+            String::from_utf8_lossy(body)
+        )
+    })
+}
+
+fn query(count: usize) -> HistoryQuery {
+    HistoryQuery {
+        since: None,
+        at: None,
+        count,
+        before: None,
+    }
+}
+
+async fn history(
+    store: &dyn Store,
+    svc: &str,
+    scope: &HistoryScope,
+    q: &HistoryQuery,
+) -> HistoryPage {
+    store
+        .history(svc, scope, q)
+        .await
+        .unwrap_or_else(|e| panic!("history {scope:?} {q:?} failed: {e}"))
+}
+
+/// `(type/id, version)` of each entry, for readable assertions.
+fn keys(page: &HistoryPage) -> Vec<(String, u64)> {
+    page.entries
+        .iter()
+        .map(|e| (format!("{}/{}", e.resource_type, e.id), e.version))
+        .collect()
+}
+
+fn key(reference: &str, version: u64) -> (String, u64) {
+    (reference.to_owned(), version)
+}
+
+/// Checks that `stored` is the same version as `expected`: number, instant, method, body.
+fn assert_same(what: &str, stored: &StoredResource, expected: &StoredResource) {
+    assert_eq!(stored.resource_type, expected.resource_type, "{what}: type");
+    assert_eq!(stored.id, expected.id, "{what}: id");
+    assert_eq!(stored.version, expected.version, "{what}: version");
+    assert_eq!(
+        stored.last_updated, expected.last_updated,
+        "{what}: lastUpdated"
+    );
+    assert_eq!(stored.method, expected.method, "{what}: method");
+    assert_eq!(stored.body, expected.body, "{what}: body bytes");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+/// A put creates version 1; read and vread return exactly what put returned.
+pub async fn create_read_vread(store: &dyn Store) {
+    service(store, "a").await;
+    assert!(
+        read(store, "a", "Patient", "p1").await.is_none(),
+        "read before create"
+    );
+    let created = put(store, "a", "Patient", "p1", patient("Chalmers")).await;
+    assert_eq!(created.version, 1, "first version is 1");
+    assert_eq!(created.resource_type, "Patient");
+    assert_eq!(created.id, "p1");
+    assert!(!created.is_deleted(), "a put is not a deletion");
+    let body = body_json(&created);
+    assert_eq!(body["id"], "p1", "put stamps the id");
+    assert_eq!(
+        body["name"][0]["family"], "Chalmers",
+        "put keeps the content"
+    );
+
+    let current = read(store, "a", "Patient", "p1")
+        .await
+        .expect("read after create");
+    assert_same("read after create", &current, &created);
+    let v1 = store
+        .vread("a", "Patient", "p1", 1)
+        .await
+        .expect("vread")
+        .expect("vread of version 1");
+    assert_same("vread 1", &v1, &created);
+    assert!(
+        store
+            .vread("a", "Patient", "p1", 2)
+            .await
+            .expect("vread")
+            .is_none(),
+        "vread of a version that does not exist"
+    );
+    assert!(
+        store
+            .vread("a", "Patient", "nope", 1)
+            .await
+            .expect("vread")
+            .is_none(),
+        "vread of a resource that does not exist"
+    );
+    assert!(
+        read(store, "a", "Observation", "p1").await.is_none(),
+        "read is keyed by type as well as id"
+    );
+}
+
+/// Each put makes the next version; every old version stays readable.
+pub async fn versions_increment(store: &dyn Store) {
+    service(store, "a").await;
+    let mut all = Vec::new();
+    for (i, family) in ["One", "Two", "Three"].into_iter().enumerate() {
+        let stored = put(store, "a", "Patient", "p", patient(family)).await;
+        assert_eq!(
+            stored.version,
+            i as u64 + 1,
+            "put number {} gives version {}",
+            i + 1,
+            i + 1
+        );
+        assert_eq!(
+            body_json(&stored)["meta"]["versionId"],
+            (i + 1).to_string(),
+            "meta.versionId follows the version"
+        );
+        all.push(stored);
+    }
+    for stored in &all {
+        let old = store
+            .vread("a", "Patient", "p", stored.version)
+            .await
+            .expect("vread")
+            .unwrap_or_else(|| panic!("version {} is gone", stored.version));
+        assert_same(&format!("vread {}", stored.version), &old, stored);
+    }
+    let current = read(store, "a", "Patient", "p").await.expect("read");
+    assert_eq!(current.version, 3, "read gives the newest version");
+}
+
+/// The stored body is the resource with id, meta.versionId and meta.lastUpdated stamped, its
+/// keys in their original order and its number literals as written (FHIR R4 §2.6.2: decimal
+/// precision is significant, so 1.50 must stay 1.50).
+pub async fn stamp_keeps_key_order_and_number_literals(store: &dyn Store) {
+    service(store, "a").await;
+    let text = r#"{"resourceType":"Observation","status":"final","code":{"text":"weight"},"valueQuantity":{"value":1.50,"unit":"kg"},"component":[{"valueInteger":12345678901234567890},{"valueDecimal":0.000100}]}"#;
+    let resource: Value = serde_json::from_str(text).expect("fixture is JSON");
+    let stored = put(store, "a", "Observation", "o1", resource).await;
+    let body = stored.body.clone().expect("body");
+    let body_text = std::str::from_utf8(&body).expect("body is UTF-8");
+    let stamped: Value = serde_json::from_slice(&body).expect("body is JSON");
+    for literal in [r#""value":1.50"#, "12345678901234567890", "0.000100"] {
+        assert!(
+            body_text.contains(literal),
+            "number literal {literal} kept: {body_text}"
+        );
+    }
+    let keys: Vec<&str> = stamped
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "code",
+            "valueQuantity",
+            "component"
+        ],
+        "id and meta go after resourceType, the rest keeps its order"
+    );
+    assert_eq!(stamped["meta"]["versionId"], "1");
+    assert_eq!(
+        stamped["meta"]["lastUpdated"],
+        crate::format_instant(&stored.last_updated),
+        "meta.lastUpdated is the version's instant"
+    );
+    let read_back = read(store, "a", "Observation", "o1").await.expect("read");
+    assert_eq!(
+        read_back.body,
+        Some(body),
+        "read returns the stored bytes unchanged"
+    );
+
+    // A resource that has an id and a meta keeps their places and the other meta elements.
+    let resource = json!({
+        "resourceType": "Patient",
+        "meta": {"profile": ["http://example.org/p"], "versionId": "99"},
+        "id": "wrong",
+        "active": true
+    });
+    let stored = put(store, "a", "Patient", "p1", resource).await;
+    let stamped = body_json(&stored);
+    let keys: Vec<&String> = stamped.as_object().expect("object").keys().collect();
+    assert_eq!(
+        keys,
+        ["resourceType", "meta", "id", "active"],
+        "existing key order kept"
+    );
+    assert_eq!(stamped["id"], "p1", "the id is the store's, not the body's");
+    assert_eq!(
+        stamped["meta"]["versionId"], "1",
+        "meta.versionId overwritten"
+    );
+    assert_eq!(
+        stamped["meta"]["profile"][0], "http://example.org/p",
+        "meta.profile kept"
+    );
+}
+
+/// A delete writes a deletion version: read shows it, the old version stays readable, and a
+/// later put revives the resource with the next version.
+pub async fn delete_then_read_shows_a_deletion(store: &dyn Store) {
+    service(store, "a").await;
+    let created = put(store, "a", "Patient", "p", patient("A")).await;
+    let deleted = delete(store, "a", "Patient", "p")
+        .await
+        .expect("delete of an existing resource writes a version");
+    assert_eq!(deleted.version, 2, "the deletion is version 2");
+    assert_eq!(deleted.method, Method::Delete);
+    assert!(deleted.is_deleted(), "a deletion has no body");
+    assert!(
+        deleted.last_updated > created.last_updated,
+        "the deletion is newer"
+    );
+
+    let current = read(store, "a", "Patient", "p")
+        .await
+        .expect("read shows the deletion");
+    assert_same("read after delete", &current, &deleted);
+    let v1 = store
+        .vread("a", "Patient", "p", 1)
+        .await
+        .expect("vread")
+        .expect("version 1");
+    assert_same("vread 1 after delete", &v1, &created);
+    let v2 = store
+        .vread("a", "Patient", "p", 2)
+        .await
+        .expect("vread")
+        .expect("version 2");
+    assert!(
+        v2.is_deleted(),
+        "vread of the deletion version is a deletion"
+    );
+
+    let revived = put(store, "a", "Patient", "p", patient("B")).await;
+    assert_eq!(
+        revived.version, 3,
+        "a put after a delete continues the versions"
+    );
+    assert!(!read(store, "a", "Patient", "p")
+        .await
+        .expect("read")
+        .is_deleted());
+}
+
+/// Deleting what does not exist, or is already deleted, writes nothing.
+pub async fn delete_of_missing_writes_nothing(store: &dyn Store) {
+    service(store, "a").await;
+    assert!(
+        delete(store, "a", "Patient", "ghost").await.is_none(),
+        "delete of missing"
+    );
+    assert!(
+        read(store, "a", "Patient", "ghost").await.is_none(),
+        "still nothing to read"
+    );
+    put(store, "a", "Patient", "p", patient("A")).await;
+    assert!(
+        delete(store, "a", "Patient", "p").await.is_some(),
+        "first delete"
+    );
+    assert!(
+        delete(store, "a", "Patient", "p").await.is_none(),
+        "second delete"
+    );
+    let page = history(store, "a", &HistoryScope::System, &query(10)).await;
+    assert_eq!(
+        keys(&page),
+        [key("Patient/p", 2), key("Patient/p", 1)],
+        "only the put and one deletion are recorded"
+    );
+    assert_eq!(page.total, 2);
+}
+
+/// A transaction dropped without commit leaves nothing, and the store takes the next writer.
+pub async fn rollback_on_drop_leaves_nothing(store: &dyn Store) {
+    service(store, "a").await;
+    put(store, "a", "Patient", "kept", patient("K")).await;
+    {
+        let mut tx = store.begin("a").await.expect("begin");
+        tx.put("Patient", "p", patient("A"), Method::Post)
+            .await
+            .expect("put");
+        tx.put("Patient", "kept", patient("changed"), Method::Put)
+            .await
+            .expect("put");
+        tx.delete("Patient", "kept").await.expect("delete");
+        // dropped here
+    }
+    assert!(
+        read(store, "a", "Patient", "p").await.is_none(),
+        "rolled-back create invisible"
+    );
+    let kept = read(store, "a", "Patient", "kept").await.expect("kept");
+    assert_eq!(
+        kept.version, 1,
+        "rolled-back update and delete left no version"
+    );
+    let page = history(store, "a", &HistoryScope::System, &query(10)).await;
+    assert_eq!(
+        keys(&page),
+        [key("Patient/kept", 1)],
+        "history has no rolled-back version"
+    );
+
+    let stored = put(store, "a", "Patient", "p", patient("A")).await;
+    assert_eq!(
+        stored.version, 1,
+        "a later transaction starts from the committed state"
+    );
+}
+
+/// Readers see nothing of a transaction until it commits, then all of it.
+pub async fn uncommitted_writes_are_invisible(store: &dyn Store) {
+    service(store, "a").await;
+    let mut tx = store.begin("a").await.expect("begin");
+    tx.put("Patient", "p1", patient("A"), Method::Post)
+        .await
+        .expect("put");
+    tx.put("Patient", "p2", patient("B"), Method::Post)
+        .await
+        .expect("put");
+    assert!(
+        read(store, "a", "Patient", "p1").await.is_none(),
+        "uncommitted put visible"
+    );
+    let page = history(store, "a", &HistoryScope::System, &query(10)).await;
+    assert_eq!(page.total, 0, "uncommitted versions in history");
+    tx.commit().await.expect("commit");
+    assert!(
+        read(store, "a", "Patient", "p1").await.is_some(),
+        "committed p1 visible"
+    );
+    assert!(
+        read(store, "a", "Patient", "p2").await.is_some(),
+        "committed p2 visible"
+    );
+}
+
+/// Within a transaction, `current` and version numbers reflect the transaction's own writes.
+pub async fn transaction_sees_its_own_writes(store: &dyn Store) {
+    service(store, "a").await;
+    let mut tx = store.begin("a").await.expect("begin");
+    assert!(tx.current("Patient", "p").await.expect("current").is_none());
+    let v1 = tx
+        .put("Patient", "p", patient("A"), Method::Post)
+        .await
+        .expect("put");
+    let cur = tx
+        .current("Patient", "p")
+        .await
+        .expect("current")
+        .expect("own put");
+    assert_same("current after own put", &cur, &v1);
+    let v2 = tx
+        .put("Patient", "p", patient("B"), Method::Put)
+        .await
+        .expect("put");
+    assert_eq!(v2.version, 2, "second put in one transaction is version 2");
+    let deleted = tx
+        .delete("Patient", "p")
+        .await
+        .expect("delete")
+        .expect("deletion");
+    assert_eq!(deleted.version, 3);
+    assert!(tx
+        .current("Patient", "p")
+        .await
+        .expect("current")
+        .expect("v3")
+        .is_deleted());
+    tx.commit().await.expect("commit");
+    let page = history(
+        store,
+        "a",
+        &HistoryScope::Instance("Patient".into(), "p".into()),
+        &query(10),
+    )
+    .await;
+    let methods: Vec<Method> = page.entries.iter().map(|e| e.method).collect();
+    assert_eq!(
+        methods,
+        [Method::Delete, Method::Put, Method::Post],
+        "methods recorded"
+    );
+}
+
+/// Two services hold the same type/id independently.
+pub async fn services_are_isolated(store: &dyn Store) {
+    service(store, "a").await;
+    service(store, "b").await;
+    put(store, "a", "Patient", "p", patient("InA")).await;
+    put(store, "a", "Patient", "p", patient("InA2")).await;
+    let in_b = put(store, "b", "Patient", "p", patient("InB")).await;
+    assert_eq!(in_b.version, 1, "versions count per service");
+    let a = read(store, "a", "Patient", "p").await.expect("a");
+    let b = read(store, "b", "Patient", "p").await.expect("b");
+    assert_eq!(body_json(&a)["name"][0]["family"], "InA2");
+    assert_eq!(body_json(&b)["name"][0]["family"], "InB");
+    assert!(delete(store, "b", "Patient", "p").await.is_some());
+    assert!(
+        !read(store, "a", "Patient", "p")
+            .await
+            .expect("a")
+            .is_deleted(),
+        "a untouched"
+    );
+    for (svc, total) in [("a", 2), ("b", 2)] {
+        for scope in [
+            HistoryScope::System,
+            HistoryScope::Type("Patient".into()),
+            HistoryScope::Instance("Patient".into(), "p".into()),
+        ] {
+            let page = history(store, svc, &scope, &query(10)).await;
+            assert_eq!(
+                page.total, total,
+                "history {scope:?} of {svc} counts only its own"
+            );
+        }
+    }
+}
+
+/// delete_service removes the service and all its versions; a new service of the same name
+/// starts empty; other services are untouched.
+pub async fn delete_service_removes_its_data(store: &dyn Store) {
+    service(store, "a").await;
+    service(store, "b").await;
+    put(store, "a", "Patient", "p", patient("A")).await;
+    put(
+        store,
+        "a",
+        "Observation",
+        "o",
+        json!({"resourceType": "Observation"}),
+    )
+    .await;
+    put(store, "b", "Patient", "p", patient("B")).await;
+    assert!(
+        store.delete_service("a").await.expect("delete_service"),
+        "existing service"
+    );
+    assert!(
+        !store.service_exists("a").await.expect("service_exists"),
+        "service gone"
+    );
+    assert_eq!(store.list_services().await.expect("list"), ["b"]);
+    assert!(
+        !store
+            .delete_service("a")
+            .await
+            .expect("delete_service again"),
+        "deleting a missing service says so"
+    );
+    service(store, "a").await;
+    assert!(
+        read(store, "a", "Patient", "p").await.is_none(),
+        "recreated service is empty"
+    );
+    let page = history(store, "a", &HistoryScope::System, &query(10)).await;
+    assert_eq!(page.total, 0, "recreated service has no history");
+    let created = put(store, "a", "Patient", "p", patient("A")).await;
+    assert_eq!(
+        created.version, 1,
+        "versions start over in a recreated service"
+    );
+    assert!(
+        read(store, "b", "Patient", "p").await.is_some(),
+        "other service untouched"
+    );
+}
+
+/// Services are listed sorted; creating one twice is harmless.
+pub async fn services_are_listed_and_created_idempotently(store: &dyn Store) {
+    assert!(
+        store.list_services().await.expect("list").is_empty(),
+        "a fresh store is empty"
+    );
+    for name in ["zeta", "alpha", "mid", "alpha"] {
+        service(store, name).await;
+    }
+    put(store, "mid", "Patient", "p", patient("M")).await;
+    service(store, "mid").await;
+    assert_eq!(
+        store.list_services().await.expect("list"),
+        ["alpha", "mid", "zeta"]
+    );
+    assert!(store.service_exists("mid").await.expect("exists"));
+    assert!(!store.service_exists("nope").await.expect("exists"));
+    assert!(
+        read(store, "mid", "Patient", "p").await.is_some(),
+        "creating an existing service keeps its data"
+    );
+}
+
+/// Reads, history and writes on a service that does not exist fail with NoSuchService.
+pub async fn unknown_service_is_reported(store: &dyn Store) {
+    fn check<T: std::fmt::Debug>(what: &str, result: crate::Result<T>) {
+        match result {
+            Err(StoreError::NoSuchService(name)) => assert_eq!(name, "nope", "{what}"),
+            other => panic!("{what} on an unknown service gave {other:?}"),
+        }
+    }
+    check("read", store.read("nope", "Patient", "p").await);
+    check("vread", store.vread("nope", "Patient", "p", 1).await);
+    check(
+        "history",
+        store
+            .history("nope", &HistoryScope::System, &query(10))
+            .await,
+    );
+    check("begin", store.begin("nope").await.map(|_| ()));
+}
+
+/// System, type and instance history list the right versions, newest first, deletions
+/// included, with totals.
+pub async fn history_scopes(store: &dyn Store) {
+    service(store, "a").await;
+    put(store, "a", "Patient", "p1", patient("A")).await;
+    put(
+        store,
+        "a",
+        "Observation",
+        "o1",
+        json!({"resourceType": "Observation"}),
+    )
+    .await;
+    put(store, "a", "Patient", "p2", patient("B")).await;
+    put(store, "a", "Patient", "p1", patient("A2")).await;
+    delete(store, "a", "Observation", "o1")
+        .await
+        .expect("deletion");
+
+    let system = history(store, "a", &HistoryScope::System, &query(10)).await;
+    assert_eq!(
+        keys(&system),
+        [
+            key("Observation/o1", 2),
+            key("Patient/p1", 2),
+            key("Patient/p2", 1),
+            key("Observation/o1", 1),
+            key("Patient/p1", 1),
+        ],
+        "system history, newest first"
+    );
+    assert_eq!(system.total, 5);
+    assert!(system.next.is_none(), "one page holds it all");
+    assert!(
+        system.entries[0].is_deleted(),
+        "deletions appear in history"
+    );
+    assert!(
+        system.entries[1].body.is_some(),
+        "versions carry their bodies"
+    );
+    for pair in system.entries.windows(2) {
+        assert!(
+            pair[0].last_updated > pair[1].last_updated,
+            "newest first by lastUpdated"
+        );
+    }
+
+    let types = history(
+        store,
+        "a",
+        &HistoryScope::Type("Patient".into()),
+        &query(10),
+    )
+    .await;
+    assert_eq!(
+        keys(&types),
+        [
+            key("Patient/p1", 2),
+            key("Patient/p2", 1),
+            key("Patient/p1", 1)
+        ],
+        "type history"
+    );
+    assert_eq!(types.total, 3);
+
+    let instance = HistoryScope::Instance("Patient".into(), "p1".into());
+    let inst = history(store, "a", &instance, &query(10)).await;
+    assert_eq!(
+        keys(&inst),
+        [key("Patient/p1", 2), key("Patient/p1", 1)],
+        "instance history"
+    );
+    assert_eq!(inst.total, 2);
+
+    let none = history(
+        store,
+        "a",
+        &HistoryScope::Type("Encounter".into()),
+        &query(10),
+    )
+    .await;
+    assert!(none.entries.is_empty() && none.total == 0 && none.next.is_none());
+    let none = HistoryScope::Instance("Patient".into(), "zz".into());
+    assert_eq!(history(store, "a", &none, &query(10)).await.total, 0);
+
+    let counted = history(store, "a", &HistoryScope::System, &query(0)).await;
+    assert!(counted.entries.is_empty(), "count 0 returns no entries");
+    assert_eq!(counted.total, 5, "count 0 still gives the total");
+}
+
+/// `_since` keeps versions at or after an instant, `_at` those at or before it, in every
+/// scope, and the total counts what the filters keep.
+pub async fn history_since_and_at(store: &dyn Store) {
+    service(store, "a").await;
+    service(store, "other").await;
+    let mut versions = Vec::new();
+    for i in 0..6 {
+        let id = if i % 2 == 0 { "p" } else { "q" };
+        versions.push(put(store, "a", "Patient", id, patient(&i.to_string())).await);
+        // Interleave another service so that instants and positions are shared.
+        put(store, "other", "Patient", id, patient("X")).await;
+    }
+    let middle = versions[3].last_updated;
+    // p has versions[0], [2], [4]; q has versions[1], [3], [5].
+    let scopes = [
+        (HistoryScope::System, 3, 4),
+        (HistoryScope::Type("Patient".into()), 3, 4),
+        (HistoryScope::Instance("Patient".into(), "q".into()), 2, 2),
+    ];
+    for (scope, since_total, at_total) in scopes {
+        let mut q = query(10);
+        q.since = Some(middle);
+        let page = history(store, "a", &scope, &q).await;
+        assert!(
+            page.entries.iter().all(|e| e.last_updated >= middle),
+            "{scope:?} _since keeps only newer versions"
+        );
+        assert_eq!(
+            page.total, since_total,
+            "{scope:?} _since total includes the version at exactly that instant"
+        );
+        assert_eq!(
+            page.entries.len() as u64,
+            page.total,
+            "{scope:?} _since entries"
+        );
+
+        let mut q = query(10);
+        q.at = Some(middle);
+        let page = history(store, "a", &scope, &q).await;
+        assert!(
+            page.entries.iter().all(|e| e.last_updated <= middle),
+            "{scope:?} _at keeps only older versions"
+        );
+        assert_eq!(
+            page.total, at_total,
+            "{scope:?} _at total includes the version at exactly that instant"
+        );
+        assert_eq!(
+            page.entries.len() as u64,
+            page.total,
+            "{scope:?} _at entries"
+        );
+
+        let mut q = query(10);
+        q.since = Some(versions[1].last_updated);
+        q.at = Some(versions[4].last_updated);
+        let page = history(store, "a", &scope, &q).await;
+        assert!(page
+            .entries
+            .iter()
+            .all(|e| e.last_updated >= versions[1].last_updated
+                && e.last_updated <= versions[4].last_updated));
+    }
+    let mut q = query(10);
+    q.since = Some(versions[5].last_updated + chrono::Duration::microseconds(1));
+    let page = history(store, "a", &HistoryScope::System, &q).await;
+    assert_eq!(page.total, 0, "_since after the newest version is empty");
+    let mut q = query(10);
+    q.at = Some(versions[0].last_updated - chrono::Duration::microseconds(1));
+    let page = history(store, "a", &HistoryScope::System, &q).await;
+    assert_eq!(page.total, 0, "_at before the oldest version is empty");
+}
+
+/// Paging with the `next` cursor visits every version once, newest first, even while new
+/// versions are written between pages; the total counts everything that matches.
+pub async fn history_paging_with_cursor_while_writing(store: &dyn Store) {
+    service(store, "a").await;
+    let mut written = Vec::new();
+    for i in 0..25 {
+        let id = format!("p{}", i % 7);
+        written.push(put(store, "a", "Patient", &id, patient("P")).await);
+    }
+    let oldest_first: Vec<(String, u64)> = written
+        .iter()
+        .map(|s| (format!("Patient/{}", s.id), s.version))
+        .collect();
+    for scope in [HistoryScope::System, HistoryScope::Type("Patient".into())] {
+        let expected = keys(&history(store, "a", &scope, &query(1000)).await);
+        assert!(
+            expected.iter().rev().take(25).eq(oldest_first.iter()),
+            "{scope:?}: history ends with the 25 versions written, oldest last"
+        );
+        let mut seen = Vec::new();
+        let mut q = query(10);
+        let mut pages = 0;
+        loop {
+            let page = history(store, "a", &scope, &q).await;
+            pages += 1;
+            assert!(page.entries.len() <= 10, "page size respected");
+            assert!(
+                page.total >= expected.len() as u64,
+                "total counts what was there"
+            );
+            seen.extend(keys(&page));
+            // New versions must not shift the pages being read.
+            put(store, "a", "Patient", "late", patient("L")).await;
+            match page.next {
+                Some(next) => q.before = Some(next),
+                None => break,
+            }
+            assert!(pages < 10, "paging does not end");
+        }
+        assert_eq!(pages, expected.len().div_ceil(10), "{scope:?}: pages of 10");
+        assert_eq!(
+            seen, expected,
+            "{scope:?}: every version once, newest first"
+        );
+    }
+    // Exactly one page's worth has no next page.
+    let page = history(
+        store,
+        "a",
+        &HistoryScope::Type("Patient".into()),
+        &query(10),
+    )
+    .await;
+    let total = page.total;
+    let all = history(store, "a", &HistoryScope::System, &query(total as usize)).await;
+    assert_eq!(all.entries.len() as u64, total);
+    assert!(all.next.is_none(), "a page holding the rest has no next");
+
+    // Instance history pages too.
+    let instance = HistoryScope::Instance("Patient".into(), "p0".into());
+    let mut q = query(2);
+    let mut versions = Vec::new();
+    loop {
+        let page = history(store, "a", &instance, &q).await;
+        assert_eq!(page.total, 4, "p0 has 4 versions");
+        versions.extend(page.entries.iter().map(|e| e.version));
+        match page.next {
+            Some(next) => q.before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        versions,
+        [4, 3, 2, 1],
+        "instance history paged newest first"
+    );
+}
+
+/// Every version gets its own lastUpdated, strictly later than every earlier one, within one
+/// transaction and across transactions and resources.
+pub async fn last_updated_strictly_increasing(store: &dyn Store) {
+    service(store, "a").await;
+    let mut instants = Vec::new();
+    for round in 0..5 {
+        let mut tx = store.begin("a").await.expect("begin");
+        for i in 0..20 {
+            let id = format!("p{}", (round * 20 + i) % 13);
+            let stored = tx
+                .put("Patient", &id, patient("T"), Method::Put)
+                .await
+                .expect("put");
+            instants.push(stored.last_updated);
+        }
+        if let Some(deleted) = tx.delete("Patient", "p0").await.expect("delete") {
+            instants.push(deleted.last_updated);
+        }
+        tx.commit().await.expect("commit");
+    }
+    for pair in instants.windows(2) {
+        assert!(
+            pair[0] < pair[1],
+            "lastUpdated {} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let page = history(store, "a", &HistoryScope::System, &query(1000)).await;
+    assert_eq!(page.total as usize, instants.len());
+    let mut listed: Vec<_> = page.entries.iter().map(|e| e.last_updated).collect();
+    listed.reverse();
+    assert_eq!(
+        listed, instants,
+        "history lists the instants the writes returned"
+    );
+}
+
+/// Many writers doing read-modify-write on one resource never lose an update: 8 tasks × 25
+/// increments of a counter end at version 201 with the counter at 200.
+pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
+    const TASKS: u64 = 8;
+    const ROUNDS: u64 = 25;
+    service(&*store, "a").await;
+    put(
+        &*store,
+        "a",
+        "Basic",
+        "counter",
+        json!({"resourceType": "Basic", "count": 0}),
+    )
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for round in 0..ROUNDS {
+                // Now and then a transaction that rolls back must not disturb the count.
+                if (task + round) % 5 == 0 {
+                    let mut scratch = store.begin("a").await.expect("begin");
+                    let counter = scratch.current("Basic", "counter").await.expect("current");
+                    let mut body = body_json(&counter.expect("the counter exists"));
+                    body["count"] = json!(-1);
+                    scratch
+                        .put("Basic", "counter", body, Method::Put)
+                        .await
+                        .expect("put");
+                    scratch
+                        .put(
+                            "Basic",
+                            "scratch",
+                            json!({"resourceType": "Basic"}),
+                            Method::Put,
+                        )
+                        .await
+                        .expect("put");
+                    tokio::task::yield_now().await;
+                    drop(scratch);
+                }
+                let mut tx = store.begin("a").await.expect("begin");
+                let current = tx
+                    .current("Basic", "counter")
+                    .await
+                    .expect("current")
+                    .expect("the counter exists");
+                let mut body = body_json(&current);
+                let count = body["count"].as_u64().expect("count is a whole number");
+                body["count"] = json!(count + 1);
+                // Yield inside the transaction so that other writers get every chance to race.
+                tokio::task::yield_now().await;
+                tx.put("Basic", "counter", body, Method::Put)
+                    .await
+                    .expect("put");
+                tx.commit().await.expect("commit");
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            panic!("a writer task failed: {e}");
+        }
+    }
+    let counter = read(&*store, "a", "Basic", "counter")
+        .await
+        .expect("counter");
+    assert_eq!(
+        counter.version,
+        TASKS * ROUNDS + 1,
+        "one version per increment"
+    );
+    assert_eq!(
+        body_json(&counter)["count"],
+        TASKS * ROUNDS,
+        "no increment lost"
+    );
+    assert!(
+        read(&*store, "a", "Basic", "scratch").await.is_none(),
+        "rolled-back writes stay invisible"
+    );
+}
+
+/// Readers keep reading committed versions while writers commit, each read seeing a whole
+/// version whose body matches its version number.
+pub async fn readers_and_writers_run_concurrently(store: Arc<dyn Store>) {
+    service(&*store, "a").await;
+    for i in 0..10 {
+        put(&*store, "a", "Patient", &format!("p{i}"), patient("0")).await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..2 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for round in 1..=20 {
+                let mut tx = store.begin("a").await.expect("begin");
+                for i in (w * 5)..(w * 5 + 5) {
+                    tx.put(
+                        "Patient",
+                        &format!("p{i}"),
+                        patient(&round.to_string()),
+                        Method::Put,
+                    )
+                    .await
+                    .expect("put");
+                }
+                tx.commit().await.expect("commit");
+            }
+        });
+    }
+    for r in 0..4 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for n in 0..300 {
+                let id = format!("p{}", (r + n) % 10);
+                let stored = read(&*store, "a", "Patient", &id).await.expect("exists");
+                let body = body_json(&stored);
+                assert_eq!(
+                    body["meta"]["versionId"],
+                    stored.version.to_string(),
+                    "a read returns a whole version"
+                );
+                if n % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            panic!("a task failed: {e}");
+        }
+    }
+    for i in 0..10 {
+        let stored = read(&*store, "a", "Patient", &format!("p{i}"))
+            .await
+            .expect("p");
+        assert_eq!(stored.version, 21, "p{i}: every committed write counted");
+    }
+}

@@ -1,0 +1,655 @@
+//! batch and transaction Bundles posted to the base (FHIR R4 http.html#transaction).
+//!
+//! A transaction is one store transaction: every entry is checked before anything is
+//! written, entries run in the spec's order (DELETE, POST, PUT/PATCH, GET), `urn:uuid:`
+//! fullUrls become server ids in every Reference, and the first failing entry rolls
+//! everything back and is named in the OperationOutcome. A batch runs each entry on its own.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use fhir_model::IssueCode;
+use fhir_store::{format_instant, StoredResource, WriteTx};
+use serde_json::{json, Map, Value};
+
+use crate::error::FhirError;
+use crate::negotiate::request_body_kind;
+use crate::patch::Patch;
+use crate::read::parse_etag;
+use crate::request::{read_body, Ctx, Return};
+use crate::respond;
+use crate::route::valid_id;
+use crate::write::{self, check_resource};
+
+/// What one entry asks for.
+enum Action {
+    Create {
+        rtype: String,
+    },
+    Update {
+        rtype: String,
+        id: String,
+    },
+    Patch {
+        rtype: String,
+        id: String,
+    },
+    Delete {
+        rtype: String,
+        id: String,
+    },
+    Read {
+        rtype: String,
+        id: String,
+        version: Option<u64>,
+    },
+}
+
+impl Action {
+    /// The spec's processing order (FHIR R4 http.html#trules).
+    fn order(&self) -> u8 {
+        match self {
+            Action::Delete { .. } => 0,
+            Action::Create { .. } => 1,
+            Action::Update { .. } | Action::Patch { .. } => 2,
+            Action::Read { .. } => 3,
+        }
+    }
+}
+
+struct Entry {
+    index: usize,
+    method: String,
+    url: String,
+    full_url: Option<String>,
+    action: Action,
+    resource: Option<Value>,
+    if_match: Option<u64>,
+    /// The id a create will get, chosen before any entry runs so references can point at it.
+    new_id: Option<String>,
+}
+
+/// What an entry produced, to be written into the response Bundle.
+enum Outcome {
+    Written {
+        status: StatusCode,
+        stored: StoredResource,
+    },
+    Deleted(Option<StoredResource>),
+    Read(StoredResource),
+}
+
+pub(crate) async fn batch_or_transaction(
+    ctx: &Ctx,
+    body: Body,
+    limit: usize,
+) -> Result<Response, FhirError> {
+    request_body_kind(&ctx.headers, false)?;
+    let bytes = read_body(body, limit).await?;
+    let mut doc = ctx.parse_json(&bytes)?;
+    if doc.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(FhirError::bad_request(
+            "only a Bundle of type batch or transaction may be posted to the base",
+        )
+        .at("resourceType"));
+    }
+    let kind = doc
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if kind != "batch" && kind != "transaction" {
+        return Err(FhirError::bad_request(format!(
+            "a Bundle posted to the base must be of type batch or transaction, not '{kind}'"
+        ))
+        .at("Bundle.type"));
+    }
+    let raw_entries = match doc.get_mut("entry").map(Value::take) {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(FhirError::new(
+                StatusCode::BAD_REQUEST,
+                IssueCode::Structure,
+                "Bundle.entry must be an array",
+            )
+            .at("Bundle.entry"))
+        }
+    };
+    let max = ctx.state.inner.config.max_bundle_entries;
+    if raw_entries.len() > max {
+        return Err(FhirError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueCode::TooLong,
+            format!(
+                "the Bundle has {} entries; at most {max} are accepted",
+                raw_entries.len()
+            ),
+        )
+        .at("Bundle.entry"));
+    }
+    if kind == "transaction" {
+        transaction(ctx, raw_entries).await
+    } else {
+        batch(ctx, raw_entries).await
+    }
+}
+
+async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
+    let defs = ctx.state.inner.defs;
+    let mut entries = Vec::with_capacity(raw.len());
+    for (i, e) in raw.into_iter().enumerate() {
+        entries.push(parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?);
+    }
+
+    // Ids first, so that every entry can refer to any other (FHIR R4 http.html#trules).
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for e in &mut entries {
+        let target = match &e.action {
+            Action::Create { rtype } => {
+                let id = write::new_id();
+                let t = format!("{rtype}/{id}");
+                e.new_id = Some(id);
+                t
+            }
+            Action::Update { rtype, id } => format!("{rtype}/{id}"),
+            _ => continue,
+        };
+        if let Some(full) = &e.full_url {
+            if ids.insert(full.clone(), target).is_some() {
+                return Err(FhirError::bad_request(format!(
+                    "fullUrl '{full}' appears on more than one entry"
+                ))
+                .at(format!("{}.fullUrl", entry_path(e.index))));
+            }
+        }
+    }
+    for e in &mut entries {
+        if let Some(r) = &mut e.resource {
+            rewrite_references(r, &ids, &ctx.base)
+                .map_err(|err| err.within(&format!("{}.resource", entry_path(e.index)), None))?;
+        }
+        check_entry_resource(defs, e)?;
+    }
+
+    // FHIR R4 http.html#trules: the identities written by steps 1-3 may not overlap.
+    let mut touched: HashMap<(String, String), usize> = HashMap::new();
+    for e in &entries {
+        let key = match &e.action {
+            Action::Update { rtype, id }
+            | Action::Patch { rtype, id }
+            | Action::Delete { rtype, id } => (rtype.clone(), id.clone()),
+            _ => continue,
+        };
+        if let Some(first) = touched.insert(key.clone(), e.index) {
+            return Err(FhirError::bad_request(format!(
+                "{}/{} is changed by entry {first} and again by entry {}; a transaction may change a resource once",
+                key.0, key.1, e.index
+            ))
+            .at(entry_path(e.index)));
+        }
+    }
+
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| (entries[i].action.order(), i));
+
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let mut outcomes: Vec<Option<Outcome>> = (0..entries.len()).map(|_| None).collect();
+    for i in order {
+        let e = &mut entries[i];
+        match run_entry(ctx, tx.as_mut(), e).await {
+            Ok(o) => outcomes[i] = Some(o),
+            Err(err) => {
+                // Dropping `tx` rolls back everything this transaction wrote.
+                let prefix = format!("{} ({} {})", entry_path(e.index), e.method, e.url);
+                return Err(name_entry(err, e.index, &prefix));
+            }
+        }
+    }
+    tx.commit().await?;
+    let entries_json = entries
+        .iter()
+        .zip(outcomes)
+        .map(|(_, o)| response_entry(ctx, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(respond::json(
+        ctx,
+        StatusCode::OK,
+        &response_bundle("transaction-response", entries_json),
+    ))
+}
+
+async fn batch(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
+    let defs = ctx.state.inner.defs;
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, e) in raw.into_iter().enumerate() {
+        let result = async {
+            let mut entry = parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?;
+            if let Action::Create { .. } = entry.action {
+                entry.new_id = Some(write::new_id());
+            }
+            check_entry_resource(defs, &entry)?;
+            let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+            let o = run_entry(ctx, tx.as_mut(), &mut entry).await?;
+            tx.commit().await?;
+            Ok::<_, FhirError>((entry, o))
+        }
+        .await;
+        out.push(match result {
+            Ok((_, o)) => response_entry(ctx, Some(o))?,
+            Err(err) => failed_entry(&err),
+        });
+    }
+    Ok(respond::json(
+        ctx,
+        StatusCode::OK,
+        &response_bundle("batch-response", out),
+    ))
+}
+
+fn entry_path(i: usize) -> String {
+    format!("Bundle.entry[{i}]")
+}
+
+/// Names the entry on issues that do not name a more precise place already.
+fn at_entry(mut err: FhirError, i: usize) -> FhirError {
+    for issue in &mut err.issues {
+        issue.expression.get_or_insert_with(|| entry_path(i));
+    }
+    err
+}
+
+/// Puts the failing entry's place into the error, keeping its status.
+fn name_entry(mut err: FhirError, index: usize, prefix: &str) -> FhirError {
+    let path = entry_path(index);
+    for issue in &mut err.issues {
+        issue.diagnostics = format!("{prefix}: {}", issue.diagnostics);
+        match &issue.expression {
+            Some(e) if e.starts_with("Bundle.entry[") => {}
+            _ => issue.expression = Some(path.clone()),
+        }
+    }
+    err
+}
+
+fn check_entry_resource(defs: &fhir_model::Definitions, e: &Entry) -> Result<(), FhirError> {
+    let prefix = format!("{}.resource", entry_path(e.index));
+    match (&e.action, &e.resource) {
+        (Action::Create { rtype }, Some(r)) => check_resource(defs, r, rtype, None),
+        (Action::Update { rtype, id }, Some(r)) => check_resource(defs, r, rtype, Some(id)),
+        (Action::Create { .. } | Action::Update { .. }, None) => Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Required,
+            format!("{} {} needs a resource", e.method, e.url),
+        )),
+        _ => Ok(()),
+    }
+    .map_err(|err| {
+        let t = e
+            .resource
+            .as_ref()
+            .and_then(|r| r.get("resourceType"))
+            .and_then(Value::as_str);
+        err.within(&prefix, t)
+    })
+}
+
+fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError> {
+    let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+    let resource = e.get_mut("resource").map(Value::take);
+    let request = e.get("request").ok_or_else(|| {
+        FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Required,
+            "every entry needs a request (method and url)",
+        )
+        .at(format!("{}.request", entry_path(index)))
+    })?;
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let url = request
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let bad = |msg: String, field: &str| {
+        FhirError::bad_request(msg).at(format!("{}.request.{field}", entry_path(index)))
+    };
+    let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+        None => None,
+        Some(v) => Some(parse_etag(v).ok_or_else(|| {
+            bad(
+                format!("ifMatch '{v}' is not a version entity tag like W/\"3\""),
+                "ifMatch",
+            )
+        })?),
+    };
+    if request.get("ifNoneExist").is_some() {
+        return Err(not_supported("conditional create (ifNoneExist)"));
+    }
+    let path = local_path(&url, &ctx.base);
+    if path.contains('?') {
+        return Err(not_supported("conditional and search entries"));
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let defs = ctx.state.inner.defs;
+    if let Some(t) = segs.first() {
+        if !defs.is_resource_type(t) {
+            return Err(FhirError::not_found(format!("Unknown resource type '{t}'"))
+                .at(format!("{}.request.url", entry_path(index))));
+        }
+    }
+    for id in segs.get(1).iter().filter(|s| !valid_id(s)) {
+        return Err(bad(format!("'{id}' is not a valid resource id"), "url"));
+    }
+    let s = |i: usize| segs[i].to_string();
+    let action = match (method.as_str(), segs.as_slice()) {
+        ("POST", [_]) => Action::Create { rtype: s(0) },
+        ("PUT", [_, _]) => Action::Update {
+            rtype: s(0),
+            id: s(1),
+        },
+        ("PATCH", [_, _]) => Action::Patch {
+            rtype: s(0),
+            id: s(1),
+        },
+        ("DELETE", [_, _]) => Action::Delete {
+            rtype: s(0),
+            id: s(1),
+        },
+        ("GET", [_, _]) => Action::Read {
+            rtype: s(0),
+            id: s(1),
+            version: None,
+        },
+        ("GET", [_, _, "_history", v]) => Action::Read {
+            rtype: s(0),
+            id: s(1),
+            version: Some(
+                v.parse()
+                    .map_err(|_| FhirError::not_found(format!("no version '{v}'")))?,
+            ),
+        },
+        ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD", _) => {
+            return Err(bad(
+                format!("{method} {url} is not an interaction this server supports in a Bundle"),
+                "url",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                format!("request.method must be GET, POST, PUT, PATCH or DELETE, not '{method}'"),
+                "method",
+            ))
+        }
+    };
+    Ok(Entry {
+        index,
+        method,
+        url,
+        full_url,
+        action,
+        resource,
+        if_match,
+        new_id: None,
+    })
+}
+
+/// An entry URL relative to the base: absolute URLs of our own base are made relative.
+fn local_path<'a>(url: &'a str, base: &str) -> &'a str {
+    url.strip_prefix(base)
+        .unwrap_or(url)
+        .trim_start_matches('/')
+}
+
+fn not_supported(what: &str) -> FhirError {
+    FhirError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        IssueCode::NotSupported,
+        format!("{what} is not supported by this server yet"),
+    )
+}
+
+/// Rewrites every `reference` that names another entry's fullUrl to the server's
+/// `Type/id`. A `urn:uuid:`/`urn:oid:` reference to no entry cannot be resolved: 400.
+fn rewrite_references(
+    v: &mut Value,
+    ids: &HashMap<String, String>,
+    base: &str,
+) -> Result<(), FhirError> {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("reference") {
+                if let Some(target) = ids.get(r.as_str()) {
+                    *r = target.clone();
+                } else if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
+                    return Err(FhirError::new(
+                        StatusCode::BAD_REQUEST,
+                        IssueCode::NotFound,
+                        format!("reference '{r}' names no entry of this transaction"),
+                    ));
+                } else if let Some(rest) = r.strip_prefix(base).and_then(|s| s.strip_prefix('/')) {
+                    // Our own absolute URL: the relative form, which may name a new entry.
+                    *r = ids.get(rest).cloned().unwrap_or_else(|| rest.to_string());
+                } else if conditional_reference(r) {
+                    return Err(not_supported("conditional references"));
+                }
+            }
+            for (_, child) in m.iter_mut() {
+                rewrite_references(child, ids, base)?;
+            }
+        }
+        Value::Array(a) => {
+            for child in a {
+                rewrite_references(child, ids, base)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `Patient?identifier=…`: a search in place of a reference (FHIR R4 http.html#trules).
+fn conditional_reference(r: &str) -> bool {
+    r.split_once('?').is_some_and(|(t, _)| {
+        !t.is_empty() && !t.contains('/') && t.starts_with(|c: char| c.is_ascii_uppercase())
+    })
+}
+
+async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Outcome, FhirError> {
+    let defs = ctx.state.inner.defs;
+    match &e.action {
+        Action::Create { rtype } => {
+            let resource = e.resource.take().unwrap_or(Value::Null);
+            let id = e.new_id.clone().unwrap_or_else(write::new_id);
+            let stored = write::create_in(tx, rtype, &id, resource).await?;
+            Ok(Outcome::Written {
+                status: StatusCode::CREATED,
+                stored,
+            })
+        }
+        Action::Update { rtype, id } => {
+            let resource = e.resource.take().unwrap_or(Value::Null);
+            let (stored, created) = write::update_in(tx, rtype, id, resource, e.if_match).await?;
+            Ok(Outcome::Written {
+                status: if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                stored,
+            })
+        }
+        Action::Patch { rtype, id } => {
+            let doc = e.resource.take().ok_or_else(|| {
+                FhirError::bad_request("a PATCH entry needs a resource: a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch")
+            })?;
+            let patch = entry_patch(doc)?;
+            let stored = write::patch_in(tx, defs, rtype, id, &patch, e.if_match).await?;
+            Ok(Outcome::Written {
+                status: StatusCode::OK,
+                stored,
+            })
+        }
+        Action::Delete { rtype, id } => Ok(Outcome::Deleted(
+            write::delete_in(tx, rtype, id, e.if_match).await?,
+        )),
+        Action::Read { rtype, id, version } => {
+            let found = match version {
+                None => tx.current(rtype, id).await?,
+                Some(v) => {
+                    ctx.state
+                        .inner
+                        .store
+                        .vread(&ctx.service, rtype, id, *v)
+                        .await?
+                }
+            };
+            match found {
+                Some(r) if !r.is_deleted() => Ok(Outcome::Read(r)),
+                Some(r) => Err(FhirError::new(
+                    StatusCode::GONE,
+                    IssueCode::Deleted,
+                    format!("{rtype}/{id} was deleted (version {})", r.version),
+                )),
+                None => Err(FhirError::not_found(format!("{rtype}/{id} is not known"))),
+            }
+        }
+    }
+}
+
+/// A PATCH entry carries a Parameters (FHIRPath Patch) or a Binary whose data is a JSON
+/// Patch (FHIR R4 http.html#patch in bundles).
+fn entry_patch(doc: Value) -> Result<Patch, FhirError> {
+    match doc.get("resourceType").and_then(Value::as_str) {
+        Some("Binary") => {
+            let data = doc.get("data").and_then(Value::as_str).unwrap_or_default();
+            let bytes = base64_decode(data).ok_or_else(|| {
+                FhirError::bad_request("Binary.data of a PATCH entry is not base64")
+            })?;
+            let patch: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                FhirError::bad_request(format!("Binary.data is not a JSON Patch: {e}"))
+            })?;
+            Patch::json(patch)
+        }
+        _ => Patch::fhirpath(doc),
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn status_line(s: StatusCode) -> String {
+    format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or(""))
+}
+
+fn response_entry(ctx: &Ctx, o: Option<Outcome>) -> Result<Value, FhirError> {
+    let Some(o) = o else {
+        return Ok(json!({}));
+    };
+    let want_resource = ctx.prefer_return == Some(Return::Representation);
+    let mut entry = Map::new();
+    let mut response = Map::new();
+    match o {
+        Outcome::Written { status, stored } => {
+            entry.insert(
+                "fullUrl".into(),
+                json!(format!(
+                    "{}/{}/{}",
+                    ctx.base, stored.resource_type, stored.id
+                )),
+            );
+            if want_resource {
+                if let Some(b) = &stored.body {
+                    entry.insert(
+                        "resource".into(),
+                        serde_json::from_slice(b).unwrap_or(Value::Null),
+                    );
+                }
+            }
+            response.insert("status".into(), json!(status_line(status)));
+            response.insert(
+                "location".into(),
+                json!(format!(
+                    "{}/{}/_history/{}",
+                    stored.resource_type, stored.id, stored.version
+                )),
+            );
+            version_fields(&mut response, &stored);
+        }
+        Outcome::Deleted(d) => {
+            response.insert("status".into(), json!(status_line(StatusCode::NO_CONTENT)));
+            if let Some(d) = d {
+                version_fields(&mut response, &d);
+            }
+        }
+        Outcome::Read(r) => {
+            entry.insert(
+                "fullUrl".into(),
+                json!(format!("{}/{}/{}", ctx.base, r.resource_type, r.id)),
+            );
+            if let Some(b) = &r.body {
+                entry.insert(
+                    "resource".into(),
+                    serde_json::from_slice(b).unwrap_or(Value::Null),
+                );
+            }
+            response.insert("status".into(), json!(status_line(StatusCode::OK)));
+            version_fields(&mut response, &r);
+        }
+    }
+    entry.insert("response".into(), Value::Object(response));
+    Ok(Value::Object(entry))
+}
+
+fn version_fields(response: &mut Map<String, Value>, r: &StoredResource) {
+    response.insert("etag".into(), json!(respond::etag(r.version)));
+    response.insert(
+        "lastModified".into(),
+        json!(format_instant(&r.last_updated)),
+    );
+}
+
+fn failed_entry(err: &FhirError) -> Value {
+    json!({
+        "response": {
+            "status": status_line(err.status),
+            "outcome": err.outcome(),
+        }
+    })
+}
+
+fn response_bundle(kind: &str, entries: Vec<Value>) -> Value {
+    json!({
+        "resourceType": "Bundle",
+        "id": write::new_id(),
+        "type": kind,
+        "entry": entries,
+    })
+}

@@ -1,0 +1,191 @@
+//! What every interaction needs to know about its request: the service, the base URL, the
+//! query parameters, the negotiated format and the client's preferences.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use fhir_model::{IssueCode, Summary};
+use serde_json::Value;
+
+use crate::error::FhirError;
+use crate::negotiate::{self, Representation};
+use crate::AppState;
+
+/// `Prefer: return=…` (FHIR R4 http.html#ops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+pub(crate) struct Ctx {
+    pub(crate) state: AppState,
+    pub(crate) service: String,
+    /// The FHIR base URL as the client addressed us, without a trailing slash.
+    pub(crate) base: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) repr: Representation,
+    pub(crate) pretty: bool,
+    /// `Prefer: return=…` when the client said it.
+    pub(crate) prefer_return: Option<Return>,
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        state: AppState,
+        service: String,
+        headers: HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Ctx, FhirError> {
+        let params: Vec<(String, String)> = query
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let format = params
+            .iter()
+            .find(|(k, _)| k == "_format")
+            .map(|(_, v)| v.as_str());
+        let repr = negotiate::response_format(&headers, format)?;
+        let pretty = match params.iter().find(|(k, _)| k == "_pretty") {
+            None => false,
+            Some((_, v)) if v == "true" => true,
+            Some((_, v)) if v == "false" => false,
+            Some((_, v)) => {
+                return Err(FhirError::bad_request(format!(
+                    "_pretty must be true or false, not '{v}'"
+                ))
+                .at("_pretty"))
+            }
+        };
+        let prefer_return = prefer_return(&headers);
+        let base = base_url(&headers);
+        Ok(Ctx {
+            state,
+            service,
+            base,
+            headers,
+            params,
+            repr,
+            pretty,
+            prefer_return,
+        })
+    }
+
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `_summary` on a read or a history (`count` is not a view of one resource).
+    pub(crate) fn summary(&self) -> Result<Option<Summary>, FhirError> {
+        parse_summary(self.param("_summary"))
+    }
+
+    /// `_elements`, split on commas.
+    pub(crate) fn elements(&self) -> Option<Vec<String>> {
+        self.param("_elements").map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+    }
+
+    /// Parses a request body as one JSON value (400 when malformed).
+    pub(crate) fn parse_json(&self, body: &[u8]) -> Result<Value, FhirError> {
+        parse_json(body)
+    }
+}
+
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
+    if body.is_empty() {
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Structure,
+            "the request body is empty; a FHIR resource in JSON is required",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Structure,
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+pub(crate) fn parse_summary(v: Option<&str>) -> Result<Option<Summary>, FhirError> {
+    Ok(match v {
+        None | Some("false") => None,
+        Some("true") => Some(Summary::True),
+        Some("text") => Some(Summary::Text),
+        Some("data") => Some(Summary::Data),
+        Some("count") => Some(Summary::Count),
+        Some(other) => {
+            return Err(FhirError::bad_request(format!(
+                "_summary must be one of true, text, data, count, false; not '{other}'"
+            ))
+            .at("_summary"))
+        }
+    })
+}
+
+fn prefer_return(headers: &HeaderMap) -> Option<Return> {
+    for v in headers.get_all("prefer") {
+        let Ok(v) = v.to_str() else { continue };
+        for pref in v.split([',', ';']) {
+            let pref = pref.trim();
+            if let Some(r) = pref.strip_prefix("return=") {
+                match r.trim_matches('"') {
+                    "minimal" => return Some(Return::Minimal),
+                    "OperationOutcome" => return Some(Return::OperationOutcome),
+                    "representation" => return Some(Return::Representation),
+                    _ => {}
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `http://<Host>` when the Host header is a plausible host name, else `http://localhost`.
+/// The Host is only echoed in links; it decides nothing.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// Reads the whole body, refusing with 413 what exceeds the configured limit.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, FhirError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .map(|s| s.is::<http_body_util::LengthLimitError>())
+            .unwrap_or(false)
+            || e.to_string().contains("length limit");
+        if too_large {
+            FhirError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueCode::TooLong,
+                format!("the request body exceeds the limit of {limit} bytes"),
+            )
+        } else {
+            FhirError::bad_request(format!("the request body could not be read: {e}"))
+        }
+    })
+}

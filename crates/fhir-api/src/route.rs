@@ -1,0 +1,188 @@
+//! The one entry point: parse the request line into an interaction (FHIR R4 http.html §3.1.0)
+//! and call its module. Resource types are data (146 of them), so routing is a match on path
+//! segments rather than 146 axum routes.
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fhir_model::IssueCode;
+
+use crate::error::FhirError;
+use crate::request::Ctx;
+use crate::service::service_for_host;
+use crate::{bundle, capabilities, history, read, write, AppState};
+
+pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    match handle(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
+    let (parts, body) = req.into_parts();
+    // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let service = service_for_host(host, &state.inner.config.dns_suffix);
+    if !state.inner.store.service_exists(&service).await? {
+        return Err(FhirError::not_found(format!(
+            "FHIR service '{service}' does not exist"
+        )));
+    }
+    let segments = decode_segments(parts.uri.path())?;
+    let method = parts.method.clone();
+    let ctx = Ctx::new(state, service, parts.headers, parts.uri.query())?;
+    let limit = ctx.state.inner.config.max_body_bytes;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+
+    match segs.as_slice() {
+        [] => match method {
+            Method::POST => bundle::batch_or_transaction(&ctx, body, limit).await,
+            Method::GET => Err(not_yet("system search")),
+            _ => Err(FhirError::method_not_allowed(
+                method.as_str(),
+                "the base",
+                "GET, POST",
+            )),
+        },
+        ["metadata"] => match method {
+            Method::GET | Method::HEAD => capabilities::capabilities(&ctx),
+            _ => Err(FhirError::method_not_allowed(
+                method.as_str(),
+                "/metadata",
+                "GET",
+            )),
+        },
+        ["_history"] => match method {
+            Method::GET => history::system(&ctx).await,
+            _ => Err(FhirError::method_not_allowed(
+                method.as_str(),
+                "/_history",
+                "GET",
+            )),
+        },
+        [t, rest @ ..] => {
+            let t = *t;
+            if !ctx.state.inner.defs.is_resource_type(t) {
+                return Err(FhirError::not_found(format!("Unknown resource type '{t}'")));
+            }
+            match rest {
+                [] => match method {
+                    Method::POST => write::create(&ctx, t, body, limit).await,
+                    Method::GET => Err(not_yet("search")),
+                    Method::PUT | Method::DELETE | Method::PATCH => {
+                        Err(not_yet("conditional update, patch and delete"))
+                    }
+                    _ => Err(FhirError::method_not_allowed(
+                        method.as_str(),
+                        t,
+                        "GET, POST",
+                    )),
+                },
+                ["_history"] => match method {
+                    Method::GET => history::type_level(&ctx, t).await,
+                    _ => Err(FhirError::method_not_allowed(
+                        method.as_str(),
+                        &format!("{t}/_history"),
+                        "GET",
+                    )),
+                },
+                ["_search"] => Err(not_yet("search")),
+                [id] => {
+                    let id = *id;
+                    check_id(id)?;
+                    match method {
+                        Method::GET | Method::HEAD => read::read(&ctx, t, id).await,
+                        Method::PUT => write::update(&ctx, t, id, body, limit).await,
+                        Method::DELETE => write::delete(&ctx, t, id).await,
+                        Method::PATCH => write::patch(&ctx, t, id, body, limit).await,
+                        _ => Err(FhirError::method_not_allowed(
+                            method.as_str(),
+                            &format!("{t}/{id}"),
+                            "GET, PUT, PATCH, DELETE",
+                        )),
+                    }
+                }
+                [id, "_history"] => {
+                    check_id(id)?;
+                    match method {
+                        Method::GET => history::instance(&ctx, t, id).await,
+                        _ => Err(FhirError::method_not_allowed(
+                            method.as_str(),
+                            &format!("{t}/{id}/_history"),
+                            "GET",
+                        )),
+                    }
+                }
+                [id, "_history", vid] => {
+                    check_id(id)?;
+                    match method {
+                        Method::GET | Method::HEAD => read::vread(&ctx, t, id, vid).await,
+                        _ => Err(FhirError::method_not_allowed(
+                            method.as_str(),
+                            &format!("{t}/{id}/_history/{vid}"),
+                            "GET",
+                        )),
+                    }
+                }
+                _ => Err(FhirError::not_found(format!(
+                    "no FHIR interaction at '{}'",
+                    segments.join("/")
+                ))),
+            }
+        }
+    }
+}
+
+/// Splits a path into percent-decoded segments, ignoring one trailing slash.
+fn decode_segments(path: &str) -> Result<Vec<String>, FhirError> {
+    let trimmed = path.trim_start_matches('/');
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    trimmed
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| FhirError::bad_request("the request path is not valid UTF-8"))
+        })
+        .collect()
+}
+
+/// Logical ids are `[A-Za-z0-9\-\.]{1,64}` (FHIR R4 datatypes.html#id).
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn check_id(id: &str) -> Result<(), FhirError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Value,
+            format!("'{id}' is not a valid resource id: 1-64 of A-Z a-z 0-9 - ."),
+        ))
+    }
+}
+
+/// Interactions that need the search engine, which is not part of this build yet. They
+/// answer 501 rather than pretending (and the CapabilityStatement does not list them).
+fn not_yet(what: &str) -> FhirError {
+    FhirError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        IssueCode::NotSupported,
+        format!("{what} is not supported by this server yet"),
+    )
+}

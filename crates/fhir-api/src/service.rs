@@ -1,0 +1,75 @@
+//! Which FHIR service a request is for: `<service>.<dns suffix>` in the Host header, else
+//! `default`. The Host only chooses among services; it never grants access (that is the
+//! network plane's decision, made on the connection, not on headers).
+
+/// The service every request goes to when its Host names none.
+pub const DEFAULT_SERVICE: &str = "default";
+
+/// The service named by a Host header value (port ignored, case-insensitive).
+pub fn service_for_host(host: Option<&str>, dns_suffix: &str) -> String {
+    let Some(host) = host else {
+        return DEFAULT_SERVICE.into();
+    };
+    let name = host_without_port(host).trim_end_matches('.');
+    let suffix = dns_suffix.trim_matches('.');
+    if name.len() > suffix.len() + 1 {
+        let (label, rest) = name.split_at(name.len() - suffix.len());
+        if rest.eq_ignore_ascii_case(suffix) && label.ends_with('.') {
+            let label = &label[..label.len() - 1];
+            // `<service>.privatelink.<suffix>` names the same service.
+            let label = label
+                .strip_suffix(".privatelink")
+                .or_else(|| label.strip_suffix(".PRIVATELINK"))
+                .unwrap_or(label);
+            if !label.is_empty() && !label.contains('.') {
+                return label.to_ascii_lowercase();
+            }
+        }
+    }
+    DEFAULT_SERVICE.into()
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: never a service name.
+        return rest.split(']').next().unwrap_or("");
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(host: Option<&str>, expected: &str) {
+        assert_eq!(
+            service_for_host(host, "azurehealthcareapis.com"),
+            expected,
+            "{host:?}"
+        );
+    }
+
+    #[test]
+    fn host_routes_to_service() {
+        check(Some("fhirnet.azurehealthcareapis.com"), "fhirnet");
+        check(Some("FhirNet.AzureHealthcareApis.com:8080"), "fhirnet");
+        check(
+            Some("fhirnet.privatelink.azurehealthcareapis.com"),
+            "fhirnet",
+        );
+        check(Some("fhirnet.azurehealthcareapis.com."), "fhirnet");
+    }
+
+    #[test]
+    fn other_hosts_go_to_default() {
+        check(None, "default");
+        check(Some("127.0.0.1:8080"), "default");
+        check(Some("localhost"), "default");
+        check(Some("azurehealthcareapis.com"), "default");
+        check(Some("a.b.azurehealthcareapis.com"), "default");
+        check(Some("[::1]:8080"), "default");
+        check(Some("evil-azurehealthcareapis.com"), "default");
+    }
+}

@@ -1,0 +1,308 @@
+//! create, update, patch and delete (FHIR R4 http.html#create, #update, #patch, #delete).
+//!
+//! Each interaction has a `*_in` core that works inside a store transaction, shared with
+//! batch and transaction Bundles, and a thin HTTP wrapper that begins and commits.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fhir_model::{Definitions, IssueCode};
+use fhir_store::{Method, StoredResource, WriteTx};
+use serde_json::Value;
+
+use crate::error::FhirError;
+use crate::negotiate::{request_body_kind, BodyKind};
+use crate::patch;
+use crate::read::parse_etag;
+use crate::request::{read_body, Ctx};
+use crate::respond;
+
+/// Checks a resource body against the R4 definitions and the URL it was sent to.
+pub(crate) fn check_resource(
+    defs: &Definitions,
+    resource: &Value,
+    rtype: &str,
+    url_id: Option<&str>,
+) -> Result<(), FhirError> {
+    let Some(obj) = resource.as_object() else {
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Structure,
+            "a resource must be a JSON object",
+        ));
+    };
+    match obj.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == rtype => {}
+        Some(t) => {
+            return Err(FhirError::new(
+                StatusCode::BAD_REQUEST,
+                IssueCode::Invalid,
+                format!("the resource is a {t}, but the URL is for {rtype}"),
+            )
+            .at(format!("{t}.resourceType")))
+        }
+        None => {
+            return Err(FhirError::new(
+                StatusCode::BAD_REQUEST,
+                IssueCode::Required,
+                "the resource has no resourceType",
+            )
+            .at("resourceType"))
+        }
+    }
+    if let Some(url_id) = url_id {
+        // FHIR R4 http.html#update: the body SHALL carry the id of the URL.
+        match obj.get("id") {
+            Some(Value::String(id)) if id == url_id => {}
+            Some(Value::String(id)) => {
+                return Err(FhirError::bad_request(format!(
+                    "the id in the body ('{id}') differs from the id in the URL ('{url_id}')"
+                ))
+                .at(format!("{rtype}.id")))
+            }
+            _ => {
+                return Err(FhirError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueCode::Required,
+                    format!("an update must carry the id of the URL ('{url_id}') in the body"),
+                )
+                .at(format!("{rtype}.id")))
+            }
+        }
+    }
+    let issues = defs.validate(resource);
+    if issues.iter().any(|i| i.is_error()) {
+        return Err(FhirError::invalid(issues));
+    }
+    Ok(())
+}
+
+/// Parses `If-Match` (`W/"3"`); 400 when it is not an entity tag.
+pub(crate) fn if_match(value: Option<&str>) -> Result<Option<u64>, FhirError> {
+    match value {
+        None => Ok(None),
+        Some(v) => parse_etag(v).map(Some).ok_or_else(|| {
+            FhirError::bad_request(format!(
+                "If-Match '{v}' is not a version entity tag like W/\"3\""
+            ))
+        }),
+    }
+}
+
+fn precondition_failed(msg: String) -> FhirError {
+    FhirError::new(StatusCode::PRECONDITION_FAILED, IssueCode::Conflict, msg)
+}
+
+fn check_version(
+    current: Option<&StoredResource>,
+    expected: Option<u64>,
+    what: &str,
+) -> Result<(), FhirError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    match current {
+        Some(c) if c.version == expected && !c.is_deleted() => Ok(()),
+        Some(c) => Err(precondition_failed(format!(
+            "{what} is at version {}{}, not {expected}",
+            c.version,
+            if c.is_deleted() { " (deleted)" } else { "" }
+        ))),
+        None => Err(precondition_failed(format!(
+            "{what} does not exist, so it is not at version {expected}"
+        ))),
+    }
+}
+
+/// A new server-assigned logical id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) async fn create_in(
+    tx: &mut dyn WriteTx,
+    rtype: &str,
+    id: &str,
+    resource: Value,
+) -> Result<StoredResource, FhirError> {
+    Ok(tx.put(rtype, id, resource, Method::Post).await?)
+}
+
+/// Update (or update-as-create); returns the new version and whether it was created.
+pub(crate) async fn update_in(
+    tx: &mut dyn WriteTx,
+    rtype: &str,
+    id: &str,
+    resource: Value,
+    expected: Option<u64>,
+) -> Result<(StoredResource, bool), FhirError> {
+    let current = tx.current(rtype, id).await?;
+    check_version(current.as_ref(), expected, &format!("{rtype}/{id}"))?;
+    let created = current.as_ref().is_none_or(StoredResource::is_deleted);
+    let stored = tx.put(rtype, id, resource, Method::Put).await?;
+    Ok((stored, created))
+}
+
+pub(crate) async fn delete_in(
+    tx: &mut dyn WriteTx,
+    rtype: &str,
+    id: &str,
+    expected: Option<u64>,
+) -> Result<Option<StoredResource>, FhirError> {
+    if expected.is_some() {
+        let current = tx.current(rtype, id).await?;
+        check_version(current.as_ref(), expected, &format!("{rtype}/{id}"))?;
+    }
+    Ok(tx.delete(rtype, id).await?)
+}
+
+pub(crate) async fn patch_in(
+    tx: &mut dyn WriteTx,
+    defs: &Definitions,
+    rtype: &str,
+    id: &str,
+    patch: &patch::Patch,
+    expected: Option<u64>,
+) -> Result<StoredResource, FhirError> {
+    let current = tx.current(rtype, id).await?;
+    check_version(current.as_ref(), expected, &format!("{rtype}/{id}"))?;
+    let body = match current.as_ref().and_then(|c| c.body.as_ref()) {
+        Some(b) => b,
+        None if current.is_some() => {
+            return Err(FhirError::new(
+                StatusCode::GONE,
+                IssueCode::Deleted,
+                format!("{rtype}/{id} was deleted; there is nothing to patch"),
+            ))
+        }
+        None => return Err(FhirError::not_found(format!("{rtype}/{id} is not known"))),
+    };
+    let mut resource: Value = serde_json::from_slice(body)
+        .map_err(|e| fhir_store::StoreError::Backend(format!("stored {rtype}/{id}: {e}")))?;
+    patch.apply(&mut resource)?;
+    check_patched(defs, &resource, rtype, id)?;
+    Ok(tx.put(rtype, id, resource, Method::Patch).await?)
+}
+
+/// A patch may change anything but what the resource is: its type and id.
+fn check_patched(defs: &Definitions, v: &Value, rtype: &str, id: &str) -> Result<(), FhirError> {
+    let same_type = v.get("resourceType").and_then(Value::as_str) == Some(rtype);
+    let same_id = v.get("id").and_then(Value::as_str) == Some(id);
+    if !same_type || !same_id {
+        return Err(FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueCode::BusinessRule,
+            "a patch may not change the resourceType or id of a resource",
+        ));
+    }
+    let issues = defs.validate(v);
+    if issues.iter().any(|i| i.is_error()) {
+        // The patch applied but produced an invalid resource: a business rule (422).
+        let mut e = FhirError::invalid(issues);
+        e.status = StatusCode::UNPROCESSABLE_ENTITY;
+        return Err(e);
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(
+    ctx: &Ctx,
+    rtype: &str,
+    body: Body,
+    limit: usize,
+) -> Result<Response, FhirError> {
+    request_body_kind(&ctx.headers, false)?;
+    if ctx.header("if-none-exist").is_some() {
+        return Err(FhirError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            IssueCode::NotSupported,
+            "conditional create (If-None-Exist) is not supported by this server yet",
+        ));
+    }
+    let bytes = read_body(body, limit).await?;
+    let resource = ctx.parse_json(&bytes)?;
+    check_resource(ctx.state.inner.defs, &resource, rtype, None)?;
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let stored = create_in(tx.as_mut(), rtype, &new_id(), resource).await?;
+    tx.commit().await?;
+    respond::write_response(
+        ctx,
+        StatusCode::CREATED,
+        &stored,
+        &format!("created {rtype}/{}", stored.id),
+    )
+}
+
+pub(crate) async fn update(
+    ctx: &Ctx,
+    rtype: &str,
+    id: &str,
+    body: Body,
+    limit: usize,
+) -> Result<Response, FhirError> {
+    request_body_kind(&ctx.headers, false)?;
+    let expected = if_match(ctx.header("if-match"))?;
+    let bytes = read_body(body, limit).await?;
+    let resource = ctx.parse_json(&bytes)?;
+    check_resource(ctx.state.inner.defs, &resource, rtype, Some(id))?;
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let (stored, created) = update_in(tx.as_mut(), rtype, id, resource, expected).await?;
+    tx.commit().await?;
+    let (status, msg) = if created {
+        (StatusCode::CREATED, format!("created {rtype}/{id}"))
+    } else {
+        (
+            StatusCode::OK,
+            format!("updated {rtype}/{id} to version {}", stored.version),
+        )
+    };
+    respond::write_response(ctx, status, &stored, &msg)
+}
+
+pub(crate) async fn patch(
+    ctx: &Ctx,
+    rtype: &str,
+    id: &str,
+    body: Body,
+    limit: usize,
+) -> Result<Response, FhirError> {
+    let kind = request_body_kind(&ctx.headers, true)?;
+    let expected = if_match(ctx.header("if-match"))?;
+    let bytes = read_body(body, limit).await?;
+    let doc = ctx.parse_json(&bytes)?;
+    let patch = match kind {
+        BodyKind::JsonPatch => patch::Patch::json(doc)?,
+        BodyKind::FhirJson => patch::Patch::fhirpath(doc)?,
+    };
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let stored = patch_in(
+        tx.as_mut(),
+        ctx.state.inner.defs,
+        rtype,
+        id,
+        &patch,
+        expected,
+    )
+    .await?;
+    tx.commit().await?;
+    respond::write_response(
+        ctx,
+        StatusCode::OK,
+        &stored,
+        &format!("patched {rtype}/{id} to version {}", stored.version),
+    )
+}
+
+pub(crate) async fn delete(ctx: &Ctx, rtype: &str, id: &str) -> Result<Response, FhirError> {
+    let expected = if_match(ctx.header("if-match"))?;
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let deleted = delete_in(tx.as_mut(), rtype, id, expected).await?;
+    tx.commit().await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(d) = deleted {
+        if let Ok(v) = HeaderValue::from_str(&respond::etag(d.version)) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    Ok(resp)
+}

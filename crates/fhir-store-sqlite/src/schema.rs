@@ -1,0 +1,139 @@
+//! The SQLite schema of a fhirlink store and the connection settings it is opened with.
+//!
+//! Four tables. `services` names each FHIR service and gives it a never-reused number
+//! (`sid`). `versions` holds every version of every resource, each under a global `seq`
+//! (the rowid) that only grows: history is listed by `seq` and pages are cut by it.
+//! `resources` points at the current version of each resource, so that a read is one
+//! primary-key lookup and one rowid lookup. `version_counts` keeps the number of versions
+//! per type for history totals. No other module writes SQL DDL.
+//!
+//! One invariant the history queries rely on: `last_updated` grows with `seq`. Every version
+//! is written under the single writer connection with an instant from the store's one
+//! [`fhir_store::MonotonicClock`], which is advanced past the newest stored instant at open,
+//! so a `_since`/`_at` instant can be turned into a `seq` bound with the `versions_time` index.
+
+use rusqlite::Connection;
+
+/// The schema version kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS services (
+    sid  INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE IF NOT EXISTS versions (
+    seq          INTEGER PRIMARY KEY,
+    sid          INTEGER NOT NULL,
+    rtype        TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    method       INTEGER NOT NULL,
+    body         BLOB
+);
+-- vread and instance history. The rowid (seq) is the implicit last column of every index.
+CREATE UNIQUE INDEX IF NOT EXISTS versions_instance ON versions (sid, rtype, id, version);
+-- type history, ordered by the implicit seq.
+CREATE INDEX IF NOT EXISTS versions_type ON versions (sid, rtype);
+-- system history and delete_service, ordered by the implicit seq.
+CREATE INDEX IF NOT EXISTS versions_system ON versions (sid);
+-- _since/_at to seq bounds, and the newest instant at open.
+CREATE INDEX IF NOT EXISTS versions_time ON versions (last_updated);
+
+CREATE TABLE IF NOT EXISTS resources (
+    sid     INTEGER NOT NULL,
+    rtype   TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (sid, rtype, id)
+) WITHOUT ROWID;
+
+-- How many versions each type has, so that an unfiltered history total is not a count(*)
+-- over the whole index.
+CREATE TABLE IF NOT EXISTS version_counts (
+    sid   INTEGER NOT NULL,
+    rtype TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (sid, rtype)
+) WITHOUT ROWID;
+";
+
+/// Settings of the writer connection. `synchronous=FULL` in WAL mode fsyncs the log on every
+/// commit, so a commit that returned survives a crash or power loss.
+const WRITER_PRAGMAS: &str = "
+PRAGMA synchronous = FULL;
+PRAGMA cache_size = -65536;
+PRAGMA mmap_size = 268435456;
+PRAGMA journal_size_limit = 67108864;
+PRAGMA wal_autocheckpoint = 4000;
+PRAGMA temp_store = MEMORY;
+";
+
+/// Settings of each read connection: they never write.
+const READER_PRAGMAS: &str = "
+PRAGMA cache_size = -16384;
+PRAGMA mmap_size = 268435456;
+PRAGMA temp_store = MEMORY;
+PRAGMA query_only = 1;
+";
+
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Settings every connection needs before its first statement.
+///
+/// The query planner stability guarantee matters for speed: without it SQLite (built with
+/// STAT4, as rusqlite bundles it) marks statements whose plan could depend on a bound value,
+/// and re-prepares them on every new binding — which made each point read parse its SQL again.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Opens the writer connection, switches the database to WAL and creates or checks the schema.
+pub(crate) fn open_writer(path: &std::path::Path) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    configure(&conn).map_err(|e| e.to_string())?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!(
+            "could not switch {} to WAL (got {mode})",
+            path.display()
+        ));
+    }
+    conn.execute_batch(WRITER_PRAGMAS)
+        .map_err(|e| e.to_string())?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "{} has schema version {version}, newer than this fhirlink knows ({SCHEMA_VERSION})",
+            path.display()
+        ));
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// Opens one read connection on a database that [`open_writer`] has prepared.
+pub(crate) fn open_reader(path: &std::path::Path) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    configure(&conn).map_err(|e| e.to_string())?;
+    conn.execute_batch(READER_PRAGMAS)
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}

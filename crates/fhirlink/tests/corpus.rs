@@ -1,0 +1,164 @@
+//! The real corpora: every official R4 example that is valid round-trips (created, read back,
+//! semantically equal), and every Synthea patient bundle loads as one transaction.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use common::{json, shared_data, status_json, Server};
+use serde_json::Value;
+
+/// Removes what the server adds (`meta.versionId`, `meta.lastUpdated`, and `meta` when that
+/// leaves it empty) so that a read-back can be compared with what was sent.
+fn without_server_meta(mut v: Value) -> Value {
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+            if meta.is_empty() {
+                obj.remove("meta");
+            }
+        }
+    }
+    v
+}
+
+fn official_examples() -> Vec<(String, Value)> {
+    let path = shared_data().join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let Some(file) = name.strip_prefix("package/") else {
+            continue;
+        };
+        if !file.ends_with(".json") || file.contains('/') || file.starts_with('.') {
+            continue;
+        }
+        if file == "package.json" || file == "ig-r4.json" {
+            continue;
+        }
+        let mut text = String::new();
+        entry.read_to_string(&mut text).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        out.push((file.to_string(), v));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn official_examples_round_trip() {
+    let examples = official_examples();
+    assert!(examples.len() > 5000, "{} examples", examples.len());
+    let s = Server::start();
+    let client = reqwest::blocking::Client::new();
+    let mut rejected: BTreeMap<String, String> = BTreeMap::new();
+    let mut round_tripped = 0;
+    for (file, resource) in &examples {
+        let t = resource["resourceType"].as_str().unwrap();
+        let body = serde_json::to_vec(resource).unwrap();
+        // Keep the example's own id where it has one, so references among examples hold.
+        let r = match resource["id"].as_str() {
+            Some(id) => client.put(s.url(&format!("{t}/{id}"))),
+            None => client.post(s.url(t)),
+        }
+        .header("content-type", "application/fhir+json")
+        .body(body)
+        .send()
+        .unwrap();
+        let (status, v) = status_json(r);
+        if status >= 300 {
+            assert!(
+                status == 400 || status == 422,
+                "{file}: a rejection is 400 or 422, not {status}: {v}"
+            );
+            let first = &v["issue"][0];
+            rejected.insert(
+                file.clone(),
+                format!(
+                    "{} at {}",
+                    first["diagnostics"].as_str().unwrap_or("?"),
+                    first["expression"][0].as_str().unwrap_or("?")
+                ),
+            );
+            continue;
+        }
+        let id = v["id"].as_str().unwrap();
+        let back = json(s.get(&format!("{t}/{id}")).send().unwrap());
+        let mut sent = resource.clone();
+        sent["id"] = Value::String(id.to_string());
+        assert_eq!(
+            without_server_meta(back),
+            without_server_meta(sent),
+            "{file} reads back as sent"
+        );
+        round_tripped += 1;
+    }
+    println!(
+        "{round_tripped} official examples round-tripped; {} rejected:",
+        rejected.len()
+    );
+    for (file, why) in &rejected {
+        println!("  {file}: {why}");
+    }
+    // Every rejection must be one the validator's own test justifies as a real R4 violation.
+    let justified: std::collections::BTreeSet<&str> =
+        KNOWN_INVALID.iter().map(|(file, _)| *file).collect();
+    for file in rejected.keys() {
+        assert!(
+            justified.contains(file.as_str()),
+            "{file} was rejected ({}) but is not a known-invalid example",
+            rejected[file]
+        );
+    }
+    assert!(round_tripped + rejected.len() == examples.len());
+}
+
+// The examples the R4 package ships that break R4's own rules, each with its reason.
+include!("../../fhir-model/tests/known_invalid_examples.rs.in");
+
+#[test]
+fn every_synthea_bundle_loads_as_one_transaction() {
+    let path = shared_data().join("synthea-r4/smart-generated-sample-data-r4-synthea.tar.gz");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let s = Server::start();
+    let client = reqwest::blocking::Client::new();
+    let (mut bundles, mut resources) = (0, 0u64);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let mut body = Vec::new();
+        entry.read_to_end(&mut body).unwrap();
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        let n = sent["entry"].as_array().unwrap().len();
+        let r = client
+            .post(s.url(""))
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+            .unwrap();
+        let (status, v) = status_json(r);
+        assert_eq!(status, 200, "{name}: {v}");
+        let entries = v["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), n, "{name}");
+        assert!(entries
+            .iter()
+            .all(|e| e["response"]["status"] == "201 Created"));
+        // Besides the 615 patients the set has one hospital and one practitioner bundle.
+        if !name.contains("Information") {
+            bundles += 1;
+        }
+        resources += n as u64;
+    }
+    assert_eq!(bundles, 615, "patient bundles");
+    let h = json(s.get("_history?_count=0").send().unwrap());
+    assert_eq!(h["total"].as_u64(), Some(resources));
+}

@@ -1,0 +1,340 @@
+//! batch and transaction Bundles (FHIR R4 http.html#transaction): all or nothing, the
+//! processing order, urn:uuid rewriting and the response Bundle.
+
+mod common;
+
+use common::{assert_outcome, json, status_json, Server};
+use serde_json::{json, Value};
+
+fn entry(full_url: &str, method: &str, url: &str, resource: Option<Value>) -> Value {
+    let mut e = json!({"fullUrl": full_url, "request": {"method": method, "url": url}});
+    if let Some(r) = resource {
+        e["resource"] = r;
+    }
+    e
+}
+
+fn bundle(kind: &str, entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": kind, "entry": entries})
+}
+
+const PAT: &str = "urn:uuid:9f3c7c5e-0000-4000-8000-000000000001";
+const ENC: &str = "urn:uuid:9f3c7c5e-0000-4000-8000-000000000002";
+
+#[test]
+fn transaction_rewrites_urn_uuid_references_everywhere() {
+    let s = Server::start();
+    let b = bundle(
+        "transaction",
+        vec![
+            // The Observation comes first and refers to entries that come later.
+            entry(
+                "urn:uuid:9f3c7c5e-0000-4000-8000-000000000003",
+                "POST",
+                "Observation",
+                Some(json!({
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "weight"},
+                    "subject": {"reference": PAT},
+                    "encounter": {"reference": ENC},
+                    "performer": [{"reference": PAT, "display": "self"}],
+                    "contained": [{"resourceType": "Provenance", "target": [{"reference": PAT}], "recorded": "2020-01-01T00:00:00Z", "agent": [{"who": {"reference": ENC}}]}]
+                })),
+            ),
+            entry(
+                ENC,
+                "POST",
+                "Encounter",
+                Some(
+                    json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": {"reference": PAT}}),
+                ),
+            ),
+            entry(
+                PAT,
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient", "name": [{"family": "Doe"}]})),
+            ),
+        ],
+    );
+    let (st, resp) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(resp["type"], "transaction-response");
+    let entries = resp["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    for e in entries {
+        assert_eq!(e["response"]["status"], "201 Created");
+        assert_eq!(e["response"]["etag"], "W/\"1\"");
+        assert!(e["response"]["lastModified"].is_string());
+    }
+    let loc = |i: usize| {
+        entries[i]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pat_ref = loc(2).split("/_history").next().unwrap().to_string();
+    let enc_ref = loc(1).split("/_history").next().unwrap().to_string();
+    assert!(pat_ref.starts_with("Patient/"));
+    let obs = json(s.get(&loc(0)).send().unwrap());
+    assert_eq!(obs["subject"]["reference"], pat_ref.as_str());
+    assert_eq!(obs["encounter"]["reference"], enc_ref.as_str());
+    assert_eq!(obs["performer"][0]["reference"], pat_ref.as_str());
+    assert_eq!(
+        obs["contained"][0]["target"][0]["reference"],
+        pat_ref.as_str()
+    );
+    assert_eq!(
+        obs["contained"][0]["agent"][0]["who"]["reference"],
+        enc_ref.as_str()
+    );
+    let enc = json(s.get(&loc(1)).send().unwrap());
+    assert_eq!(enc["subject"]["reference"], pat_ref.as_str());
+}
+
+#[test]
+fn transaction_is_all_or_nothing() {
+    let s = Server::start();
+    let mut p = json!({"resourceType": "Patient", "id": "keep", "gender": "male"});
+    s.put_json("Patient/keep", &p).send().unwrap();
+    p["gender"] = json!("female");
+    // Entry 2 is invalid: nothing of entries 0, 1 and 3 may be written.
+    let b = bundle(
+        "transaction",
+        vec![
+            entry(
+                PAT,
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient"})),
+            ),
+            entry("Patient/keep", "PUT", "Patient/keep", Some(p.clone())),
+            entry(
+                ENC,
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient", "birthDate": "not a date"})),
+            ),
+            entry("Patient/keep", "DELETE", "Patient/keep", None),
+        ],
+    );
+    let (st, oo) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 400, "{oo}");
+    assert_outcome(&oo, "value", Some("Bundle.entry[2].resource.birthDate"));
+    assert_eq!(
+        json(s.get("_history").send().unwrap())["total"],
+        1,
+        "only the setup write"
+    );
+    assert_eq!(
+        json(s.get("Patient/keep").send().unwrap())["gender"],
+        "male"
+    );
+
+    // A failure found while running (a stale If-Match on the last entry to run) rolls back
+    // the writes already made inside the transaction.
+    let b = bundle(
+        "transaction",
+        vec![
+            entry(
+                PAT,
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient"})),
+            ),
+            entry("Patient/keep", "DELETE", "Patient/keep", None),
+            json!({"fullUrl": "Patient/other", "resource": {"resourceType": "Patient", "id": "other"},
+                   "request": {"method": "PUT", "url": "Patient/other", "ifMatch": "W/\"4\""}}),
+        ],
+    );
+    let (st, oo) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 412, "{oo}");
+    assert_outcome(&oo, "conflict", Some("Bundle.entry[2]"));
+    assert_eq!(json(s.get("_history").send().unwrap())["total"], 1);
+    assert_eq!(
+        s.get("Patient/keep").send().unwrap().status(),
+        200,
+        "the delete was rolled back"
+    );
+}
+
+#[test]
+fn transaction_processes_delete_post_put_get_in_that_order() {
+    let s = Server::start();
+    s.put_json(
+        "Patient/a",
+        &json!({"resourceType": "Patient", "id": "a", "gender": "male"}),
+    )
+    .send()
+    .unwrap();
+    // Listed GET, PUT, POST, DELETE: run DELETE, POST, PUT, GET.
+    let b = bundle(
+        "transaction",
+        vec![
+            entry("Patient/b", "GET", "Patient/b", None),
+            entry(
+                "Patient/b",
+                "PUT",
+                "Patient/b",
+                Some(json!({"resourceType": "Patient", "id": "b", "gender": "female"})),
+            ),
+            entry(
+                PAT,
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient"})),
+            ),
+            entry("Patient/a", "DELETE", "Patient/a", None),
+        ],
+    );
+    let (st, resp) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 200, "{resp}");
+    let e = resp["entry"].as_array().unwrap();
+    assert_eq!(e[3]["response"]["status"], "204 No Content");
+    assert_eq!(e[3]["response"]["etag"], "W/\"2\"");
+    assert_eq!(e[2]["response"]["status"], "201 Created");
+    assert_eq!(e[1]["response"]["status"], "201 Created");
+    // The GET, listed first, ran last and saw the PUT.
+    assert_eq!(e[0]["response"]["status"], "200 OK");
+    assert_eq!(e[0]["resource"]["gender"], "female");
+    let h = json(s.get("_history").send().unwrap());
+    let methods: Vec<&str> = h["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["PUT", "POST", "DELETE", "PUT"], "newest first");
+}
+
+#[test]
+fn transaction_touching_one_resource_twice_fails() {
+    let s = Server::start();
+    let b = bundle(
+        "transaction",
+        vec![
+            entry("Patient/a", "DELETE", "Patient/a", None),
+            entry(
+                "Patient/a",
+                "PUT",
+                "Patient/a",
+                Some(json!({"resourceType": "Patient", "id": "a"})),
+            ),
+        ],
+    );
+    let (st, oo) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 400, "{oo}");
+    assert_outcome(&oo, "invalid", Some("Bundle.entry[1]"));
+}
+
+#[test]
+fn batch_entries_succeed_or_fail_independently() {
+    let s = Server::start();
+    let b = bundle(
+        "batch",
+        vec![
+            entry(
+                "urn:uuid:1",
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient"})),
+            ),
+            entry(
+                "urn:uuid:2",
+                "POST",
+                "Patient",
+                Some(json!({"resourceType": "Patient", "gender": 12})),
+            ),
+            entry("Patient/nope", "GET", "Patient/nope", None),
+            entry(
+                "urn:uuid:3",
+                "POST",
+                "Unicorn",
+                Some(json!({"resourceType": "Unicorn"})),
+            ),
+            entry(
+                "Patient/b",
+                "PUT",
+                "Patient/b",
+                Some(json!({"resourceType": "Patient", "id": "b"})),
+            ),
+        ],
+    );
+    let (st, resp) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(resp["type"], "batch-response");
+    let e = resp["entry"].as_array().unwrap();
+    assert_eq!(e[0]["response"]["status"], "201 Created");
+    assert_eq!(e[1]["response"]["status"], "400 Bad Request");
+    assert_eq!(
+        e[1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(e[2]["response"]["status"], "404 Not Found");
+    assert_eq!(e[3]["response"]["status"], "404 Not Found");
+    assert_eq!(e[4]["response"]["status"], "201 Created");
+    assert_eq!(json(s.get("_history").send().unwrap())["total"], 2);
+}
+
+#[test]
+fn bad_bundles_are_refused() {
+    let s = Server::start();
+    let (st, oo) = status_json(
+        s.post_json("", &json!({"resourceType": "Bundle", "type": "collection"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 400);
+    assert_outcome(&oo, "invalid", Some("Bundle.type"));
+    let (st, _) = status_json(
+        s.post_json("", &json!({"resourceType": "Patient"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 400);
+    // A urn:uuid that names no entry cannot be resolved.
+    let b = bundle(
+        "transaction",
+        vec![entry(
+            PAT,
+            "POST",
+            "Observation",
+            Some(
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                        "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-00000000dead"}}),
+            ),
+        )],
+    );
+    let (st, oo) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 400, "{oo}");
+    assert_outcome(&oo, "not-found", None);
+    // A method the Bundle may not carry.
+    let b = bundle("transaction", vec![entry(PAT, "BREW", "Patient", None)]);
+    let (st, oo) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 400);
+    assert_outcome(&oo, "invalid", Some("Bundle.entry[0].request.method"));
+    assert_eq!(json(s.get("_history").send().unwrap())["total"], 0);
+}
+
+#[test]
+fn transaction_response_carries_resources_when_asked() {
+    let s = Server::start();
+    let b = bundle(
+        "transaction",
+        vec![entry(
+            PAT,
+            "POST",
+            "Patient",
+            Some(json!({"resourceType": "Patient"})),
+        )],
+    );
+    let resp = json(
+        s.post_json("", &b)
+            .header("prefer", "return=representation")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(resp["entry"][0]["resource"]["resourceType"], "Patient");
+    assert_eq!(resp["entry"][0]["resource"]["meta"]["versionId"], "1");
+}
