@@ -209,10 +209,9 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
         }
     }
     tx.commit().await?;
-    let entries_json = entries
-        .iter()
-        .zip(outcomes)
-        .map(|(_, o)| response_entry(ctx, o))
+    let entries_json = outcomes
+        .into_iter()
+        .map(|o| response_entry(ctx, o))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(respond::json(
         ctx,
@@ -344,7 +343,7 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
                 .at(format!("{}.request.url", entry_path(index))));
         }
     }
-    for id in segs.get(1).iter().filter(|s| !valid_id(s)) {
+    if let Some(id) = segs.get(1).filter(|s| !valid_id(s)) {
         return Err(bad(format!("'{id}' is not a valid resource id"), "url"));
     }
     let s = |i: usize| segs[i].to_string();
