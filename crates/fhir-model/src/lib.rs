@@ -29,24 +29,26 @@ pub struct Definitions {
     model: model::Model,
 }
 
-/// The embedded R4 definitions, decoded once on first use (about 6 ms in a release build:
-/// gunzip 0.4 ms, JSON 2.3 ms, lookup tables 3 ms; see the ignored `decode_time` test).
+/// The embedded R4 definitions, decoded once on first use (a few ms; `cargo bench -p
+/// fhir-model` measures it).
 pub fn r4() -> &'static Definitions {
     static DEFS: std::sync::OnceLock<Definitions> = std::sync::OnceLock::new();
     DEFS.get_or_init(|| {
         // The embedded model is checked against the official bundles by tests/vendored.rs
         // and decoded by every test, so a failure here is a build defect, not an input error.
-        let json = vendor::embedded_model_json()
-            .unwrap_or_else(|e| panic!("embedded R4 model is corrupt: {e}"));
-        let compact = vendor::parse_model(&json)
-            .unwrap_or_else(|e| panic!("embedded R4 model is corrupt: {e}"));
-        let model = model::build(&compact)
-            .unwrap_or_else(|e| panic!("embedded R4 model is inconsistent: {e}"));
-        Definitions { model }
+        Definitions::decode().unwrap_or_else(|e| panic!("embedded R4 model is unusable: {e}"))
     })
 }
 
 impl Definitions {
+    /// Decodes the embedded definitions (what [`r4`] does once).
+    pub fn decode() -> Result<Definitions, String> {
+        let json = vendor::embedded_model_json().map_err(|e| e.to_string())?;
+        let compact = vendor::parse_model(&json).map_err(|e| e.to_string())?;
+        let model = model::build(&compact).map_err(|e| e.to_string())?;
+        Ok(Definitions { model })
+    }
+
     /// The 146 concrete resource type names, sorted.
     pub fn resource_types(&self) -> &[String] {
         &self.model.resource_types
@@ -75,33 +77,5 @@ impl Definitions {
     /// top-level elements (`value` selects `valueQuantity`), tagged `SUBSETTED`.
     pub fn select_elements(&self, resource: &Value, elements: &[String]) -> Value {
         view::select_elements(&self.model, resource, elements)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// Prints the startup cost of `r4()` (best of 20): `cargo test --release -p fhir-model
-    /// -- --ignored --nocapture decode_time`. Not an assertion: timings vary by machine.
-    #[test]
-    #[ignore]
-    fn decode_time() {
-        let mut best = [std::time::Duration::MAX; 3];
-        for _ in 0..20 {
-            let t = std::time::Instant::now();
-            let json = crate::vendor::embedded_model_json().unwrap();
-            let a = t.elapsed();
-            let compact = crate::vendor::parse_model(&json).unwrap();
-            let b = t.elapsed();
-            let model = crate::model::build(&compact).unwrap();
-            let c = t.elapsed();
-            std::mem::forget(model);
-            for (best, d) in best.iter_mut().zip([a, b - a, c - b]) {
-                *best = (*best).min(d);
-            }
-        }
-        println!(
-            "gunzip {:?}, parse {:?}, build {:?}",
-            best[0], best[1], best[2]
-        );
     }
 }
