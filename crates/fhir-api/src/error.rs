@@ -94,6 +94,9 @@ impl From<StoreError> for FhirError {
                 IssueCode::Duplicate,
                 format!("{t}/{id} already exists"),
             ),
+            StoreError::Conflict { .. } => {
+                FhirError::new(StatusCode::CONFLICT, IssueCode::Conflict, e.to_string())
+            }
             StoreError::Busy => FhirError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 IssueCode::Throttled,

@@ -7,6 +7,7 @@
 //! creation and deletion) runs on tokio's blocking pool. The schema and its invariants are in
 //! [`schema`]; this crate knows SQL and files, and nothing of HTTP.
 
+mod docs;
 mod schema;
 mod tx;
 
@@ -18,8 +19,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fhir_store::{
-    HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock, Result, Store, StoreError,
-    StoredResource, WriteTx,
+    Document, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock,
+    Result, Store, StoreError, StoredResource, WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -335,6 +336,19 @@ impl Store for SqliteStore {
         let conn = self.writer.clone().lock_owned().await;
         let tx = tx::SqliteTx::begin(conn, service, self.clock.clone())?;
         Ok(Box::new(tx))
+    }
+
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
+        self.readers.with(|conn| docs::get(conn, collection, key))
+    }
+
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
+        self.readers.with(|conn| docs::list(conn, collection))
+    }
+
+    async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
+        self.with_writer(move |conn| docs::write(conn, writes))
+            .await
     }
 }
 

@@ -1,11 +1,11 @@
 //! The SQLite schema of a fhirlink store and the connection settings it is opened with.
 //!
-//! Four tables. `services` names each FHIR service and gives it a never-reused number
+//! Five tables. `services` names each FHIR service and gives it a never-reused number
 //! (`sid`). `versions` holds every version of every resource, each under a global `seq`
 //! (the rowid) that only grows: history is listed by `seq` and pages are cut by it.
 //! `resources` points at the current version of each resource, so that a read is one
 //! primary-key lookup and one rowid lookup. `version_counts` keeps the number of versions
-//! per type for history totals. No other module writes SQL DDL.
+//! per type for history totals; `documents` holds the control plane's state. No other module writes SQL DDL.
 //!
 //! One invariant the history queries rely on: `last_updated` grows with `seq`. Every version
 //! is written under the single writer connection with an instant from the store's one
@@ -50,6 +50,15 @@ CREATE TABLE IF NOT EXISTS resources (
     seq     INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
     PRIMARY KEY (sid, rtype, id)
+) WITHOUT ROWID;
+
+-- Control-plane documents (fhir_store::Document), versioned for optimistic concurrency.
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (collection, key)
 ) WITHOUT ROWID;
 
 -- How many versions each type has, so that an unfiltered history total is not a count(*)

@@ -45,6 +45,8 @@ macro_rules! conformance_tests {
             history_since_and_at,
             history_paging_with_cursor_while_writing,
             last_updated_strictly_increasing,
+            documents_are_versioned_and_listed,
+            document_writes_are_all_or_nothing,
         );
 
         #[tokio::test]
@@ -1082,4 +1084,126 @@ pub async fn readers_and_writers_run_concurrently(store: Arc<dyn Store>) {
             .expect("p");
         assert_eq!(stored.version, 21, "p{i}: every committed write counted");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control-plane documents
+
+fn put_doc(
+    collection: &str,
+    key: &str,
+    body: Value,
+    expected: crate::Expected,
+) -> crate::DocumentWrite {
+    crate::DocumentWrite::Put {
+        collection: collection.into(),
+        key: key.into(),
+        body,
+        expected,
+    }
+}
+
+/// Documents get version 1, 2, … per key; `Expected` guards every write; lists are by key.
+pub async fn documents_are_versioned_and_listed(store: &dyn Store) {
+    use crate::{DocumentWrite, Expected, StoreError};
+    assert!(store.get_document("svc", "a").await.expect("get").is_none());
+    let w = store
+        .write_documents(vec![put_doc(
+            "svc",
+            "b",
+            json!({"n": 1.50}),
+            Expected::Absent,
+        )])
+        .await
+        .expect("create b");
+    assert_eq!(w[0].version, 1);
+    store
+        .write_documents(vec![put_doc("svc", "a", json!({"n": 1}), Expected::Any)])
+        .await
+        .expect("create a");
+    let w = store
+        .write_documents(vec![put_doc(
+            "svc",
+            "b",
+            json!({"n": 2}),
+            Expected::Version(1),
+        )])
+        .await
+        .expect("update b");
+    assert_eq!(w[0].version, 2);
+    match store
+        .write_documents(vec![put_doc(
+            "svc",
+            "b",
+            json!({"n": 3}),
+            Expected::Version(1),
+        )])
+        .await
+    {
+        Err(StoreError::Conflict { key, .. }) => assert_eq!(key, "b"),
+        other => panic!("a stale version must conflict, got {other:?}"),
+    }
+    match store
+        .write_documents(vec![put_doc("svc", "a", json!({}), Expected::Absent)])
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("Absent on an existing key must conflict, got {other:?}"),
+    }
+    store
+        .write_documents(vec![put_doc(
+            "other",
+            "a",
+            json!({"elsewhere": true}),
+            Expected::Absent,
+        )])
+        .await
+        .expect("collections are separate");
+    let list = store.list_documents("svc").await.expect("list");
+    let keys: Vec<&str> = list.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(list[1].body, json!({"n": 2}));
+    assert_eq!(list[1].version, 2);
+    store
+        .write_documents(vec![DocumentWrite::Delete {
+            collection: "svc".into(),
+            key: "a".into(),
+            expected: Expected::Version(1),
+        }])
+        .await
+        .expect("delete a");
+    assert!(store.get_document("svc", "a").await.expect("get").is_none());
+    let b = store
+        .get_document("svc", "b")
+        .await
+        .expect("get")
+        .expect("b");
+    assert_eq!(b.body["n"], json!(2));
+}
+
+/// A batch whose last expectation fails writes none of its earlier changes.
+pub async fn document_writes_are_all_or_nothing(store: &dyn Store) {
+    use crate::{Expected, StoreError};
+    store
+        .write_documents(vec![put_doc("c", "x", json!(1), Expected::Absent)])
+        .await
+        .expect("x");
+    let r = store
+        .write_documents(vec![
+            put_doc("c", "y", json!(2), Expected::Absent),
+            put_doc("c", "x", json!(3), Expected::Version(1)),
+            put_doc("c", "z", json!(4), Expected::Version(9)),
+        ])
+        .await;
+    assert!(matches!(r, Err(StoreError::Conflict { .. })), "{r:?}");
+    assert!(store.get_document("c", "y").await.expect("get").is_none());
+    assert_eq!(
+        store
+            .get_document("c", "x")
+            .await
+            .expect("get")
+            .expect("x")
+            .version,
+        1
+    );
 }

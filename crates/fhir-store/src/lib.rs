@@ -105,6 +105,43 @@ pub struct HistoryPage {
     pub next: Option<i64>,
 }
 
+/// A control-plane document: JSON kept under (collection, key), with a version that grows
+/// by one on every write, for optimistic concurrency between writers and processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub collection: String,
+    pub key: String,
+    pub version: u64,
+    pub body: Value,
+}
+
+/// What a document write expects to find, checked before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever is there (or nothing).
+    Any,
+    /// No document under the key.
+    Absent,
+    /// The document at exactly this version.
+    Version(u64),
+}
+
+/// One change in [`Store::write_documents`].
+#[derive(Debug, Clone)]
+pub enum DocumentWrite {
+    Put {
+        collection: String,
+        key: String,
+        body: Value,
+        expected: Expected,
+    },
+    Delete {
+        collection: String,
+        key: String,
+        expected: Expected,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("service {0} does not exist")]
@@ -115,6 +152,13 @@ pub enum StoreError {
     Backend(String),
     #[error("the store is busy, try again")]
     Busy,
+    /// A document write found something other than what it expected; nothing was written.
+    #[error("document {collection}/{key} changed: {detail}")]
+    Conflict {
+        collection: String,
+        key: String,
+        detail: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -151,6 +195,14 @@ pub trait Store: Send + Sync + 'static {
     /// sees the current versions and no other writer changes them until it ends. Nothing is
     /// visible to readers before [`WriteTx::commit`]; dropping the transaction rolls it back.
     async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>>;
+
+    /// One control-plane document, if it exists.
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>>;
+    /// Every document of a collection, ordered by key.
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>>;
+    /// Applies every write at once, durably, or none of them when an expectation fails
+    /// ([`StoreError::Conflict`]). Returns the documents written, in order (deletions omitted).
+    async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>>;
 }
 
 /// A write transaction on one service.
