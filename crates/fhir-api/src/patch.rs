@@ -51,18 +51,22 @@ impl Patch {
                     format!("the JSON Patch cannot be applied: {e}"),
                 )
             }),
-            Patch::FhirPath(params) => fhir_path::patch::apply(resource, params).map_err(|e| {
-                let status = if e.is_malformed() {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                FhirError::new(
-                    status,
-                    IssueCode::Processing,
-                    format!("the FHIRPath Patch cannot be applied: {e}"),
-                )
-            }),
+            Patch::FhirPath(params) => {
+                let defs = fhir_model::r4();
+                let repeats = |path: &str| defs.is_repeating(path).unwrap_or(false);
+                fhir_path::patch::apply_with(resource, params, &repeats).map_err(|e| {
+                    let status = if e.is_malformed() {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    };
+                    FhirError::new(
+                        status,
+                        IssueCode::Processing,
+                        format!("the FHIRPath Patch cannot be applied: {e}"),
+                    )
+                })
+            }
         }
     }
 }

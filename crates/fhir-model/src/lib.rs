@@ -67,6 +67,26 @@ impl Definitions {
         validate::validate(&self.model, resource)
     }
 
+    /// Whether the element at a dotted property path (`Patient.name.given`,
+    /// `Observation.component.valueQuantity`) repeats (`max = "*"`); `None` when the path names
+    /// no element. FHIRPath Patch asks this to know whether `add` makes a list.
+    pub fn is_repeating(&self, path: &str) -> Option<bool> {
+        let mut parts = path.split('.');
+        let mut node = self.model.resource(parts.next()?)?;
+        let mut parts = parts.peekable();
+        while let Some(property) = parts.next() {
+            let (elem, ty) = node.get(property)?;
+            if parts.peek().is_none() {
+                return Some(elem.many);
+            }
+            node = match ty {
+                model::Ty::Node(n) => self.model.node(n)?,
+                _ => return None,
+            };
+        }
+        None
+    }
+
     /// The `_summary` view of a resource. `True`, `Text` and `Data` are subsets and carry the
     /// `SUBSETTED` tag in `meta.tag`; `False` and `Count` return the resource as is.
     pub fn summarize(&self, resource: &Value, mode: Summary) -> Value {

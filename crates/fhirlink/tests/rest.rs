@@ -314,6 +314,16 @@ fn fhirpath_patch_applies() {
                 {"name": "path", "valueString": "Patient"},
                 {"name": "name", "valueString": "deceasedBoolean"},
                 {"name": "value", "valueBoolean": false}
+            ]},
+            // telecom repeats: adding the first one makes a list.
+            {"name": "operation", "part": [
+                {"name": "type", "valueCode": "add"},
+                {"name": "path", "valueString": "Patient"},
+                {"name": "name", "valueString": "telecom"},
+                {"name": "value", "part": [
+                    {"name": "system", "valueCode": "phone"},
+                    {"name": "value", "valueString": "555-0100"}
+                ]}
             ]}
         ]
     });
@@ -328,6 +338,10 @@ fn fhirpath_patch_applies() {
     assert_eq!(v["birthDate"], "1975-01-01");
     assert!(v.get("active").is_none());
     assert_eq!(v["deceasedBoolean"], false);
+    assert_eq!(
+        v["telecom"],
+        json!([{"system": "phone", "value": "555-0100"}])
+    );
 }
 
 #[test]
