@@ -8,7 +8,9 @@
 //! [`schema`]; this crate knows SQL and files, and nothing of HTTP.
 
 mod docs;
+mod index;
 mod schema;
+mod search;
 mod tx;
 
 use std::path::Path;
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fhir_store::{
     Document, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock,
-    Result, Store, StoreError, StoredResource, WriteTx,
+    Result, SearchPage, SearchQuery, Store, StoreError, StoredResource, WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -56,7 +58,15 @@ impl SqliteStore {
         })?;
         let folder_lock = lock_folder(dir)?;
         let path = dir.join(DATABASE_FILE);
-        let writer = schema::open_writer(&path).map_err(StoreError::Backend)?;
+        let (writer, reindex) = schema::open_writer(&path).map_err(StoreError::Backend)?;
+        if reindex {
+            writer.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+            let built = index::rebuild(&writer);
+            writer
+                .execute_batch(if built.is_ok() { "COMMIT" } else { "ROLLBACK" })
+                .map_err(backend)?;
+            built?;
+        }
         let clock = MonotonicClock::default();
         let newest: Option<i64> = writer
             .query_row("SELECT max(last_updated) FROM versions", [], |row| {
@@ -234,6 +244,12 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
                 .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
                 .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
+                .and_then(|_| {
+                    index::TABLES.iter().try_for_each(|t| {
+                        tx.execute(&format!("DELETE FROM {t} WHERE sid = ?1"), [sid])
+                            .map(drop)
+                    })
+                })
                 .and_then(|_| tx.execute("DELETE FROM services WHERE sid = ?1", [sid]))
                 .and_then(|_| tx.commit())
                 .map_err(backend)?;
@@ -327,6 +343,18 @@ impl Store for SqliteStore {
                 scope,
                 query,
             )?;
+            snapshot.finish().map_err(backend)?;
+            Ok(page)
+        })
+    }
+
+    async fn search(&self, service: &str, query: &SearchQuery) -> Result<SearchPage> {
+        let now = self.clock.now().timestamp_micros();
+        self.readers.with(|conn| {
+            // One snapshot for the page, its total and its includes.
+            let snapshot = conn.unchecked_transaction().map_err(backend)?;
+            let sid = require_service(&snapshot, service)?;
+            let page = search::search(&snapshot, sid, query, now)?;
             snapshot.finish().map_err(backend)?;
             Ok(page)
         })

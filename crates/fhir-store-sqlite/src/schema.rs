@@ -1,11 +1,12 @@
 //! The SQLite schema of a fhirlink store and the connection settings it is opened with.
 //!
-//! Five tables. `services` names each FHIR service and gives it a never-reused number
+//! Five tables, and the search index. `services` names each FHIR service and gives it a never-reused number
 //! (`sid`). `versions` holds every version of every resource, each under a global `seq`
 //! (the rowid) that only grows: history is listed by `seq` and pages are cut by it.
 //! `resources` points at the current version of each resource, so that a read is one
 //! primary-key lookup and one rowid lookup. `version_counts` keeps the number of versions
-//! per type for history totals; `documents` holds the control plane's state. No other module writes SQL DDL.
+//! per type for history totals; `documents` holds the control plane's state; the `ix_*` tables are the search index.
+//! No other module writes SQL DDL.
 //!
 //! One invariant the history queries rely on: `last_updated` grows with `seq`. Every version
 //! is written under the single writer connection with an instant from the store's one
@@ -15,7 +16,8 @@
 use rusqlite::Connection;
 
 /// The schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the search index tables; a version-1 database is indexed when opened.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services (
@@ -69,6 +71,59 @@ CREATE TABLE IF NOT EXISTS version_counts (
     n     INTEGER NOT NULL,
     PRIMARY KEY (sid, rtype)
 ) WITHOUT ROWID;
+
+-- The search index (see crate::index): rows of the current version of each resource only,
+-- keyed by that version's seq. One table per value kind; each primary key starts with
+-- (sid, pid, value…) so that a selective parameter is a range scan of it, and ends with seq.
+-- The (seq, pid) indexes serve removal on update, per-resource probes of the other
+-- conditions of a search, _include and sorting. Absent parts are '' (never NULL in a key).
+CREATE TABLE IF NOT EXISTS ix_string (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, norm, exact, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_string_seq ON ix_string (seq, pid);
+
+CREATE TABLE IF NOT EXISTS ix_token (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
+    seq INTEGER NOT NULL, text TEXT,
+    PRIMARY KEY (sid, pid, code, system, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_token_seq ON ix_token (seq, pid);
+
+CREATE TABLE IF NOT EXISTS ix_ref (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, ttype TEXT NOT NULL, tid TEXT NOT NULL,
+    url TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, ttype, tid, url, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_ref_seq ON ix_ref (seq, pid);
+
+CREATE TABLE IF NOT EXISTS ix_date (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, lo, hi, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_date_seq ON ix_date (seq, pid);
+
+CREATE TABLE IF NOT EXISTS ix_number (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, lo, hi, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_number_seq ON ix_number (seq, pid);
+
+CREATE TABLE IF NOT EXISTS ix_quantity (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
+    lo REAL NOT NULL, hi REAL NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, code, system, lo, hi, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_quantity_seq ON ix_quantity (seq, pid);
+
+CREATE TABLE IF NOT EXISTS ix_uri (
+    sid INTEGER NOT NULL, pid INTEGER NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, value, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_uri_seq ON ix_uri (seq, pid);
 ";
 
 /// Settings of the writer connection. `synchronous=FULL` in WAL mode fsyncs the log on every
@@ -108,7 +163,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Opens the writer connection, switches the database to WAL and creates or checks the schema.
-pub(crate) fn open_writer(path: &std::path::Path) -> Result<Connection, String> {
+/// The flag is true when the database predates the search index, which must then be built.
+pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
     configure(&conn).map_err(|e| e.to_string())?;
     let mode: String = conn
@@ -135,7 +191,7 @@ pub(crate) fn open_writer(path: &std::path::Path) -> Result<Connection, String> 
         "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
     .map_err(|e| e.to_string())?;
-    Ok(conn)
+    Ok((conn, version == 1))
 }
 
 /// Opens one read connection on a database that [`open_writer`] has prepared.

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::{backend, stored_from_row, VERSION_COLUMNS};
+use crate::{backend, index, stored_from_row, VERSION_COLUMNS};
 
 pub(crate) struct SqliteTx {
     /// `None` once committed.
@@ -59,22 +59,23 @@ impl SqliteTx {
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))
     }
 
-    /// The current version number of a resource and whether it is a deletion.
-    fn head(&self, rtype: &str, id: &str) -> Result<Option<(i64, bool)>> {
+    /// The current version number of a resource, whether it is a deletion, and its `seq`.
+    fn head(&self, rtype: &str, id: &str) -> Result<Option<(i64, bool, i64)>> {
         self.conn()?
             .prepare_cached(
-                "SELECT version, deleted FROM resources WHERE sid = ?1 AND rtype = ?2 AND id = ?3",
+                "SELECT version, deleted, seq FROM resources \
+                 WHERE sid = ?1 AND rtype = ?2 AND id = ?3",
             )
             .and_then(|mut st| {
                 st.query_row(params![self.sid, rtype, id], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
                 .optional()
             })
             .map_err(backend)
     }
 
-    /// Appends a version and points the resource at it.
+    /// Appends a version and points the resource at it. Returns the new version's `seq`.
     fn append(
         &self,
         rtype: &str,
@@ -83,7 +84,7 @@ impl SqliteTx {
         micros: i64,
         method: Method,
         body: Option<&[u8]>,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         let conn = self.conn()?;
         conn.prepare_cached(
             "INSERT INTO versions (sid, rtype, id, version, last_updated, method, body) \
@@ -116,7 +117,7 @@ impl SqliteTx {
         )
         .and_then(|mut st| st.execute(params![self.sid, rtype]))
         .map_err(backend)?;
-        Ok(())
+        Ok(seq)
     }
 }
 
@@ -152,14 +153,20 @@ impl WriteTx for SqliteTx {
         mut resource: Value,
         method: Method,
     ) -> Result<StoredResource> {
-        let version = self.head(rtype, id)?.map_or(1, |(v, _)| v + 1);
+        let head = self.head(rtype, id)?;
+        let version = head.map_or(1, |(v, _, _)| v + 1);
         let last_updated = self.clock.now();
         let number = u64::try_from(version)
             .map_err(|_| StoreError::Backend(format!("version {version} out of range")))?;
         fhir_store::stamp(&mut resource, id, number, &last_updated);
         let body = serde_json::to_vec(&resource)
             .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?;
-        self.append(
+        // Only the current version is indexed: the previous one's rows go.
+        if let Some((_, false, old)) = head {
+            index::remove(self.conn()?, old)?;
+        }
+        let entries = fhir_search::extract(&resource);
+        let seq = self.append(
             rtype,
             id,
             version,
@@ -167,6 +174,7 @@ impl WriteTx for SqliteTx {
             method,
             Some(&body),
         )?;
+        index::insert(self.conn()?, self.sid, seq, &entries)?;
         Ok(StoredResource {
             resource_type: rtype.to_owned(),
             id: id.to_owned(),
@@ -179,8 +187,11 @@ impl WriteTx for SqliteTx {
 
     async fn delete(&mut self, rtype: &str, id: &str) -> Result<Option<StoredResource>> {
         let version = match self.head(rtype, id)? {
-            Some((version, false)) => version + 1,
-            Some((_, true)) | None => return Ok(None),
+            Some((version, false, old)) => {
+                index::remove(self.conn()?, old)?;
+                version + 1
+            }
+            Some((_, true, _)) | None => return Ok(None),
         };
         let last_updated = self.clock.now();
         self.append(
@@ -200,6 +211,14 @@ impl WriteTx for SqliteTx {
             method: Method::Delete,
             body: None,
         }))
+    }
+
+    async fn matching(
+        &mut self,
+        query: &fhir_store::SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        crate::search::matching(self.conn()?, self.sid, query, limit)
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {

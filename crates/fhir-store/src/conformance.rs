@@ -47,6 +47,10 @@ macro_rules! conformance_tests {
             last_updated_strictly_increasing,
             documents_are_versioned_and_listed,
             document_writes_are_all_or_nothing,
+            search_matches_current_versions_only,
+            search_pages_by_cursor_while_writing,
+            search_chains_has_and_includes,
+            transaction_matching_sees_its_own_writes,
         );
 
         #[tokio::test]
@@ -1206,4 +1210,164 @@ pub async fn document_writes_are_all_or_nothing(store: &dyn Store) {
             .version,
         1
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+
+fn search_query(rtype: &str, pairs: &[(&str, &str)]) -> crate::SearchQuery {
+    let params: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    fhir_search::parse(Some(rtype), &params, &fhir_search::ParseOptions::default())
+        .unwrap_or_else(|e| panic!("{rtype}?{pairs:?} does not parse: {e}"))
+}
+
+async fn search_ids(
+    store: &dyn Store,
+    svc: &str,
+    rtype: &str,
+    pairs: &[(&str, &str)],
+) -> Vec<String> {
+    let page = store
+        .search(svc, &search_query(rtype, pairs))
+        .await
+        .unwrap_or_else(|e| panic!("search {rtype}?{pairs:?} failed: {e}"));
+    let mut ids: Vec<String> = page.matches.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// The index follows updates and deletions: only the current version of a live resource
+/// matches, and services do not see each other's resources.
+pub async fn search_matches_current_versions_only(store: &dyn Store) {
+    service(store, "s").await;
+    service(store, "other").await;
+    put(store, "s", "Patient", "a", patient("Smith")).await;
+    put(store, "s", "Patient", "b", patient("Smythe")).await;
+    put(store, "other", "Patient", "c", patient("Smith")).await;
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("name", "smi")]).await,
+        ["a"]
+    );
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("name", "sm")]).await,
+        ["a", "b"]
+    );
+    put(store, "s", "Patient", "a", patient("Jones")).await;
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("name", "smi")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("name", "jones")]).await,
+        ["a"]
+    );
+    delete(store, "s", "Patient", "a").await;
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("name", "jones")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(search_ids(store, "s", "Patient", &[]).await, ["b"]);
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("_id", "b")]).await,
+        ["b"]
+    );
+}
+
+/// A cursor page continues after the last resource seen, whatever was added meanwhile.
+pub async fn search_pages_by_cursor_while_writing(store: &dyn Store) {
+    service(store, "s").await;
+    for i in 0..5 {
+        put(store, "s", "Patient", &format!("p{i}"), patient("Page")).await;
+    }
+    let mut q = search_query("Patient", &[("name", "page"), ("_count", "2")]);
+    let first = store.search("s", &q).await.expect("first page");
+    assert_eq!(first.matches.len(), 2);
+    assert_eq!(first.total, Some(5));
+    put(store, "s", "Patient", "new", patient("Page")).await;
+    let mut seen: Vec<String> = first.matches.iter().map(|m| m.id.clone()).collect();
+    let mut cursor = first.next;
+    while let Some(c) = cursor {
+        q.cursor = Some(c);
+        let page = store.search("s", &q).await.expect("next page");
+        seen.extend(page.matches.iter().map(|m| m.id.clone()));
+        cursor = page.next;
+    }
+    assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4", "new"]);
+}
+
+/// Chains, reverse chains and includes follow references between types.
+pub async fn search_chains_has_and_includes(store: &dyn Store) {
+    service(store, "s").await;
+    put(store, "s", "Patient", "p1", patient("Chain")).await;
+    put(store, "s", "Patient", "p2", patient("Other")).await;
+    let obs = |subject: &str, code: &str| {
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+               "subject": {"reference": subject}})
+    };
+    put(store, "s", "Observation", "o1", obs("Patient/p1", "1-1")).await;
+    put(store, "s", "Observation", "o2", obs("Patient/p2", "2-2")).await;
+    assert_eq!(
+        search_ids(
+            store,
+            "s",
+            "Observation",
+            &[("subject:Patient.name", "chain")]
+        )
+        .await,
+        ["o1"]
+    );
+    assert_eq!(
+        search_ids(
+            store,
+            "s",
+            "Patient",
+            &[("_has:Observation:subject:code", "http://loinc.org|2-2")]
+        )
+        .await,
+        ["p2"]
+    );
+    let page = store
+        .search(
+            "s",
+            &search_query(
+                "Observation",
+                &[("code", "1-1"), ("_include", "Observation:subject")],
+            ),
+        )
+        .await
+        .expect("include");
+    assert_eq!(page.includes.len(), 1);
+    assert_eq!(page.includes[0].id, "p1");
+}
+
+/// Conditional operations decide inside their transaction, on its own uncommitted writes too.
+pub async fn transaction_matching_sees_its_own_writes(store: &dyn Store) {
+    service(store, "s").await;
+    put(
+        store,
+        "s",
+        "Patient",
+        "a",
+        json!({"resourceType": "Patient",
+        "identifier": [{"system": "urn:x", "value": "1"}]}),
+    )
+    .await;
+    let mut tx = store.begin("s").await.expect("begin");
+    let q = search_query("Patient", &[("identifier", "urn:x|1")]);
+    let found = tx.matching(&q, 2).await.expect("matching");
+    assert_eq!(found, [("Patient".to_string(), "a".to_string())]);
+    tx.put(
+        "Patient",
+        "b",
+        json!({"resourceType": "Patient",
+        "identifier": [{"system": "urn:x", "value": "1"}]}),
+        Method::Post,
+    )
+    .await
+    .expect("put");
+    assert_eq!(tx.matching(&q, 5).await.expect("matching").len(), 2);
 }

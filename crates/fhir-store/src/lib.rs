@@ -10,6 +10,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use fhir_search::{Cursor, SearchQuery};
+
 pub mod conformance;
 
 /// A resource type name such as `Patient`, as it appears in `resourceType`.
@@ -163,6 +165,20 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One page of a search (FHIR R4 §3.1.1): the matches in order, the resources that
+/// `_include`/`_revinclude` brought in, and cursors for the neighbouring pages.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    pub matches: Vec<StoredResource>,
+    pub includes: Vec<StoredResource>,
+    /// Number of matches over all pages, unless `_total=none` asked not to count.
+    pub total: Option<u64>,
+    pub next: Option<Cursor>,
+    pub previous: Option<Cursor>,
+    /// The backend's query and its plan, when the query asked to explain itself.
+    pub plan: Option<String>,
+}
+
 /// The store of every FHIR service's resources.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -190,6 +206,11 @@ pub trait Store: Send + Sync + 'static {
         scope: &HistoryScope,
         query: &HistoryQuery,
     ) -> Result<HistoryPage>;
+
+    /// One page of a search on a service. Only current, non-deleted versions match. With the
+    /// default order (no `_sort`) resources come in the order their current version was
+    /// written, so a page cursor stays correct while resources are added.
+    async fn search(&self, service: &str, query: &SearchQuery) -> Result<SearchPage>;
 
     /// Starts a write transaction on one service. Writers are serialised: a transaction
     /// sees the current versions and no other writer changes them until it ends. Nothing is
@@ -222,6 +243,14 @@ pub trait WriteTx: Send {
     /// Records the deletion of `rtype/id` as a new version. Returns `None`, writing nothing,
     /// when the resource does not exist or is already deleted.
     async fn delete(&mut self, rtype: &str, id: &str) -> Result<Option<StoredResource>>;
+    /// `(type, id)` of up to `limit` current resources matching the filters of `query`, as this
+    /// transaction sees them: what conditional create, update, delete and conditional
+    /// references decide on.
+    async fn matching(
+        &mut self,
+        query: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>>;
     /// Makes every change durable and visible, all at once. Returns only when durable.
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -1,0 +1,465 @@
+//! Index extraction: the values a resource holds for each of its type's search parameters, in
+//! the normal forms that queries compare (FHIR R4 §3.1.1.4, one section per parameter type).
+//!
+//! Each parameter's precompiled FHIRPath expression is evaluated over the resource JSON, and
+//! every result node becomes zero or more [`IndexValue`]s according to the parameter type and
+//! the node's FHIR type (a token may come from a code, Coding, CodeableConcept, Identifier,
+//! ContactPoint or boolean). Composite parameters are not indexed themselves: queries combine
+//! their components. A reference's `identifier` is indexed as a token of the same parameter,
+//! which is what `:identifier` searches.
+
+use serde_json::{Map, Value};
+
+use crate::normalize::{date_range, fold};
+use crate::registry::{registry, ParamType};
+
+/// One indexed value of one parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexValue {
+    /// `norm` is [`fold`]ed for prefix and `:contains` matches; `exact` for `:exact`.
+    String {
+        norm: String,
+        exact: String,
+    },
+    /// `text` is the folded display/text, for `:text`.
+    Token {
+        system: Option<String>,
+        code: Option<String>,
+        text: Option<String>,
+    },
+    /// A local reference (`Type/id`) or, for anything else, its `url`.
+    Reference {
+        ttype: Option<String>,
+        tid: Option<String>,
+        url: Option<String>,
+    },
+    /// Microseconds since the epoch, both ends inclusive.
+    Date {
+        lo: i64,
+        hi: i64,
+    },
+    Number {
+        lo: f64,
+        hi: f64,
+    },
+    Quantity {
+        system: Option<String>,
+        code: Option<String>,
+        lo: f64,
+        hi: f64,
+    },
+    Uri(String),
+}
+
+/// One index row: a parameter's stable number and a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexEntry {
+    pub param: u32,
+    pub value: IndexValue,
+}
+
+/// Every index entry of a resource, for every search parameter of its type.
+pub fn extract(resource: &Value) -> Vec<IndexEntry> {
+    let Some(rtype) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in registry().for_type(rtype) {
+        let Some(expr) = &p.compiled else {
+            continue;
+        };
+        let Ok(items) = fhir_path::evaluate(expr, resource) else {
+            continue;
+        };
+        let before = out.len();
+        let mut emit = |value| out.push(IndexEntry { param: p.id, value });
+        for item in &items {
+            match item {
+                fhir_path::Item::Node(n) => {
+                    values_of(p.kind, n.json(), n.type_name().as_deref(), &mut emit)
+                }
+                fhir_path::Item::Value(v) => values_of(p.kind, &v.to_json(), None, &mut emit),
+            }
+        }
+        dedup_tail(&mut out, before);
+    }
+    out
+}
+
+/// Removes duplicates among `out[from..]` (a code repeated in two codings, say).
+fn dedup_tail(out: &mut Vec<IndexEntry>, from: usize) {
+    let mut i = from;
+    while i < out.len() {
+        if out[from..i].contains(&out[i]) {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn s(o: &Map<String, Value>, key: &str) -> Option<String> {
+    o.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn values_of(kind: ParamType, v: &Value, tname: Option<&str>, emit: &mut dyn FnMut(IndexValue)) {
+    match kind {
+        ParamType::String => strings(v, emit),
+        ParamType::Token => tokens(v, tname, emit),
+        ParamType::Reference => references(v, emit),
+        ParamType::Date => dates(v, emit),
+        ParamType::Number => {
+            if let Some(n) = number(v) {
+                emit(IndexValue::Number { lo: n, hi: n });
+            }
+        }
+        ParamType::Quantity => quantities(v, emit),
+        ParamType::Uri => {
+            if let Some(u) = v.as_str() {
+                emit(IndexValue::Uri(strip_version(u).to_string()));
+            }
+        }
+        ParamType::Composite | ParamType::Special => {}
+    }
+}
+
+fn strings(v: &Value, emit: &mut dyn FnMut(IndexValue)) {
+    let mut one = |t: &str| {
+        if !t.is_empty() {
+            emit(IndexValue::String {
+                norm: fold(t),
+                exact: t.to_string(),
+            })
+        }
+    };
+    match v {
+        Value::String(t) => one(t),
+        Value::Object(o) => {
+            // HumanName and Address: every part is searchable (§3.1.1.4.6).
+            for key in [
+                "text",
+                "family",
+                "given",
+                "prefix",
+                "suffix",
+                "line",
+                "city",
+                "district",
+                "state",
+                "postalCode",
+                "country",
+            ] {
+                match o.get(key) {
+                    Some(Value::String(t)) => one(t),
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).for_each(&mut one),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn tokens(v: &Value, tname: Option<&str>, emit: &mut dyn FnMut(IndexValue)) {
+    match v {
+        Value::String(t) => emit(IndexValue::Token {
+            system: None,
+            code: Some(t.clone()),
+            text: None,
+        }),
+        Value::Bool(b) => emit(IndexValue::Token {
+            system: None,
+            code: Some(b.to_string()),
+            text: None,
+        }),
+        Value::Object(o) => {
+            let text = s(o, "text").map(|t| fold(&t));
+            if let Some(codings) = o.get("coding").and_then(Value::as_array) {
+                // CodeableConcept.
+                for c in codings.iter().filter_map(Value::as_object) {
+                    let display = s(c, "display").map(|t| fold(&t));
+                    emit(IndexValue::Token {
+                        system: s(c, "system"),
+                        code: s(c, "code"),
+                        text: text.clone().or(display),
+                    });
+                }
+                if codings.is_empty() && text.is_some() {
+                    emit(IndexValue::Token {
+                        system: None,
+                        code: None,
+                        text,
+                    });
+                }
+            } else if tname == Some("Identifier") || tname == Some("ContactPoint") {
+                let ttext = o
+                    .get("type")
+                    .and_then(|t| t.get("text"))
+                    .and_then(Value::as_str)
+                    .map(fold);
+                emit(IndexValue::Token {
+                    system: s(o, "system"),
+                    code: s(o, "value"),
+                    text: ttext,
+                });
+            } else if o.contains_key("code") {
+                emit(IndexValue::Token {
+                    system: s(o, "system"),
+                    code: s(o, "code"),
+                    text: s(o, "display").map(|t| fold(&t)),
+                });
+            } else if o.contains_key("value") {
+                emit(IndexValue::Token {
+                    system: s(o, "system"),
+                    code: s(o, "value"),
+                    text: None,
+                });
+            } else if text.is_some() {
+                emit(IndexValue::Token {
+                    system: None,
+                    code: None,
+                    text,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Splits a reference into (type, id) when it is relative (`Patient/1`, with or without
+/// `/_history/n`); `None` for absolute, `urn:`, contained or malformed references.
+pub fn local_reference(r: &str) -> Option<(String, String)> {
+    if r.contains(':') || r.starts_with('#') {
+        return None;
+    }
+    let mut parts = r.split('/');
+    let t = parts.next()?;
+    let id = parts.next()?;
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) | (Some("_history"), Some(_), None) => {}
+        _ => return None,
+    }
+    if t.is_empty()
+        || !t.starts_with(|c: char| c.is_ascii_uppercase())
+        || !t.bytes().all(|b| b.is_ascii_alphanumeric())
+        || id.is_empty()
+    {
+        return None;
+    }
+    Some((t.to_string(), id.to_string()))
+}
+
+fn references(v: &Value, emit: &mut dyn FnMut(IndexValue)) {
+    match v {
+        Value::String(u) => emit(IndexValue::Reference {
+            ttype: None,
+            tid: None,
+            url: Some(strip_version(u).to_string()),
+        }),
+        Value::Object(o) => {
+            if let Some(r) = o.get("reference").and_then(Value::as_str) {
+                if r.starts_with('#') {
+                    // A contained resource is not a search target of its own.
+                } else if let Some((t, id)) = local_reference(r) {
+                    emit(IndexValue::Reference {
+                        ttype: Some(t),
+                        tid: Some(id),
+                        url: None,
+                    });
+                } else {
+                    emit(IndexValue::Reference {
+                        ttype: None,
+                        tid: None,
+                        url: Some(r.to_string()),
+                    });
+                }
+            }
+            if let Some(ident) = o.get("identifier").and_then(Value::as_object) {
+                emit(IndexValue::Token {
+                    system: s(ident, "system"),
+                    code: s(ident, "value"),
+                    text: None,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+fn dates(v: &Value, emit: &mut dyn FnMut(IndexValue)) {
+    match v {
+        Value::String(t) => {
+            if let Some((lo, hi)) = date_range(t) {
+                emit(IndexValue::Date { lo, hi });
+            }
+        }
+        Value::Object(o) => {
+            if o.contains_key("start") || o.contains_key("end") {
+                // Period: an open end is unbounded (§3.1.1.4.3).
+                let lo = o
+                    .get("start")
+                    .and_then(Value::as_str)
+                    .and_then(date_range)
+                    .map_or(i64::MIN, |r| r.0);
+                let hi = o
+                    .get("end")
+                    .and_then(Value::as_str)
+                    .and_then(date_range)
+                    .map_or(i64::MAX, |r| r.1);
+                emit(IndexValue::Date { lo, hi });
+            } else if o.contains_key("event") || o.contains_key("repeat") {
+                // Timing: from the first event to the last, or the repeat bounds.
+                let mut lo = i64::MAX;
+                let mut hi = i64::MIN;
+                for e in o
+                    .get("event")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter_map(date_range)
+                {
+                    lo = lo.min(e.0);
+                    hi = hi.max(e.1);
+                }
+                if let Some(b) = o.get("repeat").and_then(|r| r.get("boundsPeriod")) {
+                    dates(b, emit);
+                }
+                if lo <= hi {
+                    emit(IndexValue::Date { lo, hi });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(t) => t.parse().ok(),
+        _ => None,
+    }
+}
+
+fn quantities(v: &Value, emit: &mut dyn FnMut(IndexValue)) {
+    match v {
+        Value::Number(_) => {
+            if let Some(n) = number(v) {
+                emit(IndexValue::Quantity {
+                    system: None,
+                    code: None,
+                    lo: n,
+                    hi: n,
+                });
+            }
+        }
+        Value::Object(o) => {
+            if let Some(n) = o.get("value").and_then(number) {
+                let code = s(o, "code");
+                let unit = s(o, "unit");
+                emit(IndexValue::Quantity {
+                    system: s(o, "system"),
+                    code: code.clone().or(unit.clone()),
+                    lo: n,
+                    hi: n,
+                });
+                // `value||unit` matches the human unit too (§3.1.1.4.4).
+                if unit.is_some() && code.is_some() && unit != code {
+                    emit(IndexValue::Quantity {
+                        system: None,
+                        code: unit,
+                        lo: n,
+                        hi: n,
+                    });
+                }
+            } else if o.contains_key("low") || o.contains_key("high") {
+                // Range.
+                let low = o.get("low").and_then(|l| l.get("value")).and_then(number);
+                let high = o.get("high").and_then(|l| l.get("value")).and_then(number);
+                let q = o.get("low").or(o.get("high")).and_then(Value::as_object);
+                emit(IndexValue::Quantity {
+                    system: q.and_then(|q| s(q, "system")),
+                    code: q.and_then(|q| s(q, "code").or(s(q, "unit"))),
+                    lo: low.unwrap_or(f64::MIN),
+                    hi: high.unwrap_or(f64::MAX),
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `http://x/ValueSet/a|1.0` searches as `http://x/ValueSet/a` (§3.1.1.4.7 canonical).
+fn strip_version(u: &str) -> &str {
+    u.split_once('|').map_or(u, |(a, _)| a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn values(resource: Value, code: &str) -> Vec<IndexValue> {
+        let rtype = resource["resourceType"].as_str().unwrap().to_string();
+        let id = registry().get(&rtype, code).unwrap().id;
+        extract(&resource)
+            .into_iter()
+            .filter(|e| e.param == id)
+            .map(|e| e.value)
+            .collect()
+    }
+
+    #[test]
+    fn observation_values() {
+        let obs = json!({
+            "resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}], "text": "Body Height"},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": "2013-01-14T10:00:00Z",
+            "valueQuantity": {"value": 180.5, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"}
+        });
+        assert_eq!(
+            values(obs.clone(), "code"),
+            vec![IndexValue::Token {
+                system: Some("http://loinc.org".into()),
+                code: Some("8302-2".into()),
+                text: Some("body height".into())
+            }]
+        );
+        assert_eq!(
+            values(obs.clone(), "subject"),
+            vec![IndexValue::Reference {
+                ttype: Some("Patient".into()),
+                tid: Some("p1".into()),
+                url: None
+            }]
+        );
+        assert_eq!(values(obs.clone(), "patient").len(), 1);
+        assert_eq!(values(obs.clone(), "date").len(), 1);
+        assert_eq!(values(obs.clone(), "value-quantity").len(), 1);
+        assert_eq!(values(obs, "_id").len(), 1);
+    }
+
+    #[test]
+    fn patient_name_is_folded() {
+        let p = json!({"resourceType": "Patient", "name": [{"family": "Muñoz", "given": ["Ana"]}], "gender": "female", "birthDate": "1970-03"});
+        let names = values(p.clone(), "name");
+        assert!(names.contains(&IndexValue::String {
+            norm: "munoz".into(),
+            exact: "Muñoz".into()
+        }));
+        assert_eq!(values(p.clone(), "gender").len(), 1);
+        assert_eq!(values(p, "birthdate").len(), 1);
+    }
+
+    #[test]
+    fn local_references() {
+        assert_eq!(
+            local_reference("Patient/1/_history/2"),
+            Some(("Patient".into(), "1".into()))
+        );
+        assert_eq!(local_reference("urn:uuid:1"), None);
+        assert_eq!(local_reference("http://x/Patient/1"), None);
+    }
+}
