@@ -3,8 +3,38 @@
 //! management request into a new state.
 //!
 //! This crate knows nothing of HTTP, sockets, the store or the clock: callers pass the time in
-//! and persist the [`Changes`] it returns. `link-api` puts it behind an ARM-shaped router; the
-//! network plane reads the same [`State`].
+//! and persist the [`Changes`] that [`handle`] returns. `link-api` puts it behind an
+//! ARM-shaped router; the network plane reads the same [`State`].
+
+mod authz;
+mod error;
+mod handle;
+mod ipnet;
+mod kind;
+mod names;
+mod path;
+mod reconcile;
+mod render;
+mod rules;
+mod state;
+mod txn;
+
+pub use authz::{allowed, role, Role, CONTRIBUTOR, NETWORK_CONTRIBUTOR, OWNER, READER, ROLES};
+pub use error::ArmError;
+pub use handle::{handle, Method, Outcome, Request, Response};
+pub use ipnet::Prefix;
+pub use kind::Kind;
+pub use render::{default_security_rules, render};
+pub use rules::ensure_owner;
+pub use state::{Resource, State};
+pub use txn::Changes;
+
+/// The private DNS zone of the FHIR service's private link resource (`requiredZoneNames`).
+pub const PRIVATELINK_ZONE: &str = "privatelink.azurehealthcareapis.com";
+/// The public DNS suffix of FHIR services in ARM JSON (`<service>.azurehealthcareapis.com`).
+pub const SERVICE_DNS_SUFFIX: &str = "azurehealthcareapis.com";
+/// The collection of the store's control-plane documents that holds ARM resources.
+pub const DOCUMENT_COLLECTION: &str = "arm";
 
 /// Who is calling: from a verified token. `id` is the principal id that role assignments name
 /// (the token's `sub`).
@@ -14,10 +44,9 @@ pub struct Principal {
     pub issuer: String,
 }
 
-/// The whole control-plane state (filled in by the following commits).
-#[derive(Debug, Clone, Default)]
-pub struct State {}
-
-/// What a mutation changed (filled in by the following commits).
-#[derive(Debug, Clone, Default)]
-pub struct Changes {}
+impl State {
+    /// The private IP of a private endpoint, from its network interface.
+    pub fn endpoint_ip(&self, private_endpoint: &Resource) -> Option<String> {
+        reconcile::endpoint_ip(self, private_endpoint)
+    }
+}

@@ -1,0 +1,251 @@
+//! HTTP in and out: the request line, query, conditional headers and body become a
+//! [`link_model::Request`]; an [`link_model::Outcome`] or [`link_model::ArmError`] becomes
+//! the ARM response. Reads run on the current snapshot; mutations run one at a time and are
+//! durable and published before the response is sent.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use link_model::{ArmError, Kind, Method, Outcome, Principal};
+use serde_json::Value;
+
+use crate::{persist, ControlPlane};
+
+/// Bodies larger than this are refused (ARM's own limit is 4 MB).
+const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The management API. Every request must carry an `Extension<Principal>` (inserted by the
+/// authentication layer in front); without one the answer is 401 `AuthenticationFailed`.
+pub fn router(cp: Arc<ControlPlane>) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let cp = cp.clone();
+        async move { handle(cp, req).await }
+    })
+}
+
+fn json_response(status: u16, body: Option<&Value>, extra: &[(&str, String)]) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = match body {
+        Some(b) => (status, b.to_string()).into_response(),
+        None => status.into_response(),
+    };
+    let h = resp.headers_mut();
+    if body.is_some() {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    let rid = uuid::Uuid::new_v4().to_string();
+    for (name, value) in [
+        ("x-ms-request-id", &rid),
+        ("x-ms-correlation-request-id", &rid),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|(n, v)| (*n, v)))
+    {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    resp
+}
+
+fn error_response(e: &ArmError) -> Response {
+    if e.status >= 500 {
+        tracing::error!(code = %e.code, message = %e.message, "management request failed");
+    }
+    json_response(e.status, Some(&e.to_json()), &[])
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn store_error(e: &fhir_store::StoreError) -> ArmError {
+    match e {
+        fhir_store::StoreError::Busy => ArmError::new(
+            503,
+            "ServiceUnavailable",
+            "The store is busy; retry the request.",
+        ),
+        other => ArmError::new(
+            500,
+            "InternalServerError",
+            format!("The store failed: {other}"),
+        ),
+    }
+}
+
+async fn handle(cp: Arc<ControlPlane>, req: Request) -> Response {
+    let Some(who) = req.extensions().get::<Principal>().cloned() else {
+        return error_response(&ArmError::new(
+            401,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing or does not carry a valid bearer token.",
+        ));
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(&ArmError::new(
+                413,
+                "RequestEntityTooLarge",
+                "The request body is larger than 4 MB.",
+            ))
+        }
+    };
+    let mut api_version = None;
+    let mut filter = None;
+    if let Some(q) = parts.uri.query() {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            if k.eq_ignore_ascii_case("api-version") {
+                api_version = Some(v.into_owned());
+            } else if k == "$filter" {
+                filter = Some(v.into_owned());
+            }
+        }
+    }
+    let head = parts.method == http::Method::HEAD;
+    let method = match parts.method {
+        http::Method::GET | http::Method::HEAD => Method::Get,
+        http::Method::PUT => Method::Put,
+        http::Method::PATCH => Method::Patch,
+        http::Method::DELETE => Method::Delete,
+        http::Method::POST => Method::Post,
+        _ => Method::Other,
+    };
+    let path = parts.uri.path().to_owned();
+    let if_match = header_str(&parts.headers, header::IF_MATCH).map(str::to_owned);
+    let if_none_match = header_str(&parts.headers, header::IF_NONE_MATCH).map(str::to_owned);
+    let empty = BTreeSet::new();
+    let request = link_model::Request {
+        method,
+        path: &path,
+        api_version: api_version.as_deref(),
+        filter: filter.as_deref(),
+        if_match: if_match.as_deref(),
+        if_none_match: if_none_match.as_deref(),
+        body: &bytes,
+        taken_service_names: &empty,
+    };
+    let result = if method.is_mutation() {
+        mutate(&cp, request, &who).await
+    } else {
+        link_model::handle(&cp.snapshot(), &request, &who, chrono::Utc::now())
+    };
+    match result {
+        Ok(out) if head => {
+            let status = if out.response.status == 200 {
+                204
+            } else {
+                out.response.status
+            };
+            json_response(status, None, &[])
+        }
+        Ok(out) => {
+            let etag = out
+                .response
+                .body
+                .as_ref()
+                .and_then(|b| b.get("etag"))
+                .and_then(Value::as_str)
+                .map(|e| vec![("etag", e.to_owned())])
+                .unwrap_or_default();
+            json_response(out.response.status, out.response.body.as_ref(), &etag)
+        }
+        Err(e) if head => json_response(e.status, None, &[]),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Names of data-plane services in the store that no ARM service claims: they are taken.
+async fn taken_names(
+    cp: &ControlPlane,
+    state: &link_model::State,
+) -> Result<BTreeSet<String>, ArmError> {
+    let owned: BTreeSet<String> = state
+        .of_kind(Kind::FhirService)
+        .map(|r| r.name().to_lowercase())
+        .collect();
+    let all = cp
+        .store
+        .list_services()
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(all
+        .into_iter()
+        .map(|n| n.to_lowercase())
+        .filter(|n| !owned.contains(n))
+        .collect())
+}
+
+async fn mutate(
+    cp: &ControlPlane,
+    request: link_model::Request<'_>,
+    who: &Principal,
+) -> Result<Outcome, ArmError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut versions = cp.writer.lock().await;
+        let state = cp.snapshot();
+        let needs_names = request
+            .path
+            .to_ascii_lowercase()
+            .contains("microsoft.healthcareapis");
+        let taken = if needs_names {
+            taken_names(cp, &state).await?
+        } else {
+            BTreeSet::new()
+        };
+        let req = link_model::Request {
+            taken_service_names: &taken,
+            ..request.clone()
+        };
+        let mut out = link_model::handle(&state, &req, who, chrono::Utc::now())?;
+        let Some(next) = out.state.take() else {
+            return Ok(out);
+        };
+        for name in &out.changes.services_created {
+            cp.store
+                .create_service(name)
+                .await
+                .map_err(|e| store_error(&e))?;
+        }
+        match persist::write(cp.store.as_ref(), &mut versions, &out.changes).await {
+            Ok(()) => {}
+            Err(e) => {
+                for name in &out.changes.services_created {
+                    let _ = cp.store.delete_service(name).await;
+                }
+                if matches!(e, fhir_store::StoreError::Conflict { .. }) && attempt < 3 {
+                    // Another process changed the state: reload and decide again.
+                    let (fresh, v) = persist::load(cp.store.as_ref())
+                        .await
+                        .map_err(|e| ArmError::new(500, "InternalServerError", e.to_string()))?;
+                    *versions = v;
+                    cp.tx.send_replace(Arc::new(fresh));
+                    continue;
+                }
+                return Err(store_error(&e));
+            }
+        }
+        cp.tx.send_replace(Arc::new(next));
+        drop(versions);
+        for name in &out.changes.services_deleted {
+            if let Err(e) = cp.store.delete_service(name).await {
+                tracing::error!(service = %name, error = %e, "deleting the data of a FHIR service failed");
+            }
+        }
+        return Ok(out);
+    }
+}

@@ -1,0 +1,80 @@
+//! The control-plane state in the store: one document per ARM resource in the collection
+//! [`link_model::DOCUMENT_COLLECTION`], keyed by lowercase id, written all-or-nothing with
+//! the version each was last read at.
+
+use std::collections::HashMap;
+
+use fhir_store::{DocumentWrite, Expected, Store, StoreError};
+use link_model::{Changes, Resource, State, DOCUMENT_COLLECTION};
+
+/// The stored version of every document, by key.
+pub(crate) type Versions = HashMap<String, u64>;
+
+/// Why the control plane could not start (or reload).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("stored control-plane document {0} is not a valid ARM resource")]
+    Corrupt(String),
+}
+
+pub(crate) async fn load(store: &dyn Store) -> Result<(State, Versions), OpenError> {
+    let docs = store.list_documents(DOCUMENT_COLLECTION).await?;
+    let mut versions = Versions::new();
+    let mut resources = Vec::with_capacity(docs.len());
+    for d in docs {
+        let r =
+            Resource::from_document(&d.body).ok_or_else(|| OpenError::Corrupt(d.key.clone()))?;
+        versions.insert(d.key, d.version);
+        resources.push(r);
+    }
+    Ok((State::from_resources(resources), versions))
+}
+
+/// Writes a mutation's documents at once; on success the versions follow.
+pub(crate) async fn write(
+    store: &dyn Store,
+    versions: &mut Versions,
+    changes: &Changes,
+) -> Result<(), StoreError> {
+    if changes.documents.is_empty() {
+        return Ok(());
+    }
+    let writes: Vec<DocumentWrite> = changes
+        .documents
+        .iter()
+        .map(|(key, doc)| {
+            let expected = versions
+                .get(key)
+                .map_or(Expected::Absent, |v| Expected::Version(*v));
+            match doc {
+                Some(body) => DocumentWrite::Put {
+                    collection: DOCUMENT_COLLECTION.to_owned(),
+                    key: key.clone(),
+                    body: body.clone(),
+                    expected,
+                },
+                None => DocumentWrite::Delete {
+                    collection: DOCUMENT_COLLECTION.to_owned(),
+                    key: key.clone(),
+                    expected: if versions.contains_key(key) {
+                        expected
+                    } else {
+                        Expected::Any
+                    },
+                },
+            }
+        })
+        .collect();
+    let written = store.write_documents(writes).await?;
+    for (key, doc) in &changes.documents {
+        if doc.is_none() {
+            versions.remove(key);
+        }
+    }
+    for d in written {
+        versions.insert(d.key, d.version);
+    }
+    Ok(())
+}
