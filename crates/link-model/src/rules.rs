@@ -824,25 +824,23 @@ pub(crate) fn validate_rule(
 ) -> Result<Map<String, Value>, ArmError> {
     let mut out = p.clone();
     out.remove("provisioningState");
-    let pick = |field: &str,
-                allowed: &[&'static str],
-                code: &str|
-     -> Result<&'static str, ArmError> {
-        let v = p.get(field).and_then(Value::as_str).unwrap_or("");
-        allowed
-            .iter()
-            .find(|a| a.eq_ignore_ascii_case(v))
-            .copied()
-            .ok_or_else(|| {
-                bad_request(
-                    code,
-                    format!(
+    let pick =
+        |field: &str, allowed: &[&'static str], code: &str| -> Result<&'static str, ArmError> {
+            let v = p.get(field).and_then(Value::as_str).unwrap_or("");
+            allowed
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(v))
+                .copied()
+                .ok_or_else(|| {
+                    bad_request(
+                        code,
+                        format!(
                         "Security rule {name} has invalid {field} '{v}'. Allowed values are {}.",
                         allowed.join(", ")
                     ),
-                )
-            })
-    };
+                    )
+                })
+        };
     out.insert(
         "protocol".into(),
         json!(pick(
