@@ -59,6 +59,8 @@ async fn healthcareapis_examples() {
     assert_eq!(v["properties"]["provisioningState"], "Succeeded");
     assert_eq!(v["properties"]["publicNetworkAccess"], "Disabled");
     assert_eq!(v["type"], "Microsoft.HealthcareApis/services");
+    assert_eq!(v["identity"]["type"], "SystemAssigned");
+    assert!(v["identity"]["principalId"].is_string());
     // ServiceCreateMinimum.json
     let (s, v) = put(&env, "admin", &service_id("rg1", "service2"), json!({"location": "westus2", "tags": {}, "kind": "fhir-R4", "properties": {"accessPolicies": [{"objectId": "c487e7d1-3210-41a3-8ccc-e9372b78da47"}]}})).await;
     assert_eq!(s, 201, "{v}");

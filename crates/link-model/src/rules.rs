@@ -334,15 +334,21 @@ fn put_service(
         Some(v) => public_network_access(v)?,
     };
     props.insert("publicNetworkAccess".into(), json!(pna));
-    let r = store(
-        tx,
-        addr,
-        input,
-        existing,
-        props,
-        &[("kind", json!("fhir-R4"))],
-        None,
-    )?;
+    let mut extra = vec![("kind", json!("fhir-R4"))];
+    // A managed identity is echoed with ids of its own, as Azure assigns them.
+    if let Some(ty) = input
+        .get("identity")
+        .map(|i| s(i, "type"))
+        .filter(|t| !t.is_empty())
+    {
+        let mut identity = json!({"type": ty});
+        if !ty.eq_ignore_ascii_case("None") {
+            identity["principalId"] = json!(guid_from(&format!("{}#identity", addr.key)));
+            identity["tenantId"] = json!(guid_from("fhirlink-tenant"));
+        }
+        extra.push(("identity", identity));
+    }
+    let r = store(tx, addr, input, existing, props, &extra, None)?;
     if existing.is_none() {
         tx.services_created.push(r.name().to_owned());
     }
