@@ -208,6 +208,8 @@ async fn resource_groups_list_head_patch_delete() {
     );
     let subs = ok(&env, "admin", "GET", "/subscriptions", None).await;
     assert_eq!(subs["value"][0]["subscriptionId"], SUB);
+    let none = ok(&env, "stranger", "GET", "/subscriptions", None).await;
+    assert_eq!(none["value"].as_array().map(Vec::len), Some(0));
     // Deleting the group deletes what is in it, FHIR data included.
     ok(
         &env,

@@ -127,7 +127,7 @@ pub fn handle(
     }
     let target = path::resolve(req.path, version)?;
     match (req.method, target) {
-        (Method::Get, Target::Subscriptions) => Ok(ok(200, Some(list_subscriptions(state)))),
+        (Method::Get, Target::Subscriptions) => Ok(ok(200, Some(list_subscriptions(state, who)))),
         (Method::Get, Target::Subscription(scope)) => Ok(ok(200, Some(subscription(&scope)))),
         (Method::Get, Target::Item(addr)) => get(state, who, &addr).map(|b| ok(200, Some(b))),
         (Method::Get, Target::Collection { kind, parent }) => {
@@ -230,9 +230,11 @@ fn finish(mut tx: Txn<'_>, addr: &Addr, status: u16) -> Result<Outcome, ArmError
     })
 }
 
-fn list_subscriptions(state: &State) -> Value {
+/// The subscriptions that hold resource groups the caller may read.
+fn list_subscriptions(state: &State, who: &Principal) -> Value {
     let subs: BTreeSet<String> = state
         .of_kind(Kind::ResourceGroup)
+        .filter(|r| authz::allowed(state, who, &action(Kind::ResourceGroup, "read"), &r.key()))
         .filter_map(|r| r.id.split('/').nth(2).map(str::to_owned))
         .collect();
     let value: Vec<Value> = subs
