@@ -13,6 +13,7 @@ mod ipnet;
 mod kind;
 mod names;
 mod path;
+mod plan;
 mod reconcile;
 mod render;
 mod rules;
@@ -24,6 +25,10 @@ pub use error::ArmError;
 pub use handle::{handle, Method, Outcome, Request, Response};
 pub use ipnet::Prefix;
 pub use kind::Kind;
+pub use plan::{
+    plan, DiagnosticExport, EndpointPlan, NetworkPlan, Plan, SecurityRule, ServicePlan, SubnetPlan,
+    ZonePlan,
+};
 pub use render::{default_security_rules, render};
 pub use rules::ensure_owner;
 pub use state::{Resource, State};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::ipnet::{ip_string, parse_ip};
+use crate::ipnet::parse_ip;
 use crate::kind::Kind;
 use crate::path::{key_of, parent_key};
 use crate::rules::{record_fqdn, service_connection_name, vm_nics};
@@ -361,5 +361,4 @@ fn dns_records(tx: &mut Txn<'_>) {
             owner: Some(d.owner),
         });
     }
-    let _ = ip_string;
 }

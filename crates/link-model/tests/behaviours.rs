@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
 use link_model::{
-    ensure_owner, handle, ArmError, Method, Prefix, Principal, Request, Resource, State,
+    ensure_owner, handle, plan, ArmError, Method, Prefix, Principal, Request, Resource, State,
     CONTRIBUTOR, NETWORK_CONTRIBUTOR, OWNER, READER, ROLES,
 };
 use serde_json::{json, Value};
@@ -661,4 +661,82 @@ fn moves_refused_while_private_link_is_enabled() {
     check_move(false, "service", "ok");
     check_move(true, "service", "ResourceMoveNotSupported");
     check_move(true, "endpoint", "ResourceMoveNotSupported");
+}
+
+// -- The desired network plan -----------------------------------------------------------
+
+#[test]
+fn plan_lists_what_the_network_plane_must_make_true() {
+    let mut m = Model::new();
+    m.seed("eastus", "127.10.0.0/16", "127.10.1.0/24");
+    let nsg = format!(
+        "{}/providers/Microsoft.Network/networkSecurityGroups/nsg",
+        rg("rg1")
+    );
+    m.ok("admin", Method::Put, &nsg, json!({"location": "eastus", "properties": {"securityRules": [{"name": "no-internet", "properties": {"protocol": "*", "sourceAddressPrefix": "*", "destinationAddressPrefix": "Internet", "access": "Deny", "sourcePortRange": "*", "destinationPortRange": "*", "priority": 100, "direction": "Outbound"}}]}}));
+    m.ok("admin", Method::Put, &format!("{}/subnets/vms", vnet("vnet")), json!({"properties": {"addressPrefix": "127.10.2.0/24", "networkSecurityGroup": {"id": nsg}}}));
+    m.ok(
+        "admin",
+        Method::Put,
+        &pe("pe"),
+        pe_body("eastus", false, None),
+    );
+    m.ok(
+        "admin",
+        Method::Put,
+        &pe("pe2"),
+        pe_body("eastus", true, None),
+    );
+    let zone = format!(
+        "{}/providers/Microsoft.Network/privateDnsZones/privatelink.azurehealthcareapis.com",
+        rg("rg1")
+    );
+    m.ok("admin", Method::Put, &zone, json!({"location": "global"}));
+    m.ok(
+        "admin",
+        Method::Put,
+        &format!("{zone}/virtualNetworkLinks/l"),
+        json!({"location": "global", "properties": {"virtualNetwork": {"id": vnet("vnet")}}}),
+    );
+    m.ok("admin", Method::Put, &format!("{}/privateDnsZoneGroups/g", pe("pe")), json!({"properties": {"privateDnsZoneConfigs": [{"properties": {"privateDnsZoneId": zone}}]}}));
+    let p = plan(&m.state);
+    let svc = &p.services[0];
+    assert_eq!(svc.name, "svc");
+    assert!(!svc.public_access);
+    let mut eps: Vec<(String, bool)> = svc
+        .endpoints
+        .iter()
+        .map(|e| (e.ip.to_string(), e.carries_traffic()))
+        .collect();
+    eps.sort();
+    assert_eq!(
+        eps,
+        [
+            ("127.10.1.4".to_owned(), true),
+            ("127.10.1.5".to_owned(), false)
+        ]
+    );
+    let net = p
+        .network_of("127.10.2.7".parse().expect("ip"))
+        .expect("network");
+    assert_eq!(net.linked_zones, ["privatelink.azurehealthcareapis.com"]);
+    let vms = net
+        .subnets
+        .iter()
+        .find(|s| s.id.ends_with("/vms"))
+        .expect("subnet");
+    let rules = vms.security_rules.as_ref().expect("nsg");
+    assert_eq!(
+        (rules[0].name.as_str(), rules[0].access.as_str()),
+        ("no-internet", "Deny")
+    );
+    assert_eq!(rules.len(), 7);
+    assert!(p.network_of("127.99.0.1".parse().expect("ip")).is_none());
+    let z = &p.zones[0];
+    assert_eq!(
+        z.a_records
+            .get("svc")
+            .map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        Some(vec!["127.10.1.4".to_owned()])
+    );
 }
