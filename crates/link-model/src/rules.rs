@@ -2109,7 +2109,7 @@ pub(crate) fn move_resources(
             ));
         }
         check(tx.old, tx.who, &action(r.kind, "write"), &k, &r.id)?;
-        let new_id = format!("{}{}", dst.id, &r.id[src.id.len().min(r.id.len())..]);
+        let new_id = format!("{}{}", dst.id, r.id.get(src.id.len()..).unwrap_or_default());
         if tx.get(&new_id.to_lowercase()).is_some() {
             return Err(ArmError::new(
                 409,
