@@ -21,6 +21,7 @@ use crate::read::parse_etag;
 use crate::request::{read_body, Ctx, Return};
 use crate::respond;
 use crate::route::valid_id;
+use crate::search;
 use crate::write::{self, check_resource};
 
 /// What one entry asks for.
@@ -69,6 +70,12 @@ struct Entry {
     if_match: Option<u64>,
     /// The id a create will get, chosen before any entry runs so references can point at it.
     new_id: Option<String>,
+    /// The search of a conditional update or delete (`PUT Patient?identifier=…`).
+    criteria: Option<String>,
+    /// `request.ifNoneExist` of a create.
+    if_none_exist: Option<String>,
+    /// The resource a conditional create found: the entry writes nothing and answers 200.
+    existing: Option<StoredResource>,
 }
 
 /// What an entry produced, to be written into the response Bundle.
@@ -144,12 +151,23 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
         entries.push(parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?);
     }
 
+    // Conditional entries are decided first, in the transaction that will write them.
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    for e in &mut entries {
+        if e.criteria.is_some() || e.if_none_exist.is_some() {
+            let prefix = format!("{} ({} {})", entry_path(e.index), e.method, e.url);
+            resolve_conditional(ctx, tx.as_mut(), e)
+                .await
+                .map_err(|err| name_entry(err, e.index, &prefix))?;
+        }
+    }
+
     // Ids first, so that every entry can refer to any other (FHIR R4 http.html#trules).
     let mut ids: HashMap<String, String> = HashMap::new();
     for e in &mut entries {
         let target = match &e.action {
             Action::Create { rtype } => {
-                let id = write::new_id();
+                let id = e.new_id.clone().unwrap_or_else(write::new_id);
                 let t = format!("{rtype}/{id}");
                 e.new_id = Some(id);
                 t
@@ -166,6 +184,7 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
             }
         }
     }
+    resolve_references(ctx, tx.as_mut(), &entries, &mut ids).await?;
     for e in &mut entries {
         if let Some(r) = &mut e.resource {
             rewrite_references(r, &ids, &ctx.base)
@@ -180,7 +199,11 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
         let key = match &e.action {
             Action::Update { rtype, id }
             | Action::Patch { rtype, id }
-            | Action::Delete { rtype, id } => (rtype.clone(), id.clone()),
+            | Action::Delete { rtype, id }
+                if !id.is_empty() =>
+            {
+                (rtype.clone(), id.clone())
+            }
             _ => continue,
         };
         if let Some(first) = touched.insert(key.clone(), e.index) {
@@ -195,7 +218,6 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| (entries[i].action.order(), i));
 
-    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
     let mut outcomes: Vec<Option<Outcome>> = (0..entries.len()).map(|_| None).collect();
     for i in order {
         let e = &mut entries[i];
@@ -226,11 +248,19 @@ async fn batch(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
     for (i, e) in raw.into_iter().enumerate() {
         let result = async {
             let mut entry = parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?;
+            let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+            resolve_conditional(ctx, tx.as_mut(), &mut entry).await?;
             if let Action::Create { .. } = entry.action {
-                entry.new_id = Some(write::new_id());
+                if entry.new_id.is_none() {
+                    entry.new_id = Some(write::new_id());
+                }
+            }
+            let mut ids = HashMap::new();
+            resolve_references(ctx, tx.as_mut(), std::slice::from_ref(&entry), &mut ids).await?;
+            if let Some(r) = &mut entry.resource {
+                rewrite_references(r, &ids, &ctx.base)?;
             }
             check_entry_resource(defs, &entry)?;
-            let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
             let o = run_entry(ctx, tx.as_mut(), &mut entry).await?;
             tx.commit().await?;
             Ok::<_, FhirError>((entry, o))
@@ -328,13 +358,15 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
             )
         })?),
     };
-    if request.get("ifNoneExist").is_some() {
-        return Err(not_supported("conditional create (ifNoneExist)"));
-    }
-    let path = local_path(&url, &ctx.base);
-    if path.contains('?') {
-        return Err(not_supported("conditional and search entries"));
-    }
+    let if_none_exist = request
+        .get("ifNoneExist")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let full_path = local_path(&url, &ctx.base);
+    let (path, criteria) = match full_path.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (full_path, None),
+    };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let defs = ctx.state.inner.defs;
     if let Some(t) = segs.first() {
@@ -347,46 +379,73 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         return Err(bad(format!("'{id}' is not a valid resource id"), "url"));
     }
     let s = |i: usize| segs[i].to_string();
-    let action = match (method.as_str(), segs.as_slice()) {
-        ("POST", [_]) => Action::Create { rtype: s(0) },
-        ("PUT", [_, _]) => Action::Update {
+    let action = match (method.as_str(), segs.as_slice(), &criteria) {
+        // Conditional update and delete: the id comes from the search, inside the transaction.
+        ("PUT", [_], Some(_)) => Action::Update {
             rtype: s(0),
-            id: s(1),
+            id: String::new(),
         },
-        ("PATCH", [_, _]) => Action::Patch {
+        ("DELETE", [_], Some(_)) => Action::Delete {
             rtype: s(0),
-            id: s(1),
+            id: String::new(),
         },
-        ("DELETE", [_, _]) => Action::Delete {
-            rtype: s(0),
-            id: s(1),
-        },
-        ("GET", [_, _]) => Action::Read {
-            rtype: s(0),
-            id: s(1),
-            version: None,
-        },
-        ("GET", [_, _, "_history", v]) => Action::Read {
-            rtype: s(0),
-            id: s(1),
-            version: Some(
-                v.parse()
-                    .map_err(|_| FhirError::not_found(format!("no version '{v}'")))?,
-            ),
-        },
-        ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD", _) => {
+        (_, _, Some(_)) => {
             return Err(bad(
-                format!("{method} {url} is not an interaction this server supports in a Bundle"),
+                format!("{method} {url}: only PUT and DELETE entries may carry search criteria"),
                 "url",
             ))
         }
-        _ => {
-            return Err(bad(
-                format!("request.method must be GET, POST, PUT, PATCH or DELETE, not '{method}'"),
-                "method",
-            ))
-        }
+        _ => match (method.as_str(), segs.as_slice()) {
+            ("POST", [_]) => Action::Create { rtype: s(0) },
+            ("PUT", [_, _]) => Action::Update {
+                rtype: s(0),
+                id: s(1),
+            },
+            ("PATCH", [_, _]) => Action::Patch {
+                rtype: s(0),
+                id: s(1),
+            },
+            ("DELETE", [_, _]) => Action::Delete {
+                rtype: s(0),
+                id: s(1),
+            },
+            ("GET", [_, _]) => Action::Read {
+                rtype: s(0),
+                id: s(1),
+                version: None,
+            },
+            ("GET", [_, _, "_history", v]) => Action::Read {
+                rtype: s(0),
+                id: s(1),
+                version: Some(
+                    v.parse()
+                        .map_err(|_| FhirError::not_found(format!("no version '{v}'")))?,
+                ),
+            },
+            ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD", _) => {
+                return Err(bad(
+                    format!(
+                        "{method} {url} is not an interaction this server supports in a Bundle"
+                    ),
+                    "url",
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    format!(
+                        "request.method must be GET, POST, PUT, PATCH or DELETE, not '{method}'"
+                    ),
+                    "method",
+                ))
+            }
+        },
     };
+    if if_none_exist.is_some() && !matches!(action, Action::Create { .. }) {
+        return Err(bad(
+            "ifNoneExist applies to POST entries only".into(),
+            "ifNoneExist",
+        ));
+    }
     Ok(Entry {
         index,
         method,
@@ -396,6 +455,9 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         resource,
         if_match,
         new_id: None,
+        criteria,
+        if_none_exist,
+        existing: None,
     })
 }
 
@@ -406,12 +468,119 @@ fn local_path<'a>(url: &'a str, base: &str) -> &'a str {
         .trim_start_matches('/')
 }
 
-fn not_supported(what: &str) -> FhirError {
-    FhirError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        IssueCode::NotSupported,
-        format!("{what} is not supported by this server yet"),
-    )
+/// Decides conditional creates, updates and deletes inside the transaction (FHIR R4
+/// http.html#trules): a conditional update or delete gets the id its criteria match (a new one
+/// for an update that matches nothing), a conditional create that matches one resource writes
+/// nothing and points its fullUrl at that resource; several matches are a 412.
+async fn resolve_conditional(
+    ctx: &Ctx,
+    tx: &mut dyn WriteTx,
+    e: &mut Entry,
+) -> Result<(), FhirError> {
+    if let (Some(text), Action::Create { rtype }) = (&e.if_none_exist, &e.action) {
+        let q = search::criteria(ctx, rtype, text, "conditional create (ifNoneExist)")?;
+        match search::matches_in(tx, &q).await?.as_slice() {
+            [] => {}
+            [id] => {
+                e.existing = tx.current(rtype, id).await?;
+                e.new_id = Some(id.clone());
+            }
+            _ => return Err(search::too_many("conditional create", text)),
+        }
+    }
+    let Some(text) = &e.criteria else {
+        return Ok(());
+    };
+    match &mut e.action {
+        Action::Update { rtype, id } => {
+            let q = search::criteria(ctx, rtype, text, "conditional update")?;
+            let body_id = e
+                .resource
+                .as_ref()
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            *id = match search::matches_in(tx, &q).await?.as_slice() {
+                [] => body_id.unwrap_or_else(write::new_id),
+                [found] => found.clone(),
+                _ => return Err(search::too_many("conditional update", text)),
+            };
+            // The body must carry the id the criteria chose (checked like a plain update).
+            if let Some(Value::Object(r)) = &mut e.resource {
+                r.entry("id").or_insert_with(|| Value::String(id.clone()));
+            }
+        }
+        Action::Delete { rtype, id } => {
+            let q = search::criteria(ctx, rtype, text, "conditional delete")?;
+            *id = match search::matches_in(tx, &q).await?.as_slice() {
+                [] => String::new(),
+                [found] => found.clone(),
+                _ => return Err(search::too_many("conditional delete", text)),
+            };
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Every conditional reference (`Patient?identifier=…`) in `v`.
+fn conditional_references(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("reference") {
+                if conditional_reference(r) && !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+            for child in m.values() {
+                conditional_references(child, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| conditional_references(c, out)),
+        _ => {}
+    }
+}
+
+/// Resolves the conditional references of the entries into `ids`: exactly one match is
+/// required; none is a 404 and several a 412 (FHIR R4 http.html#trules).
+async fn resolve_references(
+    ctx: &Ctx,
+    tx: &mut dyn WriteTx,
+    entries: &[Entry],
+    ids: &mut HashMap<String, String>,
+) -> Result<(), FhirError> {
+    for e in entries {
+        let mut refs = Vec::new();
+        if let Some(r) = &e.resource {
+            conditional_references(r, &mut refs);
+        }
+        for r in refs {
+            if ids.contains_key(&r) {
+                continue;
+            }
+            let (rtype, query) = r.split_once('?').unwrap_or((&r, ""));
+            let name =
+                |err: FhirError| err.within(&format!("{}.resource", entry_path(e.index)), None);
+            if !ctx.state.inner.defs.is_resource_type(rtype) {
+                return Err(name(FhirError::not_found(format!(
+                    "conditional reference '{r}': '{rtype}' is not a resource type"
+                ))));
+            }
+            let q = search::criteria(ctx, rtype, query, "conditional reference").map_err(name)?;
+            match search::matches_in(tx, &q).await?.as_slice() {
+                [] => {
+                    return Err(name(FhirError::not_found(format!(
+                        "conditional reference '{r}' matches no resource"
+                    ))))
+                }
+                [id] => {
+                    ids.insert(r.clone(), format!("{rtype}/{id}"));
+                }
+                _ => return Err(name(search::too_many("conditional reference", &r))),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites every `reference` that names another entry's fullUrl to the server's
@@ -435,8 +604,6 @@ fn rewrite_references(
                 } else if let Some(rest) = r.strip_prefix(base).and_then(|s| s.strip_prefix('/')) {
                     // Our own absolute URL: the relative form, which may name a new entry.
                     *r = ids.get(rest).cloned().unwrap_or_else(|| rest.to_string());
-                } else if conditional_reference(r) {
-                    return Err(not_supported("conditional references"));
                 }
             }
             for (_, child) in m.iter_mut() {
@@ -463,6 +630,13 @@ fn conditional_reference(r: &str) -> bool {
 async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Outcome, FhirError> {
     let defs = ctx.state.inner.defs;
     match &e.action {
+        Action::Create { .. } if e.existing.is_some() => Ok(Outcome::Written {
+            status: StatusCode::OK,
+            stored: e
+                .existing
+                .clone()
+                .ok_or_else(|| FhirError::bad_request("no match"))?,
+        }),
         Action::Create { rtype } => {
             let resource = e.resource.take().unwrap_or(Value::Null);
             let id = e.new_id.clone().unwrap_or_else(write::new_id);

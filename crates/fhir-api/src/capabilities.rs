@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use fhir_model::Definitions;
+use fhir_search::ParamType;
 use serde_json::{json, Value};
 
 use crate::error::FhirError;
@@ -20,10 +21,52 @@ const TYPE_INTERACTIONS: &[&str] = &[
     "history-instance",
     "history-type",
     "create",
+    "search-type",
 ];
 
 /// Whole-system interactions.
-const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system"];
+const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system", "search-system"];
+
+/// Result parameters every search understands (FHIR R4 search.html#all).
+const RESULT_PARAMS: &[(&str, &str, &str)] = &[
+    (
+        "_count",
+        "number",
+        "Page size: default 50, at most the server's maximum (1000).",
+    ),
+    (
+        "_sort",
+        "special",
+        "Sort keys, comma-separated; '-' for descending. Ties break by resource order.",
+    ),
+    (
+        "_include",
+        "special",
+        "Type:param[:target], Type:*; :iterate follows included resources.",
+    ),
+    (
+        "_revinclude",
+        "special",
+        "Type:param; :iterate follows included resources.",
+    ),
+    (
+        "_total",
+        "token",
+        "none, estimate or accurate (accurate by default).",
+    ),
+    ("_summary", "token", "true, text, data, count or false."),
+    ("_elements", "string", "Top-level elements to return."),
+    (
+        "_has",
+        "special",
+        "Reverse chaining: _has:Type:reference:parameter=value, nestable.",
+    ),
+    (
+        "_explain",
+        "token",
+        "fhirlink: true returns the SQL and query plan in an outcome entry.",
+    ),
+];
 
 pub(crate) struct Cached {
     statement: Value,
@@ -40,10 +83,44 @@ impl Cached {
 fn build(defs: &Definitions, date: &str) -> Value {
     let interactions =
         |codes: &[&str]| -> Vec<Value> { codes.iter().map(|c| json!({"code": c})).collect() };
+    let reg = fhir_search::registry();
     let resources: Vec<Value> = defs
         .resource_types()
         .iter()
         .map(|t| {
+            let mut params: Vec<Value> = reg
+                .for_type(t)
+                .filter(|p| p.kind == ParamType::Composite || !p.expression.is_empty())
+                .filter(|p| p.kind != ParamType::Special)
+                .map(|p| {
+                    json!({
+                        "name": p.code,
+                        "definition": p.url,
+                        "type": p.kind.as_str(),
+                        "documentation": p.description,
+                    })
+                })
+                .collect();
+            params.extend(RESULT_PARAMS.iter().map(
+                |(name, kind, doc)| json!({"name": name, "type": kind, "documentation": doc}),
+            ));
+            let includes: Vec<String> = std::iter::once(format!("{t}:*"))
+                .chain(
+                    reg.for_type(t)
+                        .filter(|p| p.kind == ParamType::Reference && !p.expression.is_empty())
+                        .map(|p| format!("{t}:{}", p.code)),
+                )
+                .collect();
+            let revincludes: Vec<String> = reg
+                .all()
+                .iter()
+                .filter(|p| {
+                    p.kind == ParamType::Reference
+                        && !p.expression.is_empty()
+                        && (p.targets.is_empty() || p.targets.iter().any(|x| x == t))
+                })
+                .map(|p| format!("{}:{}", p.rtype, p.code))
+                .collect();
             json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
@@ -51,10 +128,13 @@ fn build(defs: &Definitions, date: &str) -> Value {
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalRead": "full-support",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchInclude": includes,
+                "searchRevInclude": revincludes,
+                "searchParam": params,
             })
         })
         .collect();
@@ -78,6 +158,15 @@ fn build(defs: &Definitions, date: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": interactions(SYSTEM_INTERACTIONS),
+            "searchParam": [
+                {"name": "_id", "type": "token", "documentation": "Logical id of the resource."},
+                {"name": "_lastUpdated", "type": "date", "documentation": "When the resource last changed."},
+                {"name": "_tag", "type": "token", "documentation": "Tags in meta.tag."},
+                {"name": "_profile", "type": "uri", "documentation": "Profiles in meta.profile."},
+                {"name": "_security", "type": "token", "documentation": "Security labels in meta.security."},
+                {"name": "_source", "type": "uri", "documentation": "meta.source."},
+                {"name": "_type", "type": "token", "documentation": "Resource types a system search covers."},
+            ],
         }],
     })
 }

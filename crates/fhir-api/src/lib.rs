@@ -2,7 +2,7 @@
 //!
 //! `router(state)` builds the whole data plane: one entry point parses the request line,
 //! routes it to the FHIR service named by the Host header, and hands it to the module of the
-//! interaction (`read`, `write`, `history`, `bundle`, `capabilities`). Every error leaves
+//! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`). Every error leaves
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
@@ -16,6 +16,7 @@ mod read;
 mod request;
 mod respond;
 mod route;
+mod search;
 pub mod service;
 mod write;
 

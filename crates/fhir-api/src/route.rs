@@ -9,6 +9,7 @@ use fhir_model::IssueCode;
 
 use crate::error::FhirError;
 use crate::request::Ctx;
+use crate::search::{self, Scope};
 use crate::service::service_for_host;
 use crate::{bundle, capabilities, history, read, write, AppState};
 
@@ -42,7 +43,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
     match segs.as_slice() {
         [] => match method {
             Method::POST => bundle::batch_or_transaction(&ctx, body, limit).await,
-            Method::GET => Err(not_yet("system search")),
+            Method::GET | Method::HEAD => search::search(&ctx, Scope::System, None).await,
             _ => Err(FhirError::method_not_allowed(
                 method.as_str(),
                 "the base",
@@ -55,6 +56,14 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
                 method.as_str(),
                 "/metadata",
                 "GET",
+            )),
+        },
+        ["_search"] => match method {
+            Method::POST => search::search(&ctx, Scope::System, Some(body)).await,
+            _ => Err(FhirError::method_not_allowed(
+                method.as_str(),
+                "/_search",
+                "POST",
             )),
         },
         ["_history"] => match method {
@@ -73,14 +82,14 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
             match rest {
                 [] => match method {
                     Method::POST => write::create(&ctx, t, body, limit).await,
-                    Method::GET => Err(not_yet("search")),
-                    Method::PUT | Method::DELETE | Method::PATCH => {
-                        Err(not_yet("conditional update, patch and delete"))
-                    }
+                    Method::GET | Method::HEAD => search::search(&ctx, Scope::Type(t), None).await,
+                    Method::PUT => write::conditional_update(&ctx, t, body, limit).await,
+                    Method::DELETE => write::conditional_delete(&ctx, t).await,
+                    Method::PATCH => Err(not_yet("conditional patch")),
                     _ => Err(FhirError::method_not_allowed(
                         method.as_str(),
                         t,
-                        "GET, POST",
+                        "GET, POST, PUT, DELETE",
                     )),
                 },
                 ["_history"] => match method {
@@ -91,7 +100,14 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
                         "GET",
                     )),
                 },
-                ["_search"] => Err(not_yet("search")),
+                ["_search"] => match method {
+                    Method::POST => search::search(&ctx, Scope::Type(t), Some(body)).await,
+                    _ => Err(FhirError::method_not_allowed(
+                        method.as_str(),
+                        &format!("{t}/_search"),
+                        "POST",
+                    )),
+                },
                 [id] => {
                     let id = *id;
                     check_id(id)?;
@@ -126,6 +142,32 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
                             method.as_str(),
                             &format!("{t}/{id}/_history/{vid}"),
                             "GET",
+                        )),
+                    }
+                }
+                [id, ct] if *ct != "_history" && ctx.state.inner.defs.is_resource_type(ct) => {
+                    check_id(id)?;
+                    match method {
+                        Method::GET | Method::HEAD => {
+                            search::search(&ctx, Scope::Compartment(t, id, ct), None).await
+                        }
+                        _ => Err(FhirError::method_not_allowed(
+                            method.as_str(),
+                            &format!("{t}/{id}/{ct}"),
+                            "GET",
+                        )),
+                    }
+                }
+                [id, ct, "_search"] if ctx.state.inner.defs.is_resource_type(ct) => {
+                    check_id(id)?;
+                    match method {
+                        Method::POST => {
+                            search::search(&ctx, Scope::Compartment(t, id, ct), Some(body)).await
+                        }
+                        _ => Err(FhirError::method_not_allowed(
+                            method.as_str(),
+                            &format!("{t}/{id}/{ct}/_search"),
+                            "POST",
                         )),
                     }
                 }
@@ -177,8 +219,8 @@ fn check_id(id: &str) -> Result<(), FhirError> {
     }
 }
 
-/// Interactions that need the search engine, which is not part of this build yet. They
-/// answer 501 rather than pretending (and the CapabilityStatement does not list them).
+/// Interactions this build does not have. They answer 501 rather than pretending (and the
+/// CapabilityStatement does not list them).
 fn not_yet(what: &str) -> FhirError {
     FhirError::new(
         StatusCode::NOT_IMPLEMENTED,

@@ -16,6 +16,7 @@ use crate::patch;
 use crate::read::parse_etag;
 use crate::request::{read_body, Ctx};
 use crate::respond;
+use crate::search;
 
 /// Checks a resource body against the R4 definitions and the URL it was sent to.
 pub(crate) fn check_resource(
@@ -212,17 +213,36 @@ pub(crate) async fn create(
     limit: usize,
 ) -> Result<Response, FhirError> {
     request_body_kind(&ctx.headers, false)?;
-    if ctx.header("if-none-exist").is_some() {
-        return Err(FhirError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            IssueCode::NotSupported,
-            "conditional create (If-None-Exist) is not supported by this server yet",
-        ));
-    }
+    let condition = match ctx.header("if-none-exist") {
+        Some(c) => Some((
+            c.to_string(),
+            search::criteria(ctx, rtype, c, "conditional create (If-None-Exist)")?,
+        )),
+        None => None,
+    };
     let bytes = read_body(body, limit).await?;
     let resource = ctx.parse_json(&bytes)?;
     check_resource(ctx.state.inner.defs, &resource, rtype, None)?;
     let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    if let Some((text, query)) = &condition {
+        // FHIR R4 http.html#ccreate: one match → 200 with it, nothing created; many → 412.
+        match search::matches_in(tx.as_mut(), query).await?.as_slice() {
+            [] => {}
+            [id] => {
+                let existing = tx.current(rtype, id).await?.ok_or_else(|| {
+                    fhir_store::StoreError::Backend(format!("{rtype}/{id} vanished"))
+                })?;
+                drop(tx);
+                return respond::write_response(
+                    ctx,
+                    StatusCode::OK,
+                    &existing,
+                    &format!("{rtype}/{id} matches If-None-Exist; nothing was created"),
+                );
+            }
+            _ => return Err(search::too_many("conditional create", text)),
+        }
+    }
     let stored = create_in(tx.as_mut(), rtype, &new_id(), resource).await?;
     tx.commit().await?;
     respond::write_response(
@@ -297,6 +317,92 @@ pub(crate) async fn delete(ctx: &Ctx, rtype: &str, id: &str) -> Result<Response,
     let expected = if_match(ctx.header("if-match"))?;
     let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
     let deleted = delete_in(tx.as_mut(), rtype, id, expected).await?;
+    tx.commit().await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(d) = deleted {
+        if let Ok(v) = HeaderValue::from_str(&respond::etag(d.version)) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// The criteria of a type-level conditional interaction: the URL's query, minus `_format`.
+fn url_criteria(ctx: &Ctx) -> String {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &ctx.params {
+        ser.append_pair(k, v);
+    }
+    ser.finish()
+}
+
+/// Conditional update, `PUT [type]?criteria` (FHIR R4 http.html#cond-update): no match
+/// creates (with the body's id if it has one), one match updates it, several are a 412.
+pub(crate) async fn conditional_update(
+    ctx: &Ctx,
+    rtype: &str,
+    body: Body,
+    limit: usize,
+) -> Result<Response, FhirError> {
+    request_body_kind(&ctx.headers, false)?;
+    let text = url_criteria(ctx);
+    let query = search::criteria(ctx, rtype, &text, "conditional update")?;
+    let expected = if_match(ctx.header("if-match"))?;
+    let bytes = read_body(body, limit).await?;
+    let resource = ctx.parse_json(&bytes)?;
+    check_resource(ctx.state.inner.defs, &resource, rtype, None)?;
+    let body_id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(id) = &body_id {
+        if !crate::route::valid_id(id) {
+            return Err(
+                FhirError::bad_request(format!("'{id}' is not a valid resource id"))
+                    .at(format!("{rtype}.id")),
+            );
+        }
+    }
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let id = match search::matches_in(tx.as_mut(), &query).await?.as_slice() {
+        [] => body_id.unwrap_or_else(new_id),
+        [found] => {
+            if let Some(id) = &body_id {
+                if id != found {
+                    return Err(FhirError::bad_request(format!(
+                        "the criteria match {rtype}/{found}, but the body has id '{id}'"
+                    ))
+                    .at(format!("{rtype}.id")));
+                }
+            }
+            found.clone()
+        }
+        _ => return Err(search::too_many("conditional update", &text)),
+    };
+    let (stored, created) = update_in(tx.as_mut(), rtype, &id, resource, expected).await?;
+    tx.commit().await?;
+    let (status, msg) = if created {
+        (StatusCode::CREATED, format!("created {rtype}/{id}"))
+    } else {
+        (
+            StatusCode::OK,
+            format!("updated {rtype}/{id} to version {}", stored.version),
+        )
+    };
+    respond::write_response(ctx, status, &stored, &msg)
+}
+
+/// Conditional delete, `DELETE [type]?criteria` (FHIR R4 http.html#cdelete), in `single`
+/// mode: one match is deleted, several are a 412, none is a 204 with nothing done.
+pub(crate) async fn conditional_delete(ctx: &Ctx, rtype: &str) -> Result<Response, FhirError> {
+    let text = url_criteria(ctx);
+    let query = search::criteria(ctx, rtype, &text, "conditional delete")?;
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let deleted = match search::matches_in(tx.as_mut(), &query).await?.as_slice() {
+        [] => None,
+        [id] => delete_in(tx.as_mut(), rtype, id, None).await?,
+        _ => return Err(search::too_many("conditional delete", &text)),
+    };
     tx.commit().await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if let Some(d) = deleted {

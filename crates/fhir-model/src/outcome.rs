@@ -44,6 +44,7 @@ pub enum IssueCode {
     Exception,
     Informational,
     Throttled,
+    MultipleMatches,
 }
 
 impl IssueCode {
@@ -68,6 +69,7 @@ impl IssueCode {
             IssueCode::Exception => "exception",
             IssueCode::Informational => "informational",
             IssueCode::Throttled => "throttled",
+            IssueCode::MultipleMatches => "multiple-matches",
         }
     }
 }

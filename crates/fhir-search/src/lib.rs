@@ -5,6 +5,7 @@
 //! [`IndexEntry`] into rows and a [`SearchQuery`] into its own query language, an API turns URL
 //! parameters into a [`SearchQuery`] and results into a Bundle.
 
+pub mod compartment;
 pub mod extract;
 pub mod normalize;
 pub mod query;

@@ -310,7 +310,7 @@ fn cond_set(b: &mut Builder, rtype: Option<&str>, c: &Cond) -> Result<String> {
             let t = b.p(target.clone());
             let inner = set_sql(b, Some(target), &[], std::slice::from_ref(filter))?;
             Ok(format!(
-                "SELECT seq FROM ix_ref WHERE sid = {sid} AND pid = {pid} AND ttype = {t} \
+                "SELECT DISTINCT seq FROM ix_ref WHERE sid = {sid} AND pid = {pid} AND ttype = {t} \
                  AND tid IN (SELECT v.id FROM versions v WHERE v.seq IN ({inner}))"
             ))
         }
@@ -323,7 +323,7 @@ fn cond_set(b: &mut Builder, rtype: Option<&str>, c: &Cond) -> Result<String> {
                 None => String::new(),
             };
             Ok(format!(
-                "SELECT r.seq AS seq FROM ix_ref x JOIN resources r \
+                "SELECT DISTINCT r.seq AS seq FROM ix_ref x JOIN resources r \
                  ON r.sid = x.sid AND r.rtype = x.ttype AND r.id = x.tid \
                  WHERE x.sid = {sid} AND x.pid = {pid}{typed} AND x.seq IN ({inner}) \
                  AND r.deleted = 0"
@@ -629,7 +629,7 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
     }
     // The total, unless asked not to count. A first page that holds everything is its own count.
     if q.total != Some(Total::None) {
-        let known = q.cursor.is_none() && !more;
+        let known = q.count > 0 && q.cursor.is_none() && !more;
         page.total = Some(if known {
             u64::try_from(seqs.len()).unwrap_or(0)
         } else {

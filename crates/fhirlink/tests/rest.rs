@@ -57,7 +57,10 @@ fn capabilities_statement_is_generated_from_what_the_server_supports() {
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    assert_eq!(system, ["transaction", "batch", "history-system"]);
+    assert_eq!(
+        system,
+        ["transaction", "batch", "history-system", "search-system"]
+    );
 }
 
 #[test]
