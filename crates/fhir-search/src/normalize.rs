@@ -141,7 +141,7 @@ pub fn number_range(text: &str) -> Option<(f64, f64, f64)> {
     let decimals = mantissa
         .split_once('.')
         .map_or(0, |(_, f)| i32::try_from(f.len()).unwrap_or(0));
-    let half = 0.5 * 10_f64.powi(exp - decimals);
+    let half = 0.5 * 10_f64.powi(exp.saturating_sub(decimals));
     Some((v, v - half, v + half))
 }
 

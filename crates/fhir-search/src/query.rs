@@ -330,6 +330,12 @@ pub fn parse(
                 let iterate = include_iterate(k)?;
                 q.revincludes.push(parse_include(k, value, iterate, true)?);
             }
+            _ if q.filters.len() >= MAX_AND => {
+                return Err(err(
+                    key,
+                    format!("at most {MAX_AND} search parameters may be ANDed"),
+                ))
+            }
             _ => {
                 let types: Vec<String> = match rtype {
                     Some(t) => vec![t.to_string()],
@@ -344,9 +350,17 @@ pub fn parse(
                         None => unknown = Some(t),
                     }
                 }
+                if ors.len() > MAX_OR * 4 {
+                    return Err(err(
+                        key,
+                        "too many values over too many types: narrow the search with _type",
+                    ));
+                }
                 if let (Some(t), true) = (unknown, rtype.is_some() || ors.is_empty()) {
-                    q.unknown
-                        .push((key.to_string(), format!("not a search parameter of {t}")));
+                    q.unknown.push((
+                        key.to_string(),
+                        format!("not a search parameter of {t} that this server supports"),
+                    ));
                 } else {
                     q.filters.push(ors);
                 }
@@ -464,6 +478,12 @@ fn unescape(v: &str) -> String {
 
 const MAX_DEPTH: usize = 4;
 
+/// The most comma-separated values one parameter may OR, and the most parameters one search
+/// may AND: beyond them a query is refused rather than compiled into a statement SQLite
+/// cannot bind.
+const MAX_OR: usize = 500;
+const MAX_AND: usize = 100;
+
 /// The OR list of conditions for `key=value` on `rtype`; `None` if `key` names no parameter
 /// of `rtype`.
 fn parse_filter(
@@ -527,7 +547,9 @@ fn parse_filter(
         return Ok(None);
     };
     if p.kind == ParamType::Special || (p.compiled.is_none() && p.kind != ParamType::Composite) {
-        return Err(err(key, "this parameter is not supported"));
+        // `_text`, `_content`, `_query` & co.: known to R4, not searchable here; reported as
+        // unsupported like an unknown parameter (ignored, or 400 under handling=strict).
+        return Ok(None);
     }
     if let Some(chain) = chain {
         if p.kind != ParamType::Reference {
@@ -559,6 +581,12 @@ fn parse_filter(
         }
         return Ok(Some(ors));
     }
+    if modifier == Some("missing") && p.kind == ParamType::Composite {
+        return Err(err(
+            key,
+            "':missing' does not apply to a composite parameter",
+        ));
+    }
     if modifier == Some("missing") {
         let missing = match value {
             "true" => true,
@@ -572,8 +600,12 @@ fn parse_filter(
             test: Test::Missing(missing),
         }]));
     }
+    let values = split_escaped(value, ',');
+    if values.len() > MAX_OR {
+        return Err(err(key, format!("at most {MAX_OR} values may be ORed")));
+    }
     let mut out = Vec::new();
-    for v in split_escaped(value, ',') {
+    for v in values {
         out.push(parse_value(p, key, modifier, &v, opts)?);
     }
     Ok(Some(out))

@@ -621,7 +621,7 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
         };
         let count = u64::try_from(q.count).unwrap_or(u64::MAX);
         if more {
-            page.next = Some(Cursor::Offset(offset + count));
+            page.next = Some(Cursor::Offset(offset.saturating_add(count)));
         }
         if offset > 0 {
             page.previous = Some(Cursor::Offset(offset.saturating_sub(count)));

@@ -656,6 +656,22 @@ fn unknown_parameters_and_strict_handling() {
     );
     assert_eq!(status, 400);
     common::assert_outcome(&v, "not-supported", Some("nonsense"));
+    // Known to R4 but not searchable here (`_text` has no expression): ignored and reported.
+    let b = json(s.get("Patient?gender=male&_text=x").send().unwrap());
+    assert_eq!(b["total"], 1);
+    // Client mistakes are 400s, never server errors.
+    for bad in [
+        "Observation?code-value-quantity:missing=true",
+        "Observation?_sort=code-value-quantity",
+        "Patient?_cursor=o18446744073709551615&_sort=gender",
+        "Observation?value-quantity=1e-2147483648",
+    ] {
+        let status = s.get(bad).send().unwrap().status().as_u16();
+        assert!(status == 400 || status == 200, "{bad}: {status}");
+    }
+    let many = vec!["x"; 600].join(",");
+    let (status, _) = status_json(s.get(&format!("Patient?name={many}")).send().unwrap());
+    assert_eq!(status, 400);
     let (status, v) = status_json(s.get("Patient?gender:bogus=male").send().unwrap());
     assert_eq!(status, 400);
     common::assert_outcome(&v, "invalid", Some("gender:bogus"));
