@@ -202,6 +202,24 @@ fn tokens(v: &Value, tname: Option<&str>, emit: &mut dyn FnMut(IndexValue)) {
                     code: s(o, "value"),
                     text: ttext,
                 });
+                // `:of-type` (§3.1.1.4.4): the identifier's type coding with its value, kept
+                // under a system no real one can equal.
+                if let (Some(value), Some(codings)) = (
+                    s(o, "value"),
+                    o.get("type")
+                        .and_then(|t| t.get("coding"))
+                        .and_then(Value::as_array),
+                ) {
+                    for c in codings.iter().filter_map(Value::as_object) {
+                        if let (Some(ts), Some(tc)) = (s(c, "system"), s(c, "code")) {
+                            emit(IndexValue::Token {
+                                system: Some(of_type_system(&ts, &tc)),
+                                code: Some(value.clone()),
+                                text: None,
+                            });
+                        }
+                    }
+                }
             } else if o.contains_key("code") {
                 emit(IndexValue::Token {
                     system: s(o, "system"),
@@ -224,6 +242,12 @@ fn tokens(v: &Value, tname: Option<&str>, emit: &mut dyn FnMut(IndexValue)) {
         }
         _ => {}
     }
+}
+
+/// The system under which `:of-type` rows are indexed: a control character first, so that it
+/// never equals a real system.
+pub fn of_type_system(type_system: &str, type_code: &str) -> String {
+    format!("\u{1}{type_system}|{type_code}")
 }
 
 /// Splits a reference into (type, id) when it is relative (`Patient/1`, with or without

@@ -639,6 +639,19 @@ fn parse_value(
                 token(raw)
             }
             Some("text") => Test::TokenText(fold(&unescape(raw))),
+            Some("of-type") => {
+                let parts = split_escaped(raw, '|');
+                let [ts, tc, value] = parts.as_slice() else {
+                    return Err(err(key, "':of-type' takes type-system|type-code|value"));
+                };
+                Test::Token {
+                    system: SystemMatch::Is(crate::extract::of_type_system(
+                        &unescape(ts),
+                        &unescape(tc),
+                    )),
+                    code: Some(unescape(value)),
+                }
+            }
             Some(m) => return Err(bad_modifier(m)),
         },
         ParamType::Reference => match modifier {

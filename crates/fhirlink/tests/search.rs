@@ -181,6 +181,23 @@ fn synthea_sample_searches() {
         all_obs - without_value
     );
 
+    // :of-type: the medical record number of each patient, by identifier type.
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    for p in l.of_type("Patient") {
+        let mr = p["identifier"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| has_code(i, "type", v2, "MR"))
+            .expect("a medical record number");
+        let value = mr["value"].as_str().unwrap();
+        assert_eq!(
+            all_ids(s, &format!("Patient?identifier:of-type={v2}|MR|{value}")),
+            [p["id"].as_str().unwrap()]
+        );
+        assert!(all_ids(s, &format!("Patient?identifier:of-type={v2}|SS|{value}")).is_empty());
+    }
+
     // Reference: Type/id, bare id, :Type, absolute URL of our own base.
     for p in l.of_type("Patient") {
         let pid = p["id"].as_str().unwrap();
