@@ -124,7 +124,10 @@ async fn sigkill_leaves_every_acknowledged_commit_and_no_partial_one() {
             count * (PER_TX as u64 + 1),
             "round {round}: exactly the versions of {count} whole transactions"
         );
-        for n in [count, count + 1] {
+        // Transactions are numbered from 1: with nothing committed yet there is no t0.
+        // Regression: the first write builds the search registry, so a short round may end
+        // before the first commit.
+        for n in [count, count + 1].into_iter().filter(|n| *n >= 1) {
             let present = store
                 .read("s", "Basic", &format!("t{n}-{}", PER_TX - 1))
                 .await
