@@ -2,6 +2,8 @@
 //! its own data folder, and talks to it over HTTP like any client.
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,6 +45,8 @@ impl Server {
             .arg(data)
             .args(extra)
             .env("FHIRLINK_LOG", "warn")
+            // Every server gets its own management port, so that tests run side by side.
+            .env("FHIRLINK_ADMIN_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,252 @@
+//! The management listener: HTTPS with the data folder's certificate (or the operator's own),
+//! bearer-token authentication in front of `link_api::router`, and ARM's 401 answers.
+//!
+//! Authentication ends here: a request that passes carries an `Extension<Principal>` naming
+//! the token's subject and issuer, and `link-api` decides what that principal may do. No
+//! request reaches the management router without a verified principal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use clap::Args;
+use link_auth::identity::{unix_now, LocalIssuer};
+use link_auth::jwt::{TokenError, Verifier};
+use link_auth::tls::ServerIdentity;
+use link_model::Principal;
+
+#[derive(Args)]
+pub(crate) struct AdminArgs {
+    /// Address of the management API (ARM-shaped, HTTPS unless --admin-plain-http).
+    #[arg(long, env = "FHIRLINK_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub(crate) admin_listen: SocketAddr,
+    /// PEM certificate chain of the management API; without it, a certificate signed by the
+    /// data folder's own CA (`<data>/tls/ca.pem`) is made at start.
+    #[arg(long, env = "FHIRLINK_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub(crate) admin_tls_cert: Option<PathBuf>,
+    /// PEM private key for --admin-tls-cert.
+    #[arg(long, env = "FHIRLINK_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub(crate) admin_tls_key: Option<PathBuf>,
+    /// More DNS names or IP addresses for the generated certificate (comma-separated), for
+    /// clients that reach the management API by another name.
+    #[arg(long, env = "FHIRLINK_ADMIN_TLS_NAMES", value_delimiter = ',')]
+    pub(crate) admin_tls_names: Vec<String>,
+    /// Serve the management API over plain HTTP. Tokens then cross the network in clear
+    /// text, and Azure's SDKs refuse to send them.
+    #[arg(long, env = "FHIRLINK_ADMIN_PLAIN_HTTP", conflicts_with_all = ["admin_tls_cert", "admin_tls_key"])]
+    pub(crate) admin_plain_http: bool,
+    /// The principal that is Owner at the root scope.
+    #[arg(long, env = "FHIRLINK_OWNER", default_value = "admin")]
+    pub(crate) owner: String,
+}
+
+/// A bound management listener, ready to serve.
+pub(crate) struct AdminServer {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    ca_path: Option<PathBuf>,
+    app: Router,
+}
+
+impl AdminServer {
+    /// Sets up the token verifier and TLS, and binds the listener.
+    pub(crate) async fn bind(
+        args: &AdminArgs,
+        data: &Path,
+        control_plane: Arc<link_api::ControlPlane>,
+    ) -> anyhow::Result<AdminServer> {
+        anyhow::ensure!(
+            link_auth::jwt::valid_subject(&args.owner),
+            "--owner must be 1-256 printable characters"
+        );
+        let issuer = LocalIssuer::load_or_create(data).context("the token signing key")?;
+        let verifier = Arc::new(issuer.verifier());
+        let listener = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("binding the management API on {}", args.admin_listen))?;
+        let addr = listener.local_addr()?;
+        let (tls, ca_path) = if args.admin_plain_http {
+            tracing::warn!(%addr, "management API on plain HTTP: tokens travel unencrypted");
+            (None, None)
+        } else {
+            let identity = match (&args.admin_tls_cert, &args.admin_tls_key) {
+                (Some(cert), Some(key)) => ServerIdentity::from_files(cert, key),
+                _ => ServerIdentity::generated(data, addr.ip(), &args.admin_tls_names),
+            }
+            .context("the management API's TLS certificate")?;
+            let ca_path = identity.ca_path.clone();
+            (Some(identity.server_config()?), ca_path)
+        };
+        Ok(AdminServer {
+            listener,
+            addr,
+            tls,
+            ca_path,
+            app: router(control_plane, verifier),
+        })
+    }
+
+    /// The base URL clients use.
+    pub(crate) fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA certificate clients should trust, when fhirlink made the server certificate.
+    pub(crate) fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
+    }
+
+    /// Serves until `shutdown` completes, then lets open requests finish.
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        tracing::info!(url = %self.url(), "management API listening");
+        match self.tls {
+            Some(tls) => link_auth::https::serve(self.listener, tls, self.app, shutdown).await,
+            None => {
+                if let Err(e) = axum::serve(self.listener, self.app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!(error = %e, "management API stopped");
+                }
+            }
+        }
+    }
+}
+
+/// The management API behind token authentication.
+pub(crate) fn router(
+    control_plane: Arc<link_api::ControlPlane>,
+    verifier: Arc<Verifier>,
+) -> Router {
+    link_api::router(control_plane)
+        .layer(axum::middleware::from_fn_with_state(verifier, authenticate))
+}
+
+/// Verifies the bearer token and hands the request on with its [`Principal`], or answers 401.
+async fn authenticate(
+    State(verifier): State<Arc<Verifier>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let token = match (values.next(), values.next()) {
+        (None, _) => return unauthorized(AuthFailure::Missing),
+        (Some(value), None) => match bearer_token(value) {
+            Some(token) => token,
+            None => return unauthorized(AuthFailure::BadHeader),
+        },
+        (Some(_), Some(_)) => return unauthorized(AuthFailure::BadHeader),
+    };
+    let identity = match verifier.verify(token, unix_now()) {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::info!(reason = %e, method = %req.method(), path = %req.uri().path(), "management call refused: bad token");
+            return unauthorized(AuthFailure::Token(e));
+        }
+    };
+    req.extensions_mut().insert(Principal {
+        id: identity.subject,
+        issuer: identity.issuer,
+    });
+    next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1; the scheme is
+/// case-insensitive).
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+enum AuthFailure {
+    Missing,
+    BadHeader,
+    Token(TokenError),
+}
+
+/// ARM's 401: an error body with Azure's codes and a `WWW-Authenticate: Bearer` challenge
+/// (RFC 6750 §3: no error code when the request had no credentials at all).
+fn unauthorized(failure: AuthFailure) -> Response {
+    let (code, message, challenge) = match failure {
+        AuthFailure::Missing => (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.".to_string(),
+            r#"Bearer realm="fhirlink""#,
+        ),
+        AuthFailure::BadHeader => (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is provided in an invalid format."
+                .to_string(),
+            r#"Bearer realm="fhirlink", error="invalid_request""#,
+        ),
+        AuthFailure::Token(TokenError::Expired { exp, now }) => (
+            "ExpiredAuthenticationToken",
+            format!(
+                "The access token expiry UTC time '{}' is earlier than current UTC time '{}'.",
+                utc(exp),
+                utc(now)
+            ),
+            r#"Bearer realm="fhirlink", error="invalid_token", error_description="The access token has expired""#,
+        ),
+        AuthFailure::Token(e) => (
+            "InvalidAuthenticationToken",
+            format!("The access token is invalid: {e}."),
+            r#"Bearer realm="fhirlink", error="invalid_token", error_description="The access token is invalid""#,
+        ),
+    };
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::WWW_AUTHENTICATE, challenge),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn utc(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%-m/%-d/%Y %-I:%M:%S %p").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_forms() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(bearer_token(&v("Bearer abc.def.ghi")), Some("abc.def.ghi"));
+        assert_eq!(bearer_token(&v("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&v("Bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&v("Bearer")), None);
+        assert_eq!(bearer_token(&v("Bearer ")), None);
+        assert_eq!(bearer_token(&v("Basic YWxhZGRpbjpvcGVuc2VzYW1l")), None);
+        assert_eq!(bearer_token(&v("Bearer a b")), None);
+        assert_eq!(
+            bearer_token(&HeaderValue::from_bytes(b"Bearer \xff").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn expiry_message_uses_azure_time_format() {
+        assert_eq!(utc(0), "1/1/1970 12:00:00 AM");
+        assert_eq!(utc(i64::MAX), i64::MAX.to_string());
+    }
+}
