@@ -8,6 +8,8 @@ from the environment:
   FHIRLINK_ADMIN_URL    base URL of the management API, e.g. https://127.0.0.1:PORT
   FHIRLINK_CA           the CA certificate to verify it with (<data>/tls/ca.pem)
   FHIRLINK_TOKEN        a token of the root Owner (`fhirlink token --principal admin`)
+  FHIRLINK_USER_TOKEN   a token of another principal, "bob", made Network Contributor of the
+                        resource group here: he may create endpoints but not approve them
   FHIRLINK_SUBSCRIPTION a subscription id
 
 The SDKs are used as an Azure user would use them: a credential object, base_url and
@@ -22,6 +24,7 @@ import traceback
 
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.healthcareapis import HealthcareApisManagementClient
 from azure.mgmt.healthcareapis.models import (
     PrivateEndpointConnection,
@@ -36,6 +39,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 
 ZONE = "privatelink.azurehealthcareapis.com"
 LOCATION = "westus2"
+NETWORK_CONTRIBUTOR = "4d97b98b-1d4f-4787-a291-c67834d212e7"
 
 
 class FhirlinkCredential:
@@ -84,6 +88,9 @@ class Flows:
         self.health = HealthcareApisManagementClient(self.cred, self.sub, **kw)
         self.net = NetworkManagementClient(self.cred, self.sub, **kw)
         self.dns = PrivateDnsManagementClient(self.cred, self.sub, **kw)
+        self.authz = AuthorizationManagementClient(self.cred, self.sub, **kw)
+        self.user_cred = FhirlinkCredential(os.environ["FHIRLINK_USER_TOKEN"])
+        self.user_net = NetworkManagementClient(self.user_cred, self.sub, **kw)
         self.rg = "sdk-rg"
         self.svc = "sdkfhir"
 
@@ -237,7 +244,30 @@ class Flows:
         check(ips == [self.auto_ip], "the A record points at the endpoint", a[0])
 
     def endpoint_manual(self):
-        pe = done(self.net.private_endpoints.begin_create_or_update(
+        # bob may manage the group's networks, but has no right to approve on the service.
+        scope = f"/subscriptions/{self.sub}/resourceGroups/{self.rg}"
+        ra = self.authz.role_assignments.create(
+            scope, "3f8e5b1a-7c2d-4e6f-9a0b-1c2d3e4f5a6b",
+            {"properties": {
+                "roleDefinitionId": f"/subscriptions/{self.sub}/providers/Microsoft.Authorization/roleDefinitions/{NETWORK_CONTRIBUTOR}",
+                "principalId": "bob"}},
+        )
+        check(wire(ra)["properties"]["principalId"] == "bob", "role assignment for bob", wire(ra))
+        try:
+            done(self.user_net.private_endpoints.begin_create_or_update(
+                self.rg, "pe-bob-auto",
+                {"location": LOCATION, "properties": {
+                    "subnet": {"id": self.subnet_id},
+                    "privateLinkServiceConnections": [{
+                        "name": "conn-bob",
+                        "properties": {"privateLinkServiceId": self.service_id, "groupIds": ["fhir"]},
+                    }],
+                }},
+            ))
+            raise AssertionError("auto approval by a principal who may not approve was accepted")
+        except HttpResponseError as e:
+            check(e.status_code == 403, "unauthorised auto approval refused with 403", e.status_code)
+        pe = done(self.user_net.private_endpoints.begin_create_or_update(
             self.rg, "pe-manual",
             {"location": LOCATION, "properties": {
                 "subnet": {"id": self.subnet_id},
@@ -266,10 +296,14 @@ class Flows:
         state = pw["properties"]["manualPrivateLinkServiceConnections"][0]["properties"][
             "privateLinkServiceConnectionState"]
         check(state["status"] == "Approved", "the endpoint sees the approval", pw)
+        pw = wire(self.user_net.private_endpoints.get(self.rg, "pe-manual"))
+        state = pw["properties"]["manualPrivateLinkServiceConnections"][0]["properties"][
+            "privateLinkServiceConnectionState"]
+        check(state["status"] == "Approved", "and so does its creator", pw)
 
         # A second request, rejected; then one removed, which leaves its endpoint Disconnected.
         for name in ("pe-reject", "pe-remove"):
-            done(self.net.private_endpoints.begin_create_or_update(
+            done(self.user_net.private_endpoints.begin_create_or_update(
                 self.rg, name,
                 {"location": LOCATION, "properties": {
                     "subnet": {"id": self.subnet_id},

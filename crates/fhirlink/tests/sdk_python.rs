@@ -1,7 +1,8 @@
 //! The official Azure management SDKs for Python (from PyPI, pinned in
 //! sdk-tests/requirements.txt) run the seed's Private Link flows against the real binary:
-//! sdk-tests/azure_sdk_flows.py with a credential that returns a `fhirlink token` and the
-//! generated CA as the verify bundle.
+//! sdk-tests/azure_sdk_flows.py with a credential that returns a `fhirlink token` (the root
+//! Owner's, and a Network Contributor's for the manual approval flow) and the generated CA as
+//! the verify bundle.
 //!
 //! The interpreter is `FHIRLINK_SDK_PYTHON` when set (scripts/test sets it), else the venv
 //! that sdk-tests/setup-venv makes (and makes now, if missing). Never skipped: without
@@ -43,6 +44,7 @@ fn azure_sdks_run_the_seed_flows() {
         .env("FHIRLINK_ADMIN_URL", &s.admin_url)
         .env("FHIRLINK_CA", &ca)
         .env("FHIRLINK_TOKEN", s.token("admin"))
+        .env("FHIRLINK_USER_TOKEN", s.token("bob"))
         .env(
             "FHIRLINK_SUBSCRIPTION",
             "6a4e7a3c-0000-4000-8000-00000000c0de",
