@@ -258,3 +258,205 @@ fn management_error_paths_over_https() {
     assert_eq!(st, 401, "{body}");
     assert!(headers.contains_key("www-authenticate"));
 }
+
+#[test]
+fn network_rules_over_https() {
+    let s = AdminServer::start();
+    let admin = s.token("admin");
+    let call =
+        |method: &str, path: &str, body: Option<&Value>| s.call(method, path, Some(&admin), body);
+    let net = |path: String| format!("{path}?{NET_API}");
+    let dns_api = "api-version=2024-06-01";
+
+    ok(call(
+        "PUT",
+        &format!("{}?{RG_API}", rg()),
+        Some(&json!({"location": "eastus"})),
+    ));
+    ok(call(
+        "PUT",
+        &format!("{}?{RG_API}", rg().replace("rg1", "rg2")),
+        Some(&json!({"location": "eastus"})),
+    ));
+    ok(call(
+        "PUT",
+        &format!("{}?{FHIR_API}", service_id()),
+        Some(&json!({"location": "westus2", "kind": "fhir-R4", "properties": {}})),
+    ));
+    ok(call(
+        "PUT",
+        &net(vnet_id("hub")),
+        Some(&json!({"location": "eastus", "properties": {
+            "addressSpace": {"addressPrefixes": ["127.61.0.0/16"]},
+            "subnets": [{"name": "default", "properties": {"addressPrefix": "127.61.1.0/24"}}]}})),
+    ));
+    let pe = ok(call(
+        "PUT",
+        &net(pe_id("pe1")),
+        Some(&json!({"location": "eastus", "properties": {
+        "subnet": {"id": format!("{}/subnets/default", vnet_id("hub"))},
+        "privateLinkServiceConnections": [{"name": "c", "properties": {"privateLinkServiceId": service_id(), "groupIds": ["fhir"]}}]}})),
+    ));
+    // Auto approval by the owner, and the endpoint's address is the subnet's first free one.
+    assert_eq!(
+        pe["properties"]["privateLinkServiceConnections"][0]["properties"]
+            ["privateLinkServiceConnectionState"]["status"],
+        "Approved",
+        "{pe}"
+    );
+    let nic_id = pe["properties"]["networkInterfaces"][0]["id"]
+        .as_str()
+        .expect("nic")
+        .to_string();
+    let pe_nic = ok(call("GET", &net(nic_id), None));
+    assert_eq!(
+        pe_nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"], "127.61.1.4",
+        "{pe_nic}"
+    );
+    // The first approved connection turned public access off.
+    let svc = ok(call("GET", &format!("{}?{FHIR_API}", service_id()), None));
+    assert_eq!(
+        svc["properties"]["publicNetworkAccess"], "Disabled",
+        "{svc}"
+    );
+
+    // A subnet (and its network) in use cannot be deleted.
+    expect_error(
+        call(
+            "DELETE",
+            &net(format!("{}/subnets/default", vnet_id("hub"))),
+            None,
+        ),
+        400,
+        "InUseSubnetCannotBeDeleted",
+    );
+    expect_error(
+        call("DELETE", &net(vnet_id("hub")), None),
+        400,
+        "InUseSubnetCannotBeDeleted",
+    );
+
+    // A service with a private endpoint connection, and the endpoint, cannot move.
+    let mv =
+        |id: String| json!({"resources": [id], "targetResourceGroup": rg().replace("rg1", "rg2")});
+    let e = expect_error(
+        call(
+            "POST",
+            &format!("{}/moveResources?{RG_API}", rg()),
+            Some(&mv(service_id())),
+        ),
+        400,
+        "ResourceMoveNotSupported",
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Private Link"),
+        "{e}"
+    );
+    expect_error(
+        call(
+            "POST",
+            &format!("{}/moveResources?{RG_API}", rg()),
+            Some(&mv(pe_id("pe1"))),
+        ),
+        400,
+        "ResourceMoveNotSupported",
+    );
+
+    // Security rules: priority 100-4096, unique per direction.
+    let nsg = format!(
+        "{}/providers/Microsoft.Network/networkSecurityGroups/nsg1",
+        rg()
+    );
+    let rule = |name: &str, prio: i64| {
+        json!({"name": name, "properties": {"protocol": "Tcp",
+        "sourceAddressPrefix": "*", "destinationAddressPrefix": "Internet", "access": "Deny",
+        "sourcePortRange": "*", "destinationPortRange": "443", "priority": prio, "direction": "Outbound"}})
+    };
+    let (st, body, _) = call(
+        "PUT",
+        &net(nsg.clone()),
+        Some(&json!({"location": "eastus", "properties": {"securityRules": [rule("r", 50)]}})),
+    );
+    assert_eq!(st, 400, "{body}");
+    let (st, body, _) = call(
+        "PUT",
+        &net(nsg.clone()),
+        Some(
+            &json!({"location": "eastus", "properties": {"securityRules": [rule("a", 200), rule("b", 200)]}}),
+        ),
+    );
+    assert_eq!(st, 400, "{body}");
+    ok(call(
+        "PUT",
+        &net(nsg),
+        Some(
+            &json!({"location": "eastus", "properties": {"securityRules": [rule("a", 200), rule("b", 300)]}}),
+        ),
+    ));
+
+    // Auto-registration: a VM of a network linked with registrationEnabled gets an A record,
+    // which goes with the VM.
+    let zone = format!(
+        "{}/providers/Microsoft.Network/privateDnsZones/privatelink.azurehealthcareapis.com",
+        rg()
+    );
+    ok(call(
+        "PUT",
+        &format!("{zone}?{dns_api}"),
+        Some(&json!({"location": "global"})),
+    ));
+    ok(call(
+        "PUT",
+        &net(vnet_id("vms")),
+        Some(&json!({"location": "westus", "properties": {
+            "addressSpace": {"addressPrefixes": ["127.62.0.0/16"]},
+            "subnets": [{"name": "vms", "properties": {"addressPrefix": "127.62.1.0/24"}}]}})),
+    ));
+    let nic = format!(
+        "{}/providers/Microsoft.Network/networkInterfaces/vm1-nic",
+        rg()
+    );
+    let nic_body = ok(call(
+        "PUT",
+        &net(nic.clone()),
+        Some(
+            &json!({"location": "westus", "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": {"subnet": {"id": format!("{}/subnets/vms", vnet_id("vms"))}}}]}}),
+        ),
+    ));
+    assert_eq!(
+        nic_body["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"],
+        "127.62.1.4"
+    );
+    let vm = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
+        rg()
+    );
+    ok(call(
+        "PUT",
+        &vm,
+        Some(
+            &json!({"location": "westus", "properties": {"networkProfile": {"networkInterfaces": [{"id": nic}]}}}),
+        ),
+    ));
+    ok(call(
+        "PUT",
+        &format!("{zone}/virtualNetworkLinks/vms-link?{dns_api}"),
+        Some(
+            &json!({"location": "global", "properties": {"virtualNetwork": {"id": vnet_id("vms")}, "registrationEnabled": true}}),
+        ),
+    ));
+    let rec = ok(call("GET", &format!("{zone}/A/vm1?{dns_api}"), None));
+    assert_eq!(
+        rec["properties"]["aRecords"][0]["ipv4Address"], "127.62.1.4",
+        "{rec}"
+    );
+    ok(call("DELETE", &vm, None));
+    expect_error(
+        call("GET", &format!("{zone}/A/vm1?{dns_api}"), None),
+        404,
+        "ResourceNotFound",
+    );
+}
