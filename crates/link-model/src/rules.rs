@@ -28,6 +28,16 @@ pub(crate) fn normalize_location(l: &str) -> String {
         .collect()
 }
 
+/// The strings of a JSON array (other items skipped); empty when it is not an array.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
 fn props_of(v: &Value) -> Map<String, Value> {
     v.get("properties")
         .and_then(Value::as_object)
@@ -471,17 +481,11 @@ fn put_vnet(
     existing: Option<&Resource>,
 ) -> Result<(), ArmError> {
     let mut props = props_of(input);
-    let given: Vec<String> = props
-        .get("addressSpace")
-        .and_then(|a| a.get("addressPrefixes"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let given = strings(
+        props
+            .get("addressSpace")
+            .and_then(|a| a.get("addressPrefixes")),
+    );
     if given.is_empty() {
         return Err(bad_request(
             "InvalidAddressSpace",
@@ -1234,16 +1238,7 @@ fn put_private_endpoint(
     else {
         return Err(invalid_reference(&target_id, &addr.path));
     };
-    let group_ids: Vec<String> = cp
-        .get("groupIds")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let group_ids = strings(cp.get("groupIds"));
     if let Some(bad) = group_ids.iter().find(|g| !g.eq_ignore_ascii_case("fhir")) {
         return Err(bad_request(
             "PrivateEndpointBadRequest",
@@ -2064,16 +2059,7 @@ pub(crate) fn move_resources(
         &dst.key(),
         &dst.id,
     )?;
-    let ids: Vec<String> = body
-        .get("resources")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids = strings(body.get("resources"));
     if ids.is_empty() {
         return Err(invalid_content(
             "'resources' must list the ids of the resources to move",
