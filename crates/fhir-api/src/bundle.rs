@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
+use base64::Engine as _;
 use fhir_model::IssueCode;
 use fhir_store::{format_instant, StoredResource, WriteTx};
 use serde_json::{json, Map, Value};
@@ -702,9 +703,13 @@ fn entry_patch(doc: Value) -> Result<Patch, FhirError> {
     match doc.get("resourceType").and_then(Value::as_str) {
         Some("Binary") => {
             let data = doc.get("data").and_then(Value::as_str).unwrap_or_default();
-            let bytes = base64_decode(data).ok_or_else(|| {
-                FhirError::bad_request("Binary.data of a PATCH entry is not base64")
-            })?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| {
+                    FhirError::bad_request(format!(
+                        "Binary.data of a PATCH entry is not base64: {e}"
+                    ))
+                })?;
             let patch: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 FhirError::bad_request(format!("Binary.data is not a JSON Patch: {e}"))
             })?;
@@ -712,30 +717,6 @@ fn entry_patch(doc: Value) -> Result<Patch, FhirError> {
         }
         _ => Patch::fhirpath(doc),
     }
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 fn status_line(s: StatusCode) -> String {

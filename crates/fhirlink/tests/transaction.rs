@@ -338,3 +338,51 @@ fn transaction_response_carries_resources_when_asked() {
     assert_eq!(resp["entry"][0]["resource"]["resourceType"], "Patient");
     assert_eq!(resp["entry"][0]["resource"]["meta"]["versionId"], "1");
 }
+
+#[test]
+fn transaction_patch_entries_carry_fhirpath_or_json_patch() {
+    let s = Server::start();
+    s.put_json(
+        "Patient/p",
+        &json!({"resourceType": "Patient", "id": "p", "gender": "male"}),
+    )
+    .send()
+    .unwrap();
+    s.put_json(
+        "Patient/q",
+        &json!({"resourceType": "Patient", "id": "q", "gender": "male"}),
+    )
+    .send()
+    .unwrap();
+    // base64 of [{"op":"replace","path":"/gender","value":"female"}]
+    let json_patch = "W3sib3AiOiJyZXBsYWNlIiwicGF0aCI6Ii9nZW5kZXIiLCJ2YWx1ZSI6ImZlbWFsZSJ9XQ==";
+    let b = bundle(
+        "transaction",
+        vec![
+            entry(
+                "Patient/p",
+                "PATCH",
+                "Patient/p",
+                Some(
+                    json!({"resourceType": "Binary", "contentType": "application/json-patch+json", "data": json_patch}),
+                ),
+            ),
+            entry(
+                "Patient/q",
+                "PATCH",
+                "Patient/q",
+                Some(
+                    json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+                    {"name": "type", "valueCode": "replace"},
+                    {"name": "path", "valueString": "Patient.gender"},
+                    {"name": "value", "valueCode": "other"}]}]}),
+                ),
+            ),
+        ],
+    );
+    let (st, resp) = status_json(s.post_json("", &b).send().unwrap());
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(resp["entry"][0]["response"]["etag"], "W/\"2\"");
+    assert_eq!(json(s.get("Patient/p").send().unwrap())["gender"], "female");
+    assert_eq!(json(s.get("Patient/q").send().unwrap())["gender"], "other");
+}
