@@ -10,7 +10,7 @@ use fhir_model::IssueCode;
 use crate::error::FhirError;
 use crate::request::Ctx;
 use crate::search::{self, Scope};
-use crate::service::service_for_host;
+use crate::service::{service_for_host, AdmittedService};
 use crate::{bundle, capabilities, history, read, write, AppState};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
@@ -28,7 +28,10 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    let service = service_for_host(host, &state.inner.config.dns_suffix);
+    let service = match parts.extensions.get::<AdmittedService>() {
+        Some(AdmittedService(name)) => name.clone(),
+        None => service_for_host(host, &state.inner.config.dns_suffix),
+    };
     if !state.inner.store.service_exists(&service).await? {
         return Err(FhirError::not_found(format!(
             "FHIR service '{service}' does not exist"

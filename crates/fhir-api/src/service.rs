@@ -5,14 +5,24 @@
 /// The service every request goes to when its Host names none.
 pub const DEFAULT_SERVICE: &str = "default";
 
-/// The service named by a Host header value (port ignored, case-insensitive).
+/// The service the network plane admitted a request to, as a request extension. When a
+/// request carries one it wins over the Host header: a private endpoint's listener serves
+/// only its own service, whatever Host the client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedService(pub String);
+
+/// The service named by a Host header value (port ignored, case-insensitive), else
+/// `default`.
 pub fn service_for_host(host: Option<&str>, dns_suffix: &str) -> String {
-    let Some(host) = host else {
-        return DEFAULT_SERVICE.into();
-    };
-    let name = host_without_port(host).trim_end_matches('.');
+    service_named_by_host(host, dns_suffix).unwrap_or_else(|| DEFAULT_SERVICE.into())
+}
+
+/// The service a Host header value names, if it names one: `<service>.<suffix>` or
+/// `<service>.privatelink.<suffix>` (port ignored, case-insensitive).
+pub fn service_named_by_host(host: Option<&str>, dns_suffix: &str) -> Option<String> {
+    let name = host_without_port(host?).trim_end_matches('.');
     let suffix = dns_suffix.trim_matches('.');
-    if name.len() > suffix.len() + 1 {
+    if name.len() > suffix.len() + 1 && name.is_char_boundary(name.len() - suffix.len()) {
         let (label, rest) = name.split_at(name.len() - suffix.len());
         if rest.eq_ignore_ascii_case(suffix) && label.ends_with('.') {
             let label = &label[..label.len() - 1];
@@ -22,11 +32,11 @@ pub fn service_for_host(host: Option<&str>, dns_suffix: &str) -> String {
                 .or_else(|| label.strip_suffix(".PRIVATELINK"))
                 .unwrap_or(label);
             if !label.is_empty() && !label.contains('.') {
-                return label.to_ascii_lowercase();
+                return Some(label.to_ascii_lowercase());
             }
         }
     }
-    DEFAULT_SERVICE.into()
+    None
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -71,5 +81,22 @@ mod tests {
         check(Some("a.b.azurehealthcareapis.com"), "default");
         check(Some("[::1]:8080"), "default");
         check(Some("evil-azurehealthcareapis.com"), "default");
+        // Regression: a multi-byte character where the suffix would start.
+        check(Some("ab\u{e9}zurehealthcareapis.com"), "default");
+    }
+
+    #[test]
+    fn only_service_hosts_name_a_service() {
+        let named = |h: &str| service_named_by_host(Some(h), "azurehealthcareapis.com");
+        assert_eq!(
+            named("default.azurehealthcareapis.com").as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            named("x.privatelink.azurehealthcareapis.com").as_deref(),
+            Some("x")
+        );
+        assert_eq!(named("127.10.1.4:8080"), None);
+        assert_eq!(named("localhost"), None);
     }
 }

@@ -11,16 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
 use clap::Args;
 use link_auth::identity::{unix_now, LocalIssuer};
 use link_auth::jwt::{TokenError, Verifier};
 use link_auth::tls::ServerIdentity;
 use link_model::Principal;
+
+use crate::diagnose::Diagnostics;
 
 #[derive(Args)]
 pub(crate) struct AdminArgs {
@@ -62,6 +65,7 @@ impl AdminServer {
         args: &AdminArgs,
         data: &Path,
         control_plane: Arc<link_api::ControlPlane>,
+        diagnostics: Arc<Diagnostics>,
     ) -> anyhow::Result<AdminServer> {
         anyhow::ensure!(
             link_auth::jwt::valid_subject(&args.owner),
@@ -90,7 +94,7 @@ impl AdminServer {
             addr,
             tls,
             ca_path,
-            app: router(control_plane, verifier),
+            app: router(control_plane, verifier, diagnostics),
         })
     }
 
@@ -122,13 +126,70 @@ impl AdminServer {
     }
 }
 
-/// The management API behind token authentication.
+/// The management API behind token authentication, with fhirlink's own diagnosis route
+/// (`GET /fhirlink/diagnose?service=NAME&from=IP`).
 pub(crate) fn router(
     control_plane: Arc<link_api::ControlPlane>,
     verifier: Arc<Verifier>,
+    diagnostics: Arc<Diagnostics>,
 ) -> Router {
-    link_api::router(control_plane)
+    Router::new()
+        .route("/fhirlink/diagnose", get(diagnose))
+        .with_state((control_plane.clone(), diagnostics))
+        .merge(link_api::router(control_plane))
         .layer(axum::middleware::from_fn_with_state(verifier, authenticate))
+}
+
+fn arm_error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// The path a client at `from` takes to `service`, for principals that may read the service
+/// (for a service no ARM resource manages: Reader at the root scope).
+async fn diagnose(
+    State((control_plane, diagnostics)): State<(Arc<link_api::ControlPlane>, Arc<Diagnostics>)>,
+    Extension(who): Extension<Principal>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(service) = query.get("service").filter(|s| !s.is_empty()) else {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            "The query parameter 'service' (a FHIR service name) is required.".into(),
+        );
+    };
+    let Some(from) = query
+        .get("from")
+        .and_then(|f| f.parse::<std::net::Ipv4Addr>().ok())
+    else {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "The query parameter 'from' must be the client's IPv4 address.".into(),
+        );
+    };
+    let state = control_plane.snapshot();
+    let target = state
+        .of_kind(link_model::Kind::FhirService)
+        .find(|r| r.name().eq_ignore_ascii_case(service))
+        .map(link_model::Resource::key)
+        .unwrap_or_default();
+    let action = "Microsoft.HealthcareApis/services/read";
+    if !link_model::allowed(&state, &who, action, &target) {
+        return arm_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{}' does not have authorization to perform action '{action}' on FHIR service '{service}'.",
+                who.id
+            ),
+        );
+    }
+    Json(diagnostics.diagnose(&state, service, from)).into_response()
 }
 
 /// Verifies the bearer token and hands the request on with its [`Principal`], or answers 401.

@@ -5,6 +5,8 @@
 
 mod admin;
 mod cli;
+mod diagnose;
+mod network;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -37,15 +39,28 @@ enum Command {
     Role(cli::RoleCommand),
     /// Any management call by resource id: get, put, patch, delete, post.
     Arm(cli::ArmCommand),
+    /// Look a name up as a client at an address sees it (a real DNS query from there).
+    Nslookup(cli::NslookupArgs),
+    /// Explain the path a client at an address takes to a FHIR service, and what to fix.
+    Diagnose(cli::DiagnoseArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let spec = std::env::var("FHIRLINK_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !spec.contains("hickory") {
+        // hickory-server logs every DNS query at info; its warnings are enough here.
+        if let Ok(d) = "hickory_server=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    // Logs are written by a background thread: a request never waits for stderr (the
+    // access decisions are logged per request). The guard flushes them at exit.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FHIRLINK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_writer(writer)
         .init();
     // One crypto provider for every TLS connection, server and client: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -64,6 +79,8 @@ fn main() -> std::process::ExitCode {
                     Command::Network(c) => cli::run_network(c).await,
                     Command::Role(c) => cli::run_role(c).await,
                     Command::Arm(c) => cli::run_arm(c).await,
+                    Command::Nslookup(a) => cli::nslookup(a).await,
+                    Command::Diagnose(a) => cli::diagnose(a).await,
                 }
             })
         });

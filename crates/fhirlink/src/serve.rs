@@ -1,9 +1,10 @@
-//! `fhirlink serve`: opens the store once, starts the control plane on it, and serves the
-//! FHIR data plane and the management API side by side until a shutdown signal, which stops
-//! both gracefully.
+//! `fhirlink serve`: opens the store once, starts the control plane on it, connects the
+//! network plane (the gateway's listeners and the DNS server) to it, and serves the FHIR
+//! data plane, the management API and DNS side by side until a shutdown signal, which stops
+//! them all gracefully.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,8 +13,12 @@ use clap::Args;
 use fhir_api::{ApiConfig, AppState};
 use fhir_store::Store;
 use fhir_store_sqlite::SqliteStore;
+use link_dns::{DnsConfig, DnsServer};
+use link_gateway::{Gateway, GatewayConfig};
 
 use crate::admin;
+use crate::diagnose::Diagnostics;
+use crate::network::Wire;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -40,6 +45,17 @@ pub(crate) struct ServeArgs {
     /// FHIR services to create at start besides `default` (comma-separated names).
     #[arg(long, env = "FHIRLINK_SERVICES", value_delimiter = ',')]
     services: Vec<String>,
+    /// Address of the split-horizon DNS server (UDP and TCP).
+    #[arg(long, env = "FHIRLINK_DNS_LISTEN", default_value = "127.0.0.1:5353")]
+    dns_listen: SocketAddr,
+    /// A DNS server to forward names to that are not fhirlink's (`IP` or `IP:PORT`);
+    /// without one they are refused.
+    #[arg(long, env = "FHIRLINK_DNS_UPSTREAM", value_parser = parse_upstream)]
+    dns_upstream: Option<SocketAddr>,
+    /// The address DNS gives for the public endpoint (`<service>-public.<suffix>`); by
+    /// default the --listen address, or 127.0.0.1 when that is a wildcard.
+    #[arg(long, env = "FHIRLINK_PUBLIC_IP")]
+    public_ip: Option<Ipv4Addr>,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -65,8 +81,23 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let control_plane = link_api::ControlPlane::open(store.clone(), &args.admin.owner)
         .await
         .context("opening the control plane")?;
+    let control_plane = Arc::new(control_plane);
+    // Data-plane services no ARM resource manages (`default`, `--services`) have public
+    // names too.
+    let managed: Vec<String> = control_plane
+        .snapshot()
+        .of_kind(link_model::Kind::FhirService)
+        .map(|r| r.name().to_lowercase())
+        .collect();
+    let unmanaged: Vec<String> = store
+        .list_services()
+        .await
+        .context("listing the FHIR services")?
+        .into_iter()
+        .filter(|s| !managed.contains(&s.to_lowercase()))
+        .collect();
     let config = ApiConfig {
-        dns_suffix: args.dns_suffix,
+        dns_suffix: args.dns_suffix.clone(),
         max_body_bytes: args.max_body_bytes,
         max_bundle_entries: args.max_bundle_entries,
         ..ApiConfig::default()
@@ -76,7 +107,45 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let admin = admin::AdminServer::bind(&args.admin, &args.data, Arc::new(control_plane)).await?;
+    let public_ip = args.public_ip.unwrap_or(match addr.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+        _ => Ipv4Addr::LOCALHOST,
+    });
+
+    // The network plane: the gateway in front of the data plane, and DNS. Attaching it
+    // applies the stored state (endpoint listeners bound) before anything is served.
+    let gateway = Gateway::new(
+        app,
+        GatewayConfig {
+            dns_suffix: args.dns_suffix.clone(),
+            port: addr.port(),
+        },
+    );
+    let dns = DnsServer::new(
+        DnsConfig {
+            dns_suffix: args.dns_suffix.clone(),
+            public_ip,
+            extra_services: unmanaged,
+        },
+        args.dns_upstream,
+    )
+    .with_context(|| format!("--dns-suffix {} is not a domain name", args.dns_suffix))?;
+    let (dns_udp, dns_tcp) = bind_dns(args.dns_listen).await?;
+    let dns_addr = dns_udp.local_addr()?;
+    control_plane
+        .attach(Arc::new(Wire {
+            gateway: gateway.clone(),
+            dns: dns.clone(),
+        }))
+        .await;
+    let diagnostics = Arc::new(Diagnostics {
+        gateway: gateway.clone(),
+        dns: dns.clone(),
+        dns_suffix: args.dns_suffix.clone(),
+        public: SocketAddr::from((public_ip, addr.port())),
+    });
+    let admin =
+        admin::AdminServer::bind(&args.admin, &args.data, control_plane, diagnostics).await?;
 
     // Tests and scripts read these lines to find ephemeral ports; the data plane's comes
     // first. Whoever reads them may close the pipe afterwards: that is not an error here.
@@ -86,6 +155,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(ca) = admin.ca_path() {
         let _ = writeln!(out, "fhirlink admin CA certificate: {}", ca.display());
     }
+    let _ = writeln!(out, "fhirlink DNS listening on {dns_addr} (udp, tcp)");
     let _ = out.flush();
     drop(out);
     tracing::info!(%addr, data = %args.data.display(), "FHIR data plane listening");
@@ -102,23 +172,59 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = signal_tx.send(true);
     });
-    // Either plane ending ends the other: one process, both planes or none.
-    let data_tx = stop_tx.clone();
-    let (data_stopped, admin_stopped) = (stopped(), stopped());
+    // Any plane ending ends the others: one process, all planes or none.
+    let (data_tx, dns_tx) = (stop_tx.clone(), stop_tx.clone());
+    let (data_stopped, admin_stopped, dns_stopped) = (stopped(), stopped(), stopped());
+    let endpoints = gateway.clone();
     let data_plane = async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(data_stopped)
-            .await
-            .context("serving the data plane");
+        gateway.serve_public(listener, data_stopped).await;
         let _ = data_tx.send(true);
-        result
     };
     let admin_plane = async move {
         admin.run(admin_stopped).await;
         let _ = stop_tx.send(true);
     };
-    let (data_result, ()) = tokio::join!(data_plane, admin_plane);
-    data_result
+    let dns_plane = async move {
+        dns.serve(dns_udp, dns_tcp, dns_stopped).await;
+        let _ = dns_tx.send(true);
+    };
+    let closing = stopped();
+    let close_endpoints = async move {
+        closing.await;
+        endpoints.close_endpoints();
+    };
+    tokio::join!(data_plane, admin_plane, dns_plane, close_endpoints);
+    Ok(())
+}
+
+/// Binds DNS on UDP and TCP at the same address; with port 0, on the same free port.
+async fn bind_dns(
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding DNS (UDP) on {addr}"))?;
+        let bound = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // Port 0: the UDP port may be taken for TCP; try another.
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("binding DNS (TCP) on {bound}")),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no free port for DNS on {}: {last:?}",
+        addr.ip()
+    ))
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("'{s}' is not an IP address or IP:PORT"))
 }
 
 /// Azure API for FHIR service names: 3-24 characters, lowercase letters and digits, so

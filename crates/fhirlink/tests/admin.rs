@@ -344,6 +344,7 @@ fn bad_admin_options_are_refused_at_start() {
             .arg(&data)
             .args(extra)
             .env("FHIRLINK_LOG", "error")
+            .env("FHIRLINK_DNS_LISTEN", "127.0.0.1:0")
             .output()
             .unwrap()
     };

@@ -140,7 +140,13 @@ async fn handle(cp: Arc<ControlPlane>, req: Request) -> Response {
     let result = if method.is_mutation() {
         mutate(&cp, request, &who).await
     } else {
-        link_model::handle(&cp.snapshot(), &request, &who, chrono::Utc::now())
+        let state = cp.snapshot();
+        link_model::handle(&state, &request, &who, chrono::Utc::now()).map(|mut out| {
+            if let Some(body) = out.response.body.as_mut() {
+                state.mark_endpoint_faults(body);
+            }
+            out
+        })
     };
     match result {
         Ok(out) if head => {
@@ -233,14 +239,17 @@ async fn mutate(
                         .await
                         .map_err(|e| ArmError::new(500, "InternalServerError", e.to_string()))?;
                     *versions = v;
-                    cp.tx.send_replace(Arc::new(fresh));
+                    cp.publish(fresh);
                     continue;
                 }
                 return Err(store_error(&e));
             }
         }
-        cp.tx.send_replace(Arc::new(next));
+        let published = cp.publish(next);
         drop(versions);
+        if let Some(body) = out.response.body.as_mut() {
+            published.mark_endpoint_faults(body);
+        }
         for name in &out.changes.services_deleted {
             if let Err(e) = cp.store.delete_service(name).await {
                 tracing::error!(service = %name, error = %e, "deleting the data of a FHIR service failed");

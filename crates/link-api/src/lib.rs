@@ -12,7 +12,8 @@
 mod http_glue;
 mod persist;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use fhir_store::Store;
 use link_model::State;
@@ -21,12 +22,26 @@ use tokio::sync::{watch, Mutex};
 pub use http_glue::router;
 pub use persist::OpenError;
 
+/// Private endpoints the network plane could not put on the wire: endpoint id → reason.
+pub type EndpointFaults = BTreeMap<String, String>;
+
+/// The network plane, as the control plane sees it: something that makes the wire match a
+/// state. [`ControlPlane`] calls [`NetworkPlane::apply`] with every new state before the
+/// management call that made it answers, so that a change is in force (listeners bound or
+/// closed, access decisions and DNS answers switched) by the time its caller hears of it.
+pub trait NetworkPlane: Send + Sync {
+    /// Applies `state`, and reports the endpoints it could not serve (shown on the endpoint
+    /// as `provisioningState: Failed`).
+    fn apply(&self, state: &State) -> EndpointFaults;
+}
+
 /// The control plane: state, store and the subscribers to its changes.
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     /// Held while a mutation runs; guards the stored document versions.
     writer: Mutex<persist::Versions>,
     tx: watch::Sender<Arc<State>>,
+    network: RwLock<Option<Arc<dyn NetworkPlane>>>,
 }
 
 impl ControlPlane {
@@ -39,6 +54,7 @@ impl ControlPlane {
             store,
             writer: Mutex::new(versions),
             tx,
+            network: RwLock::new(None),
         };
         cp.ensure_owner(owner).await?;
         Ok(cp)
@@ -65,8 +81,36 @@ impl ControlPlane {
         let mut versions = self.writer.lock().await;
         let (state, v) = persist::load(self.store.as_ref()).await?;
         *versions = v;
-        self.tx.send_replace(Arc::new(state));
+        self.publish(state);
         Ok(())
+    }
+
+    /// Connects the network plane: it is given the current state now, and every new state
+    /// from here on before the call that made it answers.
+    pub async fn attach(&self, network: Arc<dyn NetworkPlane>) {
+        let _writer = self.writer.lock().await;
+        if let Ok(mut slot) = self.network.write() {
+            *slot = Some(network);
+        }
+        let state = State::clone(&self.snapshot());
+        self.publish(state);
+    }
+
+    /// Makes `next` the current state: the network plane applies it first (its report of
+    /// endpoint faults becomes part of the state), then subscribers see it. Callers hold the
+    /// writer lock.
+    fn publish(&self, next: State) -> Arc<State> {
+        let network = self.network.read().ok().and_then(|n| n.clone());
+        let next = match network {
+            Some(network) => {
+                let faults = network.apply(&next);
+                next.with_endpoint_faults(faults)
+            }
+            None => next,
+        };
+        let next = Arc::new(next);
+        self.tx.send_replace(next.clone());
+        next
     }
 
     async fn ensure_owner(&self, owner: &str) -> Result<(), OpenError> {
@@ -80,7 +124,7 @@ impl ControlPlane {
             link_model::ensure_owner(&state, owner, &who, chrono::Utc::now())
         {
             persist::write(self.store.as_ref(), &mut versions, &changes).await?;
-            self.tx.send_replace(Arc::new(next));
+            self.publish(next);
         }
         Ok(())
     }

@@ -26,8 +26,8 @@ pub use handle::{handle, Method, Outcome, Request, Response};
 pub use ipnet::Prefix;
 pub use kind::Kind;
 pub use plan::{
-    plan, DiagnosticExport, EndpointPlan, NetworkPlan, Plan, SecurityRule, ServicePlan, SubnetPlan,
-    ZonePlan,
+    plan, DiagnosticExport, EndpointPlan, NetworkPlan, PeeringPlan, Plan, SecurityRule,
+    ServicePlan, SubnetPlan, ZonePlan,
 };
 pub use render::{default_security_rules, render};
 pub use rules::ensure_owner;

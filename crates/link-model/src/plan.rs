@@ -37,6 +37,8 @@ pub struct ServicePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointPlan {
     pub id: String,
+    /// The endpoint's resource name.
+    pub name: String,
     pub ip: Ipv4Addr,
     pub subnet_id: String,
     pub network_id: String,
@@ -64,18 +66,34 @@ pub struct DiagnosticExport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkPlan {
     pub id: String,
+    /// The network's resource name.
+    pub name: String,
     pub location: String,
     pub prefixes: Vec<Prefix>,
     pub subnets: Vec<SubnetPlan>,
     /// Networks this one is peered with, `Connected` on both sides.
     pub peers: Vec<String>,
+    /// Every peering of this network, whatever its state.
+    pub peerings: Vec<PeeringPlan>,
     /// Names of the private DNS zones linked to this network.
     pub linked_zones: Vec<String>,
+}
+
+/// One side of a virtual network peering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeeringPlan {
+    pub name: String,
+    /// The remote network's id (as the peering names it; it may no longer exist).
+    pub remote_id: String,
+    /// `Initiated`, `Connected` or `Disconnected`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubnetPlan {
     pub id: String,
+    /// The subnet's resource name.
+    pub name: String,
     pub prefix: Prefix,
     /// The rules of the subnet's network security group, if it has one (Azure's defaults
     /// included), by priority.
@@ -183,6 +201,7 @@ fn service_plan(state: &State, svc: &Resource) -> ServicePlan {
             .unwrap_or_default();
         endpoints.push(EndpointPlan {
             id: pe.id.clone(),
+            name: pe.name().to_owned(),
             ip: Ipv4Addr::from(ip),
             subnet_id,
             network_id,
@@ -289,6 +308,7 @@ pub fn plan(state: &State) -> Plan {
                     .and_then(|k| nsg_rules(state, &k));
                     Some(SubnetPlan {
                         id: sn.id.clone(),
+                        name: sn.name().to_owned(),
                         prefix,
                         security_rules,
                     })
@@ -304,6 +324,24 @@ pub fn plan(state: &State) -> Plan {
                     )
                 })
                 .filter_map(|k| state.resources.get(&k).map(|r| r.id.clone()))
+                .collect();
+            let peerings = state
+                .children(&vk, Kind::VirtualNetworkPeering)
+                .map(|p| {
+                    let props = p.body.get("properties").unwrap_or(&Value::Null);
+                    let remote = props
+                        .get("remoteVirtualNetwork")
+                        .map(|r| s(r, "id"))
+                        .unwrap_or("");
+                    let remote_id = state
+                        .get(remote)
+                        .map_or_else(|| remote.to_owned(), |r| r.id.clone());
+                    PeeringPlan {
+                        name: p.name().to_owned(),
+                        remote_id,
+                        state: s(props, "peeringState").to_owned(),
+                    }
+                })
                 .collect();
             let linked_zones = state
                 .of_kind(Kind::VirtualNetworkLink)
@@ -324,6 +362,7 @@ pub fn plan(state: &State) -> Plan {
                 .collect();
             NetworkPlan {
                 id: v.id.clone(),
+                name: v.name().to_owned(),
                 location: v.location().to_owned(),
                 prefixes: v
                     .prop("addressSpace")
@@ -336,6 +375,7 @@ pub fn plan(state: &State) -> Plan {
                     .collect(),
                 subnets,
                 peers,
+                peerings,
                 linked_zones,
             }
         })

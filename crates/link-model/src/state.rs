@@ -70,6 +70,10 @@ impl Resource {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     pub(crate) resources: BTreeMap<String, Resource>,
+    /// Private endpoints the network plane could not put on the wire (lowercase id → the
+    /// reason), as it last reported them. Not stored: it is what this process saw when it
+    /// tried, and it is shown as `provisioningState: Failed` on the endpoint.
+    pub(crate) endpoint_faults: BTreeMap<String, String>,
 }
 
 impl State {
@@ -77,6 +81,53 @@ impl State {
     pub fn from_resources(resources: impl IntoIterator<Item = Resource>) -> State {
         State {
             resources: resources.into_iter().map(|r| (r.key(), r)).collect(),
+            endpoint_faults: BTreeMap::new(),
+        }
+    }
+
+    /// The private endpoints the network plane reported it could not serve, by lowercase
+    /// id, with the reason.
+    pub fn endpoint_faults(&self) -> &BTreeMap<String, String> {
+        &self.endpoint_faults
+    }
+
+    /// This state with the network plane's latest report of endpoint faults (ids in any
+    /// casing).
+    pub fn with_endpoint_faults(mut self, faults: BTreeMap<String, String>) -> State {
+        self.endpoint_faults = faults
+            .into_iter()
+            .map(|(id, reason)| (id.to_lowercase(), reason))
+            .collect();
+        self
+    }
+
+    /// Marks a rendered private endpoint (an ARM body, or a list of them under `value`) as
+    /// `Failed` where the network plane reported a fault, with the reason in
+    /// `properties.provisioningError`.
+    pub fn mark_endpoint_faults(&self, body: &mut Value) {
+        if self.endpoint_faults.is_empty() {
+            return;
+        }
+        if let Some(items) = body.get_mut("value").and_then(Value::as_array_mut) {
+            for item in items {
+                self.mark_endpoint_faults(item);
+            }
+            return;
+        }
+        let Some(reason) = body
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| self.endpoint_faults.get(&id.to_lowercase()))
+            .cloned()
+        else {
+            return;
+        };
+        if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
+            p.insert("provisioningState".into(), Value::String("Failed".into()));
+            p.insert(
+                "provisioningError".into(),
+                json!({"code": "PrivateEndpointListenerFailed", "message": reason}),
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 mod arm;
 mod client;
 mod fhir;
+mod netplane;
 mod network;
 mod output;
 mod role;
@@ -20,6 +21,7 @@ use serde_json::json;
 
 pub(crate) use arm::{run_arm, ArmCommand};
 pub(crate) use fhir::{run_fhir, FhirCommand};
+pub(crate) use netplane::{diagnose, nslookup, DiagnoseArgs, NslookupArgs};
 pub(crate) use network::{run_network, NetworkCommand};
 pub(crate) use role::{run_role, RoleCommand};
 

@@ -60,6 +60,8 @@ impl AdminServer {
             .arg(data)
             .args(extra)
             .env("FHIRLINK_LOG", "warn")
+            // Every server gets its own DNS port too.
+            .env("FHIRLINK_DNS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

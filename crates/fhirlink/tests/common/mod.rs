@@ -45,6 +45,8 @@ impl Server {
             .arg(data)
             .args(extra)
             .env("FHIRLINK_LOG", "warn")
+            // Every server gets its own DNS port too.
+            .env("FHIRLINK_DNS_LISTEN", "127.0.0.1:0")
             // Every server gets its own management port, so that tests run side by side.
             .env("FHIRLINK_ADMIN_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())

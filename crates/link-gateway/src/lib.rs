@@ -1,0 +1,24 @@
+//! The data plane's network front door: the public listener, a listener per private
+//! endpoint whose connection is Approved, and the access decision made on every request
+//! before the FHIR API sees it.
+//!
+//! - [`decide()`]: the pure decision of (view of the plan, listener, source address, Host).
+//!   Public access, the endpoint's connection state, the endpoint's network and its peerings,
+//!   and the security rules of the subnets on the way. Client-supplied headers
+//!   (X-Forwarded-For, Forwarded) are never read; the Host chooses a service, never a path.
+//! - [`GatewayView`]: the [`link_model::Plan`] indexed for decisions.
+//! - [`Gateway`]: owns the listeners, reconciles them to each new plan before the
+//!   management call that produced it answers, and serves the FHIR router behind the
+//!   decision.
+//!
+//! This crate knows HTTP and sockets, and the FHIR API only by its router and its service
+//! naming; it never touches the store or the control-plane state itself.
+
+mod decide;
+mod nsg;
+mod serve;
+mod view;
+
+pub use decide::{decide, Connection, Decision, Denial, Listener, Verdict};
+pub use serve::{Admission, Gateway, GatewayConfig};
+pub use view::GatewayView;
