@@ -20,6 +20,8 @@ pub struct AdminServer {
     pub base: String,
     /// The management API's base URL (https://127.0.0.1:PORT).
     pub admin_url: String,
+    /// The DNS server's address (IP:PORT, UDP and TCP).
+    pub dns: String,
     /// The CA certificate printed at start (None with --admin-plain-http or own certificates).
     pub ca: Option<PathBuf>,
     pub data: PathBuf,
@@ -93,10 +95,17 @@ impl AdminServer {
         } else {
             None
         };
+        let dns_line = next();
+        let dns = dns_line
+            .strip_prefix("fhirlink DNS listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected DNS line: {dns_line:?}"))
+            .to_string();
         AdminServer {
             child,
             base,
             admin_url,
+            dns,
             ca,
             data: data.to_path_buf(),
             _tmp: None,
