@@ -130,8 +130,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.dns_upstream,
     )
     .with_context(|| format!("--dns-suffix {} is not a domain name", args.dns_suffix))?;
-    let (dns_udp, dns_tcp) = bind_dns(args.dns_listen).await?;
-    let dns_addr = dns_udp.local_addr()?;
+    let dns_sockets = link_dns::DnsSockets::bind(args.dns_listen)
+        .with_context(|| format!("binding DNS on {}", args.dns_listen))?;
+    let dns_addr = dns_sockets.local_addr();
     control_plane
         .attach(Arc::new(Wire {
             gateway: gateway.clone(),
@@ -185,7 +186,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     };
     let dns_plane = async move {
-        dns.serve(dns_udp, dns_tcp, dns_stopped).await;
+        dns.serve(dns_sockets, dns_stopped).await;
         let _ = dns_tx.send(true);
     };
     let closing = stopped();
@@ -195,29 +196,6 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::join!(data_plane, admin_plane, dns_plane, close_endpoints);
     Ok(())
-}
-
-/// Binds DNS on UDP and TCP at the same address; with port 0, on the same free port.
-async fn bind_dns(
-    addr: SocketAddr,
-) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let udp = tokio::net::UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding DNS (UDP) on {addr}"))?;
-        let bound = udp.local_addr()?;
-        match tokio::net::TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            // Port 0: the UDP port may be taken for TCP; try another.
-            Err(e) if addr.port() == 0 => last = Some(e),
-            Err(e) => return Err(e).with_context(|| format!("binding DNS (TCP) on {bound}")),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "no free port for DNS on {}: {last:?}",
-        addr.ip()
-    ))
 }
 
 /// `IP` (port 53) or `IP:PORT`.

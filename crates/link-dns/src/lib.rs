@@ -14,4 +14,4 @@ mod answer;
 mod server;
 
 pub use answer::{Answer, DnsConfig, DnsView, ViewName, TTL};
-pub use server::{DnsCounters, DnsServer};
+pub use server::{DnsCounters, DnsServer, DnsSockets};

@@ -16,7 +16,9 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use hickory_server::Server;
 use link_model::Plan;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
 
 use crate::answer::{Answer, DnsConfig, DnsView, ViewName};
 
@@ -77,20 +79,63 @@ impl DnsServer {
         &self.counters
     }
 
-    /// Serves DNS on `udp` and `tcp` until `shutdown` completes.
-    pub async fn serve(
-        self: Arc<Self>,
-        udp: UdpSocket,
-        tcp: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let mut server = Server::new(Handler(self));
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_TIMEOUT, 64);
-        shutdown.await;
-        if let Err(e) = server.shutdown_gracefully().await {
-            tracing::warn!(error = %e, "DNS server stopped with an error");
+    /// Serves DNS on `sockets` until `shutdown` completes.
+    ///
+    /// Each UDP socket gets a thread of its own with a single-threaded runtime: a query is
+    /// received, answered and sent on one thread, with no wake-ups across threads (on two
+    /// cores those cost more than the answer itself). TCP is served on the first.
+    pub async fn serve(self: Arc<Self>, sockets: DnsSockets, shutdown: impl Future<Output = ()>) {
+        let (stop, stopped) = watch::channel(false);
+        let mut tcp = Some(sockets.tcp);
+        let mut threads = Vec::new();
+        for (i, udp) in sockets.udp.into_iter().enumerate() {
+            let server = self.clone();
+            let tcp = tcp.take();
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("fhirlink-dns-{i}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "DNS: no runtime for a UDP socket");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let mut dns = Server::new(Handler(server));
+                        match UdpSocket::from_std(udp) {
+                            Ok(udp) => dns.register_socket(udp),
+                            Err(e) => tracing::error!(error = %e, "DNS: UDP socket"),
+                        }
+                        if let Some(tcp) = tcp {
+                            match TcpListener::from_std(tcp) {
+                                Ok(tcp) => dns.register_listener(tcp, TCP_TIMEOUT, 64),
+                                Err(e) => tracing::error!(error = %e, "DNS: TCP listener"),
+                            }
+                        }
+                        let _ = stopped.wait_for(|s| *s).await;
+                        if let Err(e) = dns.shutdown_gracefully().await {
+                            tracing::warn!(error = %e, "DNS server stopped with an error");
+                        }
+                    });
+                });
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => tracing::error!(error = %e, "DNS: cannot start a thread"),
+            }
         }
+        shutdown.await;
+        let _ = stop.send(true);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 
     /// Asks the upstream server the same question (the client's raw query, its id kept).
@@ -110,6 +155,66 @@ impl DnsServer {
             .ok()?;
         Message::from_vec(&buf[..n]).ok()
     }
+}
+
+/// The DNS server's sockets: one UDP socket per core on the same address
+/// (`SO_REUSEPORT`, so the kernel spreads clients over them and each has its own receive
+/// loop), and a TCP listener on the same port.
+pub struct DnsSockets {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: std::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl DnsSockets {
+    /// Binds `addr` for UDP and TCP; with port 0, one free port for both.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<DnsSockets> {
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let mut last = None;
+        for _ in 0..16 {
+            let first = udp_socket(addr)?;
+            let bound = first.local_addr()?;
+            let mut udp = vec![first];
+            for _ in 1..loops {
+                udp.push(udp_socket(bound)?);
+            }
+            match tcp_listener(bound) {
+                Ok(tcp) => {
+                    return Ok(DnsSockets {
+                        udp,
+                        tcp,
+                        addr: bound,
+                    })
+                }
+                // Port 0: the UDP port may be taken for TCP; try another.
+                Err(e) if addr.port() == 0 => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+    }
+
+    /// The address DNS is served on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 struct Handler(Arc<DnsServer>);
