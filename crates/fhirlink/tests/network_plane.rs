@@ -229,6 +229,7 @@ fn seed(s: &AdminServer, auto: bool) {
     }
 }
 
+/// The spoke network and hub's side of the peering (Initiated until [`peer_back`]).
 fn spoke(s: &AdminServer) {
     let cli = |args: &[&str]| {
         let mut all = args.to_vec();
@@ -260,11 +261,17 @@ fn spoke(s: &AdminServer) {
         "--remote-vnet",
         "spoke",
     ]);
-    cli(&[
+}
+
+/// Spoke's side of the peering: both `Connected`.
+fn peer_back(s: &AdminServer) {
+    s.cli_json(&[
         "network",
         "vnet",
         "peering",
         "create",
+        "-g",
+        "rg1",
         "--vnet-name",
         "spoke",
         "-n",
@@ -345,8 +352,18 @@ fn seed_hub_and_spoke_with_dig_nslookup_and_curl() {
         "{text}"
     );
 
-    // A spoke peered with hub but not linked resolves the public chain and gets 403.
+    // A spoke whose peering with hub is only half made has no path to the endpoint.
     spoke(&s);
+    assert_eq!(curl(&s, SPOKE_VM, "127.10.1.4", &[]).map(|r| r.0), Ok(403));
+    let d = diagnose(&s, SPOKE_VM);
+    assert!(
+        fixes(&d).contains(
+            "The peering between VNet spoke and hub is Initiated: create the peering from spoke to hub as well"
+        ),
+        "{d}"
+    );
+    // A spoke peered with hub but not linked resolves the public chain and gets 403.
+    peer_back(&s);
     let addr = resolve(&s, SPOKE_VM, FQDN);
     assert_eq!(addr, "127.0.0.1", "unlinked spoke gets the public chain");
     assert_denied(
