@@ -82,8 +82,24 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("opening the control plane")?;
     let control_plane = Arc::new(control_plane);
-    // Data-plane services no ARM resource manages (`default`, `--services`) have public
-    // names too.
+    // Every data-plane service is an ARM resource: those fhirlink made itself (`default`,
+    // `--services`, or left by an older version) are adopted into the home resource group,
+    // and the owner may use their data (FHIR Data Contributor).
+    for name in store
+        .list_services()
+        .await
+        .context("listing the FHIR services")?
+    {
+        if control_plane
+            .adopt_service(&name, &args.admin.owner)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
+            .with_context(|| format!("making FHIR service '{name}' a managed resource"))?
+        {
+            tracing::info!(service = %name, group = link_api::HOME_GROUP, owner = %args.admin.owner, "FHIR service adopted; the owner is its FHIR Data Contributor");
+        }
+    }
+    // Should one remain unmanaged, its public name still resolves.
     let managed: Vec<String> = control_plane
         .snapshot()
         .of_kind(link_model::Kind::FhirService)

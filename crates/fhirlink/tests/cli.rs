@@ -351,9 +351,10 @@ fn cli_runs_the_seed_flows() {
             .collect()
     };
     assert_eq!(names(cli(&["fhir", "list"])), ["clisvc", "clisvc2"]);
+    // The subscription also holds `default`, which fhirlink made and adopted at start.
     assert_eq!(
         names(s.cli_json(&["fhir", "list", "--all"])),
-        ["clisvc", "clisvc2"]
+        ["default", "clisvc", "clisvc2"]
     );
     cli(&["fhir", "delete", "-n", "clisvc2"]);
     assert_eq!(names(cli(&["fhir", "list"])), ["clisvc"]);

@@ -138,7 +138,7 @@ async fn handle(cp: Arc<ControlPlane>, req: Request) -> Response {
         taken_service_names: &empty,
     };
     let result = if method.is_mutation() {
-        mutate(&cp, request, &who).await
+        mutate(&cp, request, &who, None).await
     } else {
         let state = cp.snapshot();
         link_model::handle(&state, &request, &who, chrono::Utc::now()).map(|mut out| {
@@ -194,10 +194,14 @@ async fn taken_names(
         .collect())
 }
 
-async fn mutate(
+/// Runs one mutation: decide, create new services' stores, persist, publish. `adopting`
+/// names a data-plane service that already exists in the store and is being made an ARM
+/// resource: it is not taken, and its data is never removed if the write fails.
+pub(crate) async fn mutate(
     cp: &ControlPlane,
     request: link_model::Request<'_>,
     who: &Principal,
+    adopting: Option<&str>,
 ) -> Result<Outcome, ArmError> {
     let mut attempt = 0;
     loop {
@@ -208,11 +212,14 @@ async fn mutate(
             .path
             .to_ascii_lowercase()
             .contains("microsoft.healthcareapis");
-        let taken = if needs_names {
+        let mut taken = if needs_names {
             taken_names(cp, &state).await?
         } else {
             BTreeSet::new()
         };
+        if let Some(name) = adopting {
+            taken.remove(&name.to_lowercase());
+        }
         let req = link_model::Request {
             taken_service_names: &taken,
             ..request.clone()
@@ -231,7 +238,9 @@ async fn mutate(
             Ok(()) => {}
             Err(e) => {
                 for name in &out.changes.services_created {
-                    let _ = cp.store.delete_service(name).await;
+                    if adopting.is_none_or(|a| !a.eq_ignore_ascii_case(name)) {
+                        let _ = cp.store.delete_service(name).await;
+                    }
                 }
                 if matches!(e, fhir_store::StoreError::Conflict { .. }) && attempt < 3 {
                     // Another process changed the state: reload and decide again.

@@ -22,6 +22,12 @@ use tokio::sync::{watch, Mutex};
 pub use http_glue::router;
 pub use persist::OpenError;
 
+/// Where fhirlink puts the FHIR services it creates itself (`default`, `--services`): a
+/// resource group of the default subscription, the CLI's defaults.
+pub const HOME_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+pub const HOME_GROUP: &str = "fhirlink";
+pub const HOME_LOCATION: &str = "westus2";
+
 /// Private endpoints the network plane could not put on the wire: endpoint id → reason.
 pub type EndpointFaults = BTreeMap<String, String>;
 
@@ -83,6 +89,75 @@ impl ControlPlane {
         *versions = v;
         self.publish(state);
         Ok(())
+    }
+
+    /// Makes a data-plane service that no ARM resource claims (`default`, `--services`) an
+    /// ARM FHIR service in the home resource group, so that it has public access settings,
+    /// private endpoints, authentication and role assignments like any other, and grants
+    /// `owner` FHIR Data Contributor on it. Returns false when an ARM service of that name
+    /// already exists (nothing is changed then).
+    pub async fn adopt_service(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> Result<bool, link_model::ArmError> {
+        let state = self.snapshot();
+        if state
+            .of_kind(link_model::Kind::FhirService)
+            .any(|r| r.name().eq_ignore_ascii_case(name))
+        {
+            return Ok(false);
+        }
+        let who = link_model::Principal {
+            id: owner.to_owned(),
+            issuer: "fhirlink".to_owned(),
+        };
+        let group = format!("/subscriptions/{HOME_SUBSCRIPTION}/resourceGroups/{HOME_GROUP}");
+        let service = format!("{group}/providers/Microsoft.HealthcareApis/services/{name}");
+        let assignment = format!(
+            "{service}/providers/Microsoft.Authorization/roleAssignments/{}",
+            uuid::Uuid::new_v4()
+        );
+        let role = format!(
+            "/subscriptions/{HOME_SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{}",
+            link_model::FHIR_DATA_CONTRIBUTOR
+        );
+        let calls = [
+            (
+                group.clone(),
+                "2025-04-01",
+                serde_json::json!({"location": HOME_LOCATION}),
+            ),
+            (
+                service,
+                "2024-03-31",
+                serde_json::json!({"location": HOME_LOCATION, "kind": "fhir-R4", "properties": {}}),
+            ),
+            (
+                assignment,
+                "2022-04-01",
+                serde_json::json!({"properties": {"roleDefinitionId": role, "principalId": owner}}),
+            ),
+        ];
+        let empty = std::collections::BTreeSet::new();
+        for (i, (path, api_version, body)) in calls.iter().enumerate() {
+            if i == 0 && self.snapshot().get(&group).is_some() {
+                continue;
+            }
+            let bytes = body.to_string().into_bytes();
+            let request = link_model::Request {
+                method: link_model::Method::Put,
+                path,
+                api_version: Some(api_version),
+                filter: None,
+                if_match: None,
+                if_none_match: None,
+                body: &bytes,
+                taken_service_names: &empty,
+            };
+            http_glue::mutate(self, request, &who, Some(name)).await?;
+        }
+        Ok(true)
     }
 
     /// Connects the network plane: it is given the current state now, and every new state

@@ -57,6 +57,7 @@ fn plan(spoke_linked: bool) -> Plan {
                 public_access: false,
                 endpoints: vec![],
                 diagnostics: vec![],
+                ..ServicePlan::default()
             },
             ServicePlan {
                 name: "nolink".into(),
@@ -64,6 +65,7 @@ fn plan(spoke_linked: bool) -> Plan {
                 public_access: true,
                 endpoints: vec![],
                 diagnostics: vec![],
+                ..ServicePlan::default()
             },
         ],
         networks: vec![

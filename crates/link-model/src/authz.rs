@@ -16,12 +16,28 @@ pub struct Role {
     pub description: &'static str,
     pub actions: &'static [&'static str],
     pub not_actions: &'static [&'static str],
+    /// Data-plane permissions (Azure's `dataActions`): what the role may do with a FHIR
+    /// service's data. Management roles (Owner included) have none, as in Azure.
+    pub data_actions: &'static [&'static str],
+    pub not_data_actions: &'static [&'static str],
 }
 
 pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
 pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
 pub const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
 pub const NETWORK_CONTRIBUTOR: &str = "4d97b98b-1d4f-4787-a291-c67834d212e7";
+pub const FHIR_DATA_READER: &str = "4c8d0bbc-75d3-4935-991f-5f3c56d81508";
+pub const FHIR_DATA_WRITER: &str = "3f88fce4-5892-4214-ae73-ba5294559913";
+pub const FHIR_DATA_CONTRIBUTOR: &str = "5a1fc7df-4bf1-4951-a576-89034ee01acd";
+pub const FHIR_DATA_EXPORTER: &str = "3db33094-8700-4567-8da5-1501d4e7e843";
+
+/// The data actions of a FHIR service (Azure's `Microsoft.HealthcareApis/services/fhir/...`).
+pub const DATA_READ: &str = "Microsoft.HealthcareApis/services/fhir/resources/read";
+pub const DATA_WRITE: &str = "Microsoft.HealthcareApis/services/fhir/resources/write";
+pub const DATA_DELETE: &str = "Microsoft.HealthcareApis/services/fhir/resources/delete";
+pub const DATA_HARD_DELETE: &str =
+    "Microsoft.HealthcareApis/services/fhir/resources/hardDelete/action";
+pub const DATA_EXPORT: &str = "Microsoft.HealthcareApis/services/fhir/resources/export/action";
 
 /// The built-in roles fhirlink knows (Azure's definitions, reduced to their actions).
 pub const ROLES: &[Role] = &[
@@ -31,6 +47,8 @@ pub const ROLES: &[Role] = &[
         description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
         actions: &["*"],
         not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
     },
     Role {
         id: CONTRIBUTOR,
@@ -42,6 +60,8 @@ pub const ROLES: &[Role] = &[
             "Microsoft.Authorization/*/Write",
             "Microsoft.Authorization/elevateAccess/Action",
         ],
+        data_actions: &[],
+        not_data_actions: &[],
     },
     Role {
         id: READER,
@@ -49,6 +69,8 @@ pub const ROLES: &[Role] = &[
         description: "View all resources, but does not allow you to make any changes.",
         actions: &["*/read"],
         not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
     },
     Role {
         id: NETWORK_CONTRIBUTOR,
@@ -64,6 +86,47 @@ pub const ROLES: &[Role] = &[
             "Microsoft.Support/*",
         ],
         not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    Role {
+        id: FHIR_DATA_READER,
+        name: "FHIR Data Reader",
+        description: "Role allows user or principal to read FHIR Data",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &["Microsoft.HealthcareApis/services/fhir/resources/read"],
+        not_data_actions: &[],
+    },
+    Role {
+        id: FHIR_DATA_WRITER,
+        name: "FHIR Data Writer",
+        description: "Role allows user or principal to read and write FHIR Data",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &["Microsoft.HealthcareApis/services/fhir/resources/*"],
+        not_data_actions: &["Microsoft.HealthcareApis/services/fhir/resources/hardDelete/action"],
+    },
+    Role {
+        id: FHIR_DATA_CONTRIBUTOR,
+        name: "FHIR Data Contributor",
+        description: "Role allows user or principal full access to FHIR Data",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &["Microsoft.HealthcareApis/services/fhir/resources/*"],
+        not_data_actions: &[],
+    },
+    Role {
+        id: FHIR_DATA_EXPORTER,
+        name: "FHIR Data Exporter",
+        description: "Role allows user or principal to read and export FHIR Data",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.HealthcareApis/services/fhir/resources/read",
+            "Microsoft.HealthcareApis/services/fhir/resources/export/action",
+        ],
+        not_data_actions: &[],
     },
 ];
 
@@ -104,6 +167,12 @@ impl Role {
             && !self.not_actions.iter().any(|p| matches(p, action))
     }
 
+    /// Whether the role grants a data action on a FHIR service.
+    pub fn permits_data(&self, action: &str) -> bool {
+        self.data_actions.iter().any(|p| matches(p, action))
+            && !self.not_data_actions.iter().any(|p| matches(p, action))
+    }
+
     /// The role definition as ARM returns it, under `scope_path` (`""` for root).
     pub fn to_json(&self, scope_path: &str) -> Value {
         json!({
@@ -118,8 +187,8 @@ impl Role {
                 "permissions": [{
                     "actions": self.actions,
                     "notActions": self.not_actions,
-                    "dataActions": [],
-                    "notDataActions": []
+                    "dataActions": self.data_actions,
+                    "notDataActions": self.not_data_actions
                 }]
             }
         })

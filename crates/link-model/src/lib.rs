@@ -20,13 +20,17 @@ mod rules;
 mod state;
 mod txn;
 
-pub use authz::{allowed, role, Role, CONTRIBUTOR, NETWORK_CONTRIBUTOR, OWNER, READER, ROLES};
+pub use authz::{
+    allowed, role, Role, CONTRIBUTOR, DATA_DELETE, DATA_EXPORT, DATA_HARD_DELETE, DATA_READ,
+    DATA_WRITE, FHIR_DATA_CONTRIBUTOR, FHIR_DATA_EXPORTER, FHIR_DATA_READER, FHIR_DATA_WRITER,
+    NETWORK_CONTRIBUTOR, OWNER, READER, ROLES,
+};
 pub use error::ArmError;
 pub use handle::{handle, Method, Outcome, Request, Response};
 pub use ipnet::Prefix;
 pub use kind::Kind;
 pub use plan::{
-    plan, DiagnosticExport, EndpointPlan, NetworkPlan, PeeringPlan, Plan, SecurityRule,
+    plan, DataRights, DiagnosticExport, EndpointPlan, NetworkPlan, PeeringPlan, Plan, SecurityRule,
     ServicePlan, SubnetPlan, ZonePlan,
 };
 pub use render::{default_security_rules, render};

@@ -23,7 +23,7 @@ pub struct Plan {
     pub zones: Vec<ZonePlan>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServicePlan {
     /// The data-plane name (Host `<name>.<suffix>`).
     pub name: String,
@@ -32,6 +32,62 @@ pub struct ServicePlan {
     pub public_access: bool,
     pub endpoints: Vec<EndpointPlan>,
     pub diagnostics: Vec<DiagnosticExport>,
+    /// `authenticationConfiguration.authority`: the token issuer the service trusts (empty:
+    /// fhirlink's own issuer).
+    pub authority: String,
+    /// `authenticationConfiguration.audience`: the `aud` its tokens must carry.
+    pub audience: String,
+    /// `authenticationConfiguration.smartProxyEnabled`.
+    pub smart_proxy: bool,
+    /// Who may do what with the service's data: principal (object) id → rights, from FHIR
+    /// data role assignments at the service's scope or above and from `accessPolicies`.
+    pub data_access: BTreeMap<String, DataRights>,
+}
+
+/// The data actions a principal holds on a FHIR service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataRights {
+    pub read: bool,
+    pub write: bool,
+    pub delete: bool,
+    pub hard_delete: bool,
+    pub export: bool,
+}
+
+impl DataRights {
+    /// Everything (an `accessPolicies` entry: Azure API for FHIR gives listed object ids
+    /// full access to the data).
+    pub const ALL: DataRights = DataRights {
+        read: true,
+        write: true,
+        delete: true,
+        hard_delete: true,
+        export: true,
+    };
+
+    fn union(self, o: DataRights) -> DataRights {
+        DataRights {
+            read: self.read || o.read,
+            write: self.write || o.write,
+            delete: self.delete || o.delete,
+            hard_delete: self.hard_delete || o.hard_delete,
+            export: self.export || o.export,
+        }
+    }
+
+    fn of_role(role: &crate::Role) -> DataRights {
+        DataRights {
+            read: role.permits_data(crate::DATA_READ),
+            write: role.permits_data(crate::DATA_WRITE),
+            delete: role.permits_data(crate::DATA_DELETE),
+            hard_delete: role.permits_data(crate::DATA_HARD_DELETE),
+            export: role.permits_data(crate::DATA_EXPORT),
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.read || self.write || self.delete || self.hard_delete || self.export
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,12 +297,50 @@ fn service_plan(state: &State, svc: &Resource) -> ServicePlan {
             }
         })
         .collect();
+    let auth = svc
+        .prop("authenticationConfiguration")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut data_access: BTreeMap<String, DataRights> = BTreeMap::new();
+    for ra in state.of_kind(Kind::RoleAssignment) {
+        let p = ra.body.get("properties").cloned().unwrap_or(Value::Null);
+        let scope = crate::path::key_of_scope(s(&p, "scope"));
+        if !crate::authz::covers(&scope, &key) {
+            continue;
+        }
+        let Some(role) = crate::authz::role(crate::authz::role_guid(s(&p, "roleDefinitionId")))
+        else {
+            continue;
+        };
+        let rights = DataRights::of_role(role);
+        if rights.any() {
+            let e = data_access
+                .entry(s(&p, "principalId").to_owned())
+                .or_default();
+            *e = e.union(rights);
+        }
+    }
+    for policy in svc
+        .prop("accessPolicies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = s(policy, "objectId");
+        if !id.is_empty() {
+            data_access.insert(id.to_owned(), DataRights::ALL);
+        }
+    }
     ServicePlan {
         name: svc.name().to_owned(),
         id: svc.id.clone(),
         public_access: svc.prop("publicNetworkAccess").and_then(Value::as_str) != Some("Disabled"),
         endpoints,
         diagnostics,
+        authority: s(&auth, "authority").to_owned(),
+        audience: s(&auth, "audience").to_owned(),
+        smart_proxy: auth.get("smartProxyEnabled").and_then(Value::as_bool) == Some(true),
+        data_access,
     }
 }
 

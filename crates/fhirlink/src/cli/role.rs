@@ -10,17 +10,6 @@ use super::client::{ArmClient, Connection};
 use super::output::{self, at, col, Column};
 use super::{api, Ids};
 
-/// Azure's built-in roles fhirlink knows, by name and role definition GUID.
-const ROLES: &[(&str, &str)] = &[
-    ("Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"),
-    ("Contributor", "b24988ac-6180-42a0-ab88-20f7382dd24c"),
-    ("Reader", "acdd72a7-3385-48ef-bd42-f606fba81ae7"),
-    (
-        "Network Contributor",
-        "4d97b98b-1d4f-4787-a291-c67834d212e7",
-    ),
-];
-
 #[derive(Args)]
 pub(crate) struct RoleCommand {
     #[command(flatten)]
@@ -43,7 +32,8 @@ enum AssignmentAction {
         /// The principal (a token's `sub`).
         #[arg(long)]
         assignee: String,
-        /// Owner, Contributor, Reader or Network Contributor (or a role definition GUID).
+        /// Owner, Contributor, Reader, Network Contributor, FHIR Data Reader, FHIR Data
+        /// Writer, FHIR Data Contributor or FHIR Data Exporter (or a role definition GUID).
         #[arg(long)]
         role: String,
         /// The scope: a resource id, a resource group's or a subscription's id, or `/`
@@ -68,25 +58,22 @@ const ASSIGNMENT_COLUMNS: &[Column] = &[
     col("Role", |v| {
         let guid = at(v, "/properties/roleDefinitionId");
         let guid = guid.rsplit('/').next().unwrap_or_default();
-        ROLES
-            .iter()
-            .find(|(_, id)| id.eq_ignore_ascii_case(guid))
-            .map(|(name, _)| name.to_string())
+        link_model::role(guid)
+            .map(|r| r.name.to_string())
             .unwrap_or_else(|| guid.to_string())
     }),
     col("Scope", |v| at(v, "/properties/scope")),
     col("Name", |v| at(v, "/name")),
 ];
 
-fn role_guid(role: &str) -> anyhow::Result<&str> {
-    ROLES
+fn role_guid(role: &str) -> anyhow::Result<&'static str> {
+    link_model::ROLES
         .iter()
-        .find(|(name, id)| name.eq_ignore_ascii_case(role) || id.eq_ignore_ascii_case(role))
-        .map(|(_, id)| *id)
+        .find(|r| r.name.eq_ignore_ascii_case(role) || r.id.eq_ignore_ascii_case(role))
+        .map(|r| r.id)
         .ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown role '{role}': Owner, Contributor, Reader or Network Contributor"
-            )
+            let names: Vec<&str> = link_model::ROLES.iter().map(|r| r.name).collect();
+            anyhow::anyhow!("unknown role '{role}': {}", names.join(", "))
         })
 }
 
@@ -149,8 +136,15 @@ mod tests {
 
     #[test]
     fn roles_by_name_or_guid() {
-        assert_eq!(role_guid("network contributor").unwrap(), ROLES[3].1);
-        assert_eq!(role_guid(ROLES[0].1).unwrap(), ROLES[0].1);
+        assert_eq!(
+            role_guid("network contributor").unwrap(),
+            link_model::NETWORK_CONTRIBUTOR
+        );
+        assert_eq!(
+            role_guid("FHIR Data Reader").unwrap(),
+            link_model::FHIR_DATA_READER
+        );
+        assert_eq!(role_guid(link_model::OWNER).unwrap(), link_model::OWNER);
         assert!(role_guid("Superuser").is_err());
         let g = new_guid();
         assert_eq!(g.len(), 36);

@@ -149,6 +149,7 @@ pub fn plan(
                     endpoint(PE2, "127.10.1.5", "Pending"),
                 ],
                 diagnostics: vec![],
+                ..ServicePlan::default()
             },
             ServicePlan {
                 name: "open".into(),
@@ -156,6 +157,7 @@ pub fn plan(
                 public_access: true,
                 endpoints: vec![],
                 diagnostics: vec![],
+                ..ServicePlan::default()
             },
         ],
         networks: vec![
