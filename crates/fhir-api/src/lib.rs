@@ -6,6 +6,8 @@
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
+pub mod access;
+mod authorize;
 mod bundle;
 mod capabilities;
 mod error;
@@ -26,6 +28,7 @@ use axum::Router;
 use fhir_model::Definitions;
 use fhir_store::Store;
 
+pub use access::Access;
 pub use error::FhirError;
 pub use service::DEFAULT_SERVICE;
 
@@ -40,6 +43,9 @@ pub struct ApiConfig {
     pub max_page_size: usize,
     /// Largest number of entries a batch or transaction may carry.
     pub max_bundle_entries: usize,
+    /// Refuse requests that carry no [`Access`] (set by the authentication layer in
+    /// front). Off for a router used on its own, as in this crate's tests.
+    pub require_access: bool,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +55,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_page_size: 1000,
             max_bundle_entries: 20_000,
+            require_access: false,
         }
     }
 }

@@ -7,6 +7,8 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fhir_model::IssueCode;
 
+use crate::access::Access;
+use crate::authorize::{authorize, Admitted};
 use crate::error::FhirError;
 use crate::request::Ctx;
 use crate::search::{self, Scope};
@@ -37,11 +39,50 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
             "FHIR service '{service}' does not exist"
         )));
     }
+    let access = match parts.extensions.get::<Access>() {
+        Some(a) => a.clone(),
+        None if state.inner.config.require_access => {
+            return Err(FhirError::new(
+                StatusCode::FORBIDDEN,
+                IssueCode::Forbidden,
+                "no identity was established for this request",
+            ))
+        }
+        None => Access::unrestricted("anonymous"),
+    };
     let segments = decode_segments(parts.uri.path())?;
     let method = parts.method.clone();
-    let ctx = Ctx::new(state, service, parts.headers, parts.uri.query())?;
+    let mut ctx = Ctx::new(state, service, parts.headers, parts.uri.query())?;
     let limit = ctx.state.inner.config.max_body_bytes;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let body = match authorize(
+        &ctx.state,
+        &ctx.service,
+        &access,
+        &method,
+        &segs,
+        &ctx.params,
+        body,
+    )
+    .await?
+    {
+        Admitted::AsIs(body) => body,
+        // A patient-scoped type search runs inside the patient's compartment.
+        Admitted::InCompartment(patient, body) => {
+            return match segs.as_slice() {
+                ["Patient", rest @ ..] => {
+                    ctx.params.push(("_id".into(), patient));
+                    let body = (!rest.is_empty()).then_some(body);
+                    search::search(&ctx, Scope::Type("Patient"), body).await
+                }
+                [t, rest @ ..] => {
+                    let body = (!rest.is_empty()).then_some(body);
+                    search::search(&ctx, Scope::Compartment("Patient", &patient, t), body).await
+                }
+                [] => Err(FhirError::bad_request("no type to search")),
+            };
+        }
+    };
 
     match segs.as_slice() {
         [] => match method {

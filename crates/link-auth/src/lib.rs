@@ -7,6 +7,8 @@
 //!   built from the issuers it trusts (open to external OIDC issuers later).
 //! - [`tls`]: the local CA and server certificate in the data folder, or the operator's own;
 //!   the client side that trusts the CA.
+//! - [`service_tls`]: the data plane's certificates, one per FHIR service chosen by SNI
+//!   and a default one for `localhost` and the listeners' addresses.
 //! - [`https`]: the TLS serving loop for an axum router, with graceful shutdown.
 //!
 //! This crate knows nothing of ARM, the control-plane model or the store: it turns a bearer
@@ -15,6 +17,7 @@
 pub mod https;
 pub mod identity;
 pub mod jwt;
+pub mod service_tls;
 pub mod tls;
 
 mod files;

@@ -98,53 +98,15 @@ impl ServerIdentity {
     ) -> Result<ServerIdentity, TlsError> {
         let ca = LocalCa::load_or_create(data)?;
         let mut names = vec![
-            SanType::DnsName("localhost".try_into()?),
-            SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
-            SanType::IpAddress(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
         ];
-        let mut add = |san: SanType| {
-            if !names.contains(&san) {
-                names.push(san);
-            }
-        };
         if !listen_ip.is_unspecified() {
-            add(SanType::IpAddress(listen_ip));
+            names.push(listen_ip.to_string());
         }
-        for name in extra_names {
-            match name.parse::<IpAddr>() {
-                Ok(ip) => add(SanType::IpAddress(ip)),
-                Err(_) => {
-                    let bad = || {
-                        TlsError::Other(format!("'{name}' is neither a DNS name nor an IP address"))
-                    };
-                    rustls::pki_types::DnsName::try_from(name.as_str()).map_err(|_| bad())?;
-                    add(SanType::DnsName(
-                        name.as_str().try_into().map_err(|_| bad())?,
-                    ))
-                }
-            }
-        }
-        let now = OffsetDateTime::now_utc();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "fhirlink management API");
-        params.subject_alt_names = names;
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(SERVER_LIFETIME_DAYS);
-        params.serial_number = Some(random_serial()?);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.signed_by(&key, &ca.issuer)?;
-        let identity = ServerIdentity {
-            chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::try_from(key.serialize_der())
-                .map_err(|e| TlsError::Other(e.to_string()))?,
-            ca_path: Some(ca.cert_path.clone()),
-        };
+        names.extend(extra_names.iter().cloned());
+        let identity = ca.issue("fhirlink management API", &names)?;
         // The issuer is rebuilt from fixed parameters, not parsed from ca.pem: prove that the
         // stored CA really verifies what it signed before serving it.
         let roots = root_store(&ca.cert_path)?;
@@ -178,13 +140,59 @@ impl ServerIdentity {
 }
 
 /// The data folder's certificate authority.
-struct LocalCa {
+pub(crate) struct LocalCa {
     issuer: Issuer<'static, KeyPair>,
-    cert_path: PathBuf,
+    pub(crate) cert_path: PathBuf,
 }
 
 impl LocalCa {
-    fn load_or_create(data: &Path) -> Result<LocalCa, TlsError> {
+    /// A server certificate with a fresh key for `names` (DNS names or IP addresses,
+    /// duplicates dropped), signed by this CA.
+    pub(crate) fn issue(
+        &self,
+        common_name: &str,
+        names: &[String],
+    ) -> Result<ServerIdentity, TlsError> {
+        let mut sans: Vec<SanType> = Vec::new();
+        for name in names {
+            let san = match name.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => {
+                    let bad = || {
+                        TlsError::Other(format!("'{name}' is neither a DNS name nor an IP address"))
+                    };
+                    rustls::pki_types::DnsName::try_from(name.as_str()).map_err(|_| bad())?;
+                    SanType::DnsName(name.as_str().try_into().map_err(|_| bad())?)
+                }
+            };
+            if !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.subject_alt_names = sans;
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(SERVER_LIFETIME_DAYS);
+        params.serial_number = Some(random_serial()?);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServerIdentity {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::try_from(key.serialize_der())
+                .map_err(|e| TlsError::Other(e.to_string()))?,
+            ca_path: Some(self.cert_path.clone()),
+        })
+    }
+
+    pub(crate) fn load_or_create(data: &Path) -> Result<LocalCa, TlsError> {
         let dir = data.join("tls");
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca-key.pem");
