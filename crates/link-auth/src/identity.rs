@@ -283,6 +283,159 @@ mod tests {
         }
     }
 
+    fn request(now: i64) -> TokenRequest {
+        TokenRequest {
+            subject: "alice".into(),
+            audience: "https://myfhir.azurehealthcareapis.com".into(),
+            scopes: vec!["launch/patient".into(), "patient/Observation.rs".into()],
+            patient: Some("p-1".into()),
+            fhir_user: Some("Patient/p-1".into()),
+            client_id: Some("fhirlink-cli".into()),
+            now,
+            lifetime_secs: 300,
+        }
+    }
+
+    #[test]
+    fn data_plane_tokens_carry_audience_scopes_and_launch_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let i = LocalIssuer::load_or_create(dir.path()).unwrap();
+        let now = unix_now();
+        let token = i.mint_with(&request(now)).unwrap();
+        let id = i
+            .verifier()
+            .verify_for(&token, now, &["https://myfhir.azurehealthcareapis.com/"])
+            .unwrap();
+        assert_eq!(
+            id,
+            crate::jwt::Identity {
+                subject: "alice".into(),
+                issuer: LOCAL_ISSUER.into(),
+                audience: "https://myfhir.azurehealthcareapis.com/".into(),
+                object_id: None,
+                client_id: Some("fhirlink-cli".into()),
+                scopes: vec!["launch/patient".into(), "patient/Observation.rs".into()],
+                roles: vec![],
+                patient: Some("p-1".into()),
+                fhir_user: Some("Patient/p-1".into()),
+            }
+        );
+        // Not a management token, and not one for another service.
+        assert_eq!(
+            i.verifier().verify(&token, now),
+            Err(crate::jwt::TokenError::WrongAudience)
+        );
+        // A bare request: no scope claim at all.
+        let bare = TokenRequest {
+            scopes: vec![],
+            patient: None,
+            fhir_user: None,
+            client_id: None,
+            ..request(now)
+        };
+        let id = i
+            .verifier()
+            .verify_for(&i.mint_with(&bare).unwrap(), now, &[&bare.audience])
+            .unwrap();
+        assert!(id.scopes.is_empty() && id.patient.is_none());
+        // The management audience works through mint_with as through mint.
+        let mgmt = TokenRequest {
+            audience: MANAGEMENT_AUDIENCE.into(),
+            ..bare
+        };
+        assert!(i
+            .verifier()
+            .verify(&i.mint_with(&mgmt).unwrap(), now)
+            .is_ok());
+    }
+
+    #[test]
+    fn mint_with_refuses_what_the_verifier_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let i = LocalIssuer::load_or_create(dir.path()).unwrap();
+        let r = request(0);
+        let refused = |req: TokenRequest| i.mint_with(&req).unwrap_err();
+        assert!(matches!(
+            refused(TokenRequest {
+                subject: "".into(),
+                ..r.clone()
+            }),
+            IdentityError::BadPrincipal
+        ));
+        assert!(matches!(
+            refused(TokenRequest {
+                lifetime_secs: 0,
+                ..r.clone()
+            }),
+            IdentityError::BadLifetime
+        ));
+        for aud in ["", "https://x y", "https://\u{e9}"] {
+            assert!(matches!(
+                refused(TokenRequest {
+                    audience: aud.into(),
+                    ..r.clone()
+                }),
+                IdentityError::BadAudience
+            ));
+        }
+        for scope in ["", "patient/*.rs user/*.rs", "a\"b", "patient/\u{e9}"] {
+            assert!(matches!(
+                refused(TokenRequest {
+                    scopes: vec![scope.into()],
+                    ..r.clone()
+                }),
+                IdentityError::BadScope(_)
+            ));
+        }
+        assert!(matches!(
+            refused(TokenRequest {
+                scopes: (0..=claims::MAX_SCOPES).map(|n| format!("s{n}")).collect(),
+                ..r.clone()
+            }),
+            IdentityError::BadScope(_)
+        ));
+        assert!(matches!(
+            refused(TokenRequest {
+                patient: Some("Patient/1".into()),
+                ..r.clone()
+            }),
+            IdentityError::BadPatient
+        ));
+        assert!(matches!(
+            refused(TokenRequest {
+                fhir_user: Some("Practitioner 1".into()),
+                ..r.clone()
+            }),
+            IdentityError::BadFhirUser
+        ));
+        assert!(matches!(
+            refused(TokenRequest {
+                client_id: Some("\u{7}".into()),
+                ..r.clone()
+            }),
+            IdentityError::BadClientId
+        ));
+        // 200 long scopes fit the scope rules but not the token size.
+        assert!(matches!(
+            refused(TokenRequest {
+                scopes: (0..200)
+                    .map(|n| format!("patient/Observation.rs?code=http://loinc.org|{n}"))
+                    .collect(),
+                ..r
+            }),
+            IdentityError::TooLarge
+        ));
+    }
+
+    #[test]
+    fn jwks_publishes_the_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let i = LocalIssuer::load_or_create(dir.path()).unwrap();
+        let (keys, skipped) = crate::jwk::parse_jwks(&i.jwks()).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(keys, i.trusted().keys);
+    }
+
     #[test]
     fn bad_inputs() {
         let dir = tempfile::tempdir().unwrap();

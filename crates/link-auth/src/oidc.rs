@@ -90,7 +90,6 @@ pub struct OidcIssuer {
     authority: String,
     discovery: Url,
     config: OidcConfig,
-    tls: OnceLock<Result<Arc<rustls::ClientConfig>, OidcError>>,
     /// The keys in use; read on every verification, so not behind the async lock.
     keys: RwLock<Option<Arc<KeySet>>>,
     /// Held while fetching: one refresh at a time, and its bookkeeping.
@@ -143,7 +142,6 @@ impl OidcIssuer {
             authority: trimmed.to_string(),
             discovery,
             config,
-            tls: OnceLock::new(),
             keys: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             jwks_fetches: Default::default(),
@@ -341,12 +339,15 @@ impl OidcIssuer {
     }
 
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, OidcError> {
-        self.tls
-            .get_or_init(|| match &self.config.tls {
-                Some(config) => Ok(config.clone()),
-                None => system_roots_client(),
-            })
-            .clone()
+        match &self.config.tls {
+            Some(config) => Ok(config.clone()),
+            None => {
+                // Read once per process: the trust store is files on disk.
+                static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, OidcError>> =
+                    OnceLock::new();
+                SYSTEM.get_or_init(system_roots_client).clone()
+            }
+        }
     }
 }
 

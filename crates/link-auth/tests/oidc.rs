@@ -12,6 +12,7 @@ use common::*;
 use link_auth::identity::{unix_now, LocalIssuer, TokenRequest};
 use link_auth::jwt::{Identity, TokenError};
 use link_auth::oidc::{Authority, OidcConfig, OidcError, OidcIssuer, OidcIssuers};
+use link_auth::tls::{self, ServerIdentity};
 use serde_json::json;
 
 fn config() -> OidcConfig {
@@ -76,6 +77,54 @@ async fn rs256_and_es256_tokens_verify_with_their_claims() {
         issuer.verify_for(&rsa.sign(&p), NOW, &[]).await,
         Err(TokenError::WrongAudience)
     );
+}
+
+#[tokio::test]
+async fn https_issuer_with_its_ca_trusted() {
+    let key = Signer::rsa(RSA_A, "k1");
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerIdentity::generated(data.path(), "127.0.0.1".parse().unwrap(), &[])
+        .unwrap()
+        .server_config()
+        .unwrap();
+    let oidc = LocalOidc::start_with(jwks(&[&key]), Some(server)).await;
+    assert!(oidc.issuer().starts_with("https://127.0.0.1:"));
+    let trusting = |ca: &std::path::Path| OidcConfig {
+        tls: Some(Arc::new(
+            tls::client_config(&ca.join("tls/ca.pem")).unwrap(),
+        )),
+        ..config()
+    };
+    let token = key.sign(&payload(&oidc.issuer()));
+    let issuer = OidcIssuer::new(&oidc.issuer(), trusting(data.path())).unwrap();
+    assert!(verify(&issuer, &token).await.is_ok());
+
+    // Another CA: the TLS handshake fails, and so does the token.
+    let other = tempfile::tempdir().unwrap();
+    ServerIdentity::generated(other.path(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
+    let issuer = OidcIssuer::new(&oidc.issuer(), trusting(other.path())).unwrap();
+    let result = verify(&issuer, &token).await;
+    assert!(
+        matches!(
+            &result,
+            Err(TokenError::IssuerUnreachable(OidcError::Unreachable { reason, .. }))
+                if reason.starts_with("TLS")
+        ),
+        "{result:?}"
+    );
+    // The operating system's roots (the default) do not include a data folder's CA either.
+    let issuer = OidcIssuer::new(&oidc.issuer(), config()).unwrap();
+    let result = verify(&issuer, &token).await;
+    assert!(
+        matches!(
+            &result,
+            Err(TokenError::IssuerUnreachable(
+                OidcError::Unreachable { .. } | OidcError::NoRoots(_)
+            ))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(oidc.discovery_hits(), 1);
 }
 
 #[tokio::test]

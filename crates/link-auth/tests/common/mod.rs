@@ -180,6 +180,7 @@ struct Served {
 /// A small OIDC issuer on 127.0.0.1: `/.well-known/openid-configuration` and `/jwks`.
 pub struct LocalOidc {
     pub addr: SocketAddr,
+    scheme: &'static str,
     served: Arc<Served>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -191,8 +192,13 @@ impl Drop for LocalOidc {
 }
 
 impl LocalOidc {
-    /// Starts an issuer whose discovery document is the honest one.
+    /// Starts an issuer on plain HTTP whose discovery document is the honest one.
     pub async fn start(jwks: Value) -> LocalOidc {
+        LocalOidc::start_with(jwks, None).await
+    }
+
+    /// Starts an issuer, over HTTPS when given a TLS configuration.
+    pub async fn start_with(jwks: Value, tls: Option<Arc<rustls::ServerConfig>>) -> LocalOidc {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = Arc::new(Served::default());
@@ -201,10 +207,21 @@ impl LocalOidc {
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks_doc))
             .with_state(served.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            match tls {
+                Some(tls) => {
+                    link_auth::https::serve(listener, tls, app, std::future::pending()).await
+                }
+                None => axum::serve(listener, app).await.unwrap(),
+            }
         });
-        let oidc = LocalOidc { addr, served, task };
+        let oidc = LocalOidc {
+            addr,
+            scheme,
+            served,
+            task,
+        };
         oidc.set_discovery(json!({
             "issuer": oidc.issuer(),
             "jwks_uri": format!("{}/jwks", oidc.issuer()),
@@ -217,7 +234,7 @@ impl LocalOidc {
 
     /// The issuer (and authority) URL.
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn set_discovery(&self, doc: Value) {
