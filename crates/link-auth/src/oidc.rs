@@ -196,10 +196,18 @@ impl OidcIssuer {
     /// limit allows, falling back to cached keys younger than `max_key_age` when it fails.
     async fn keys(&self) -> Result<Arc<KeySet>, OidcError> {
         let fresh = |k: &Arc<KeySet>| k.fetched_at.elapsed() < self.config.refresh_after;
-        if let Some(k) = self.current().filter(fresh) {
+        let cached = self.current();
+        if let Some(k) = cached.clone().filter(fresh) {
             return Ok(k);
         }
-        let mut state = self.refresh.lock().await;
+        let usable = cached.filter(|k| k.fetched_at.elapsed() < self.config.max_key_age);
+        let mut state = match (usable, self.refresh.try_lock()) {
+            (_, Ok(state)) => state,
+            // Another request is refreshing: keys still within max_key_age serve meanwhile, so
+            // only that one request waits for the issuer.
+            (Some(k), Err(_)) => return Ok(k),
+            (None, Err(_)) => self.refresh.lock().await,
+        };
         // Someone else may have refreshed while we waited for the lock.
         let cached = self.current();
         if let Some(k) = cached.clone().filter(fresh) {

@@ -135,7 +135,7 @@ async fn key_rotation_new_kid_is_fetched_removed_kid_is_refused() {
     let issuer = issuer(
         &oidc,
         OidcConfig {
-            refresh_after: Duration::from_millis(300),
+            refresh_after: Duration::from_millis(1000),
             ..config()
         },
     );
@@ -157,7 +157,7 @@ async fn key_rotation_new_kid_is_fetched_removed_kid_is_refused() {
     // The old key is retired. Once the cached set is refreshed (here by age), a token signed
     // with it is refused, even though its signature is mathematically fine.
     oidc.set_keys(&[&new]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         verify(&issuer, &old.sign(&p)).await,
         Err(TokenError::UnknownKey)
@@ -229,7 +229,7 @@ async fn refreshes_are_at_most_one_per_interval() {
     }
     let elapsed = start.elapsed();
     let allowed = 1 + (elapsed.as_millis() / interval.as_millis()) as usize + 1;
-    assert!(tries > 50, "{tries}");
+    assert!(tries > 20, "{tries}");
     assert!(
         oidc.jwks_hits() <= allowed,
         "{} fetches for {tries} tokens in {elapsed:?}",
@@ -334,7 +334,7 @@ async fn issuer_failures_refuse_tokens() {
         let issuer = issuer(
             &oidc,
             OidcConfig {
-                fetch_timeout: Duration::from_millis(300),
+                fetch_timeout: Duration::from_millis(1000),
                 max_document_bytes: 4096,
                 ..config()
             },
@@ -360,10 +360,10 @@ async fn issuer_failures_refuse_tokens() {
     .await;
     oidc.fail_jwks(None);
 
-    oidc.delay_jwks(Some(Duration::from_secs(3)));
+    oidc.delay_jwks(Some(Duration::from_secs(10)));
     let start = std::time::Instant::now();
     failing(|e| matches!(e, OidcError::Timeout { .. }), "hung").await;
-    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(start.elapsed() < Duration::from_secs(5));
     oidc.delay_jwks(None);
 
     let padding = "x".repeat(5000);
@@ -407,7 +407,7 @@ async fn cached_keys_outlive_an_outage_but_not_max_key_age() {
         &oidc,
         OidcConfig {
             refresh_after: Duration::from_millis(100),
-            max_key_age: Duration::from_millis(700),
+            max_key_age: Duration::from_millis(1000),
             ..config()
         },
     );
@@ -418,7 +418,7 @@ async fn cached_keys_outlive_an_outage_but_not_max_key_age() {
     // Due for a refresh, which fails: the cached keys still serve.
     assert!(verify(&issuer, &token).await.is_ok());
     assert!(oidc.jwks_hits() >= 2);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     // Too old now: refused, with the reason the last refresh failed.
     assert!(matches!(
         verify(&issuer, &token).await,
@@ -430,6 +430,39 @@ async fn cached_keys_outlive_an_outage_but_not_max_key_age() {
     // The issuer is back: so are its tokens.
     oidc.fail_jwks(None);
     assert!(verify(&issuer, &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_slow_refresh_stalls_only_the_request_that_makes_it() {
+    let key = Signer::ec("k1");
+    let oidc = LocalOidc::start(jwks(&[&key])).await;
+    let issuer = Arc::new(issuer(
+        &oidc,
+        OidcConfig {
+            refresh_after: Duration::from_millis(100),
+            ..config()
+        },
+    ));
+    let token = key.sign(&payload(&oidc.issuer()));
+    assert!(verify(&issuer, &token).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    oidc.delay_jwks(Some(Duration::from_millis(1500)));
+    let slow = {
+        let (issuer, token) = (issuer.clone(), token.clone());
+        tokio::spawn(async move { verify(&issuer, &token).await })
+    };
+    // Let the slow request take the refresh.
+    while oidc.jwks_hits() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = std::time::Instant::now();
+    assert!(verify(&issuer, &token).await.is_ok());
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(slow.await.unwrap().is_ok());
 }
 
 #[tokio::test]
