@@ -1,25 +1,35 @@
-//! JSON Web Tokens (RFC 7519) signed with ES256 (ECDSA P-256 with SHA-256, RFC 7518 §3.4):
-//! issuing and verifying, as pure functions of a key, the claims and the current time.
+//! JSON Web Tokens (RFC 7519) in the JWS compact serialisation (RFC 7515 §7.1): issuing them
+//! with ES256 (ECDSA P-256 with SHA-256, RFC 7518 §3.4) and verifying ES256 and RS256
+//! (RSASSA-PKCS1-v1_5 with SHA-256, RFC 7518 §3.3), as pure functions of the keys, the token
+//! and the current time. No IO happens here; [`crate::oidc`] fetches other issuers' keys.
 //!
-//! One algorithm only, pinned: a token whose header names anything but `ES256` (`none`, the
-//! HMAC and RSA families included) is refused before its signature is looked at, and no HMAC
-//! or RSA verifier is linked in at all, so the classic algorithm-confusion attacks have nothing
-//! to confuse. The signature is checked before any claim is trusted; `exp` is required, `nbf`
-//! honoured, both with a small clock skew; `iss` must be the issuer whose key verified the
-//! signature and `aud` one of that issuer's audiences. Verification is by [`Verifier`], a list
-//! of [`TrustedIssuer`]s, so that issuers other than fhirlink's own (an OIDC provider's keys,
-//! fetched elsewhere) can be trusted later without touching this module.
+//! The algorithm is pinned by the key, never chosen by the token (RFC 8725 §3.1): each
+//! [`VerifyingKey`] is either a P-256 key, which verifies ES256 only, or an RSA key of 2048 to
+//! 8192 bits, which verifies RS256 only. A header naming any other algorithm (`none`, the HMAC
+//! family, PS*, ES384, …) is refused before a key is looked at, and one naming an algorithm
+//! that its key does not have (RS256 against an EC key, ES256 against an RSA key) is refused
+//! before any signature is checked. No HMAC verifier is linked in at all, so the classic
+//! confusion — an RSA public key used as an HMAC secret — has nothing to confuse. Keys named
+//! by the token itself (`jwk`, `jku`, `x5u`, `x5c`; RFC 7515 §4.1.2-§4.1.6) are never used.
+//!
+//! The signature is checked before any claim is read. Then `iss` must be the issuer whose key
+//! verified the signature, `aud` one of the accepted audiences (the issuer's own, or those the
+//! caller names for this request), `exp` is required and `nbf` honoured, both with a small
+//! clock skew; and the claims authorization needs (`oid`, client id, scopes, roles, SMART's
+//! `patient` and `fhirUser`) are read, bounded, into the [`Identity`].
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{
-    EcdsaKeyPair, KeyPair as _, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
-    ECDSA_P256_SHA256_FIXED_SIGNING,
+    EcdsaKeyPair, KeyPair as _, RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_2048_8192_SHA256,
 };
 use serde_json::{json, Map, Value};
 
-/// The one signature algorithm fhirlink issues and accepts.
+use crate::claims;
+
+/// The signature algorithm fhirlink issues its own tokens with.
 pub const ALGORITHM: &str = "ES256";
 
 /// Tokens longer than this are refused unread (Azure's own access tokens stay well below).
@@ -30,14 +40,53 @@ pub const CLOCK_SKEW_SECS: i64 = 60;
 
 /// A subject longer than this is not a principal id.
 const MAX_SUBJECT_LEN: usize = 256;
+/// A key id longer than this is not one any issuer hands out.
+const MAX_KID_LEN: usize = 256;
+/// An audience longer than this is not a resource URI.
+const MAX_AUDIENCE_LEN: usize = 512;
+/// The most audiences one token may name.
+const MAX_AUDIENCES: usize = 16;
+/// RSA moduli accepted, in bits: ring's `RSA_PKCS1_2048_8192_SHA256` bounds (RFC 7518 §3.3
+/// requires at least 2048).
+const RSA_MIN_BITS: usize = 2048;
+const RSA_MAX_BITS: usize = 8192;
 
-/// Why a token was not accepted. The variants say what a caller may be told; none carries
+/// A signature algorithm a key verifies (RFC 7518 §3.1 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// ECDSA using P-256 and SHA-256.
+    Es256,
+    /// RSASSA-PKCS1-v1_5 using SHA-256.
+    Rs256,
+}
+
+impl Algorithm {
+    /// The `alg` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Es256 => "ES256",
+            Algorithm::Rs256 => "RS256",
+        }
+    }
+
+    /// The algorithm an `alg` value names, compared exactly (RFC 7515 §4.1.1: case-sensitive).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "ES256" => Some(Algorithm::Es256),
+            "RS256" => Some(Algorithm::Rs256),
+            _ => None,
+        }
+    }
+}
+
+/// Why a token was not accepted. Every variant is an RFC 6750 §3.1 `invalid_token`;
+/// [`TokenError::description`] is a short reason fit for `error_description`. None carries
 /// token content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("the token is malformed: {0}")]
     Malformed(&'static str),
-    #[error("the token's algorithm is not accepted (only {ALGORITHM} is)")]
+    #[error("the token's algorithm is not accepted for its key (ES256 for EC P-256 keys, RS256 for RSA keys)")]
     UnsupportedAlgorithm,
     #[error("the token was signed by an unknown key")]
     UnknownKey,
@@ -53,6 +102,30 @@ pub enum TokenError {
     Expired { exp: i64, now: i64 },
     #[error("the token is not valid before {nbf} (now {now}, in seconds since the epoch)")]
     NotYetValid { nbf: i64, now: i64 },
+    /// The issuer's keys could not be had (a fetch failed, or the issuer's documents are not
+    /// acceptable), so the token could not be checked: it is refused, never waved through.
+    /// The detail is for logs; the message does not include it, as it names internal URLs.
+    #[error("the token's issuer could not be consulted")]
+    IssuerUnreachable(#[source] crate::oidc::OidcError),
+}
+
+impl TokenError {
+    /// A short reason for RFC 6750 §3's `error_description` (only characters the attribute
+    /// allows: no quotes, no backslashes).
+    pub fn description(&self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) => "The access token is malformed",
+            TokenError::UnsupportedAlgorithm => "The access token's algorithm is not accepted",
+            TokenError::UnknownKey => "The access token was signed by an unknown key",
+            TokenError::BadSignature => "The access token's signature is invalid",
+            TokenError::WrongIssuer => "The access token's issuer is not trusted",
+            TokenError::WrongAudience => "The access token's audience is not accepted",
+            TokenError::BadSubject => "The access token's subject is invalid",
+            TokenError::Expired { .. } => "The access token has expired",
+            TokenError::NotYetValid { .. } => "The access token is not valid yet",
+            TokenError::IssuerUnreachable(_) => "The access token's issuer could not be reached",
+        }
+    }
 }
 
 /// Why a key could not be made or read.
@@ -93,7 +166,7 @@ impl SigningKey {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
             .map_err(|_| KeyError::NotP256)?;
-        let kid = thumbprint(pair.public_key().as_ref()).ok_or(KeyError::NotP256)?;
+        let kid = ec_thumbprint(pair.public_key().as_ref()).ok_or(KeyError::NotP256)?;
         Ok(SigningKey { pair, kid })
     }
 
@@ -105,25 +178,31 @@ impl SigningKey {
     /// The public half, for a [`TrustedIssuer`].
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey {
-            point: self.pair.public_key().as_ref().to_vec(),
+            material: Material::Ec {
+                point: self.pair.public_key().as_ref().to_vec(),
+            },
             kid: self.kid.clone(),
         }
     }
 
     /// Signs `claims` into a compact JWS (RFC 7515 §7.1).
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        let mut payload = Map::new();
+        payload.insert("iss".into(), claims.issuer.clone().into());
+        payload.insert("sub".into(), claims.subject.clone().into());
+        payload.insert("aud".into(), claims.audience.clone().into());
+        payload.insert("iat".into(), claims.issued_at.into());
+        payload.insert("nbf".into(), claims.not_before.into());
+        payload.insert("exp".into(), claims.expires.into());
+        self.sign_payload(&payload)
+    }
+
+    /// Signs any payload; the callers in this crate check what they put in it.
+    pub(crate) fn sign_payload(&self, payload: &Map<String, Value>) -> Result<String, KeyError> {
         let header = json!({"alg": ALGORITHM, "typ": "JWT", "kid": self.kid});
-        let payload = json!({
-            "iss": claims.issuer,
-            "sub": claims.subject,
-            "aud": claims.audience,
-            "iat": claims.issued_at,
-            "nbf": claims.not_before,
-            "exp": claims.expires,
-        });
         let mut input = URL_SAFE_NO_PAD.encode(header.to_string());
         input.push('.');
-        input.push_str(&URL_SAFE_NO_PAD.encode(payload.to_string()));
+        input.push_str(&URL_SAFE_NO_PAD.encode(Value::Object(payload.clone()).to_string()));
         let signature = self
             .pair
             .sign(&SystemRandom::new(), input.as_bytes())
@@ -134,7 +213,9 @@ impl SigningKey {
     }
 }
 
-/// The claims fhirlink puts in a token it issues. Times are seconds since the Unix epoch.
+/// The claims of a management token fhirlink issues. Times are seconds since the Unix epoch.
+/// (Data-plane tokens with scopes are minted by
+/// [`LocalIssuer::mint_with`](crate::identity::LocalIssuer::mint_with).)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub issuer: String,
@@ -145,36 +226,119 @@ pub struct Claims {
     pub expires: i64,
 }
 
-/// A public ES256 key that verifies tokens (an uncompressed P-256 point and its key id).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A public key that verifies tokens, with its key id; the key's type fixes the one
+/// algorithm it verifies.
+#[derive(Clone, PartialEq, Eq)]
 pub struct VerifyingKey {
-    point: Vec<u8>,
+    material: Material,
     kid: String,
 }
 
+#[derive(Clone, PartialEq, Eq)]
+enum Material {
+    /// An uncompressed SEC1 P-256 point (65 bytes, starting with 4).
+    Ec { point: Vec<u8> },
+    /// Big-endian modulus and exponent, without leading zeros.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.algorithm().name())
+            .finish_non_exhaustive()
+    }
+}
+
 impl VerifyingKey {
-    /// A key from its uncompressed SEC1 point (65 bytes) and key id; `None` when the point
-    /// is not 65 bytes starting with 4.
+    /// A P-256 key from its uncompressed SEC1 point (65 bytes) and key id; `None` when the
+    /// point is not 65 bytes starting with 4. (Whether the point is on the curve is checked by
+    /// ring at verification: a key that is not verifies nothing.)
     pub fn from_point(point: &[u8], kid: &str) -> Option<VerifyingKey> {
         (point.len() == 65 && point[0] == 4).then(|| VerifyingKey {
-            point: point.to_vec(),
+            material: Material::Ec {
+                point: point.to_vec(),
+            },
             kid: kid.to_string(),
         })
     }
 
+    /// An RSA key from its big-endian modulus and public exponent and its key id; `None`
+    /// unless the modulus has 2048 to 8192 bits and the exponent is odd, at least 3 and at
+    /// most 33 bits (what ring's RS256 verifier accepts, so that a key taken here verifies).
+    pub fn from_rsa(n: &[u8], e: &[u8], kid: &str) -> Option<VerifyingKey> {
+        let n = strip_leading_zeros(n);
+        let e = strip_leading_zeros(e);
+        let n_bits = bit_len(n);
+        let e_ok = match e {
+            [] => false,
+            [.., last] => last & 1 == 1 && bit_len(e) <= 33 && (e.len() > 1 || e[0] >= 3),
+        };
+        ((RSA_MIN_BITS..=RSA_MAX_BITS).contains(&n_bits) && e_ok).then(|| VerifyingKey {
+            material: Material::Rsa {
+                n: n.to_vec(),
+                e: e.to_vec(),
+            },
+            kid: kid.to_string(),
+        })
+    }
+
+    /// The key id tokens name it by.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// The one algorithm this key verifies.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.material {
+            Material::Ec { .. } => Algorithm::Es256,
+            Material::Rsa { .. } => Algorithm::Rs256,
+        }
+    }
+
+    /// The key as a public JWK (RFC 7517 §4, RFC 7518 §6.2.1 and §6.3.1), for a JWKS document.
+    pub fn to_jwk(&self) -> Value {
+        match &self.material {
+            Material::Ec { point } => json!({
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            }),
+            Material::Rsa { n, e } => json!({
+                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+                "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e),
+            }),
+        }
+    }
+
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.point)
-            .verify(message, signature)
-            .is_ok()
+        match &self.material {
+            Material::Ec { point } => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .verify(message, signature)
+                .is_ok(),
+            Material::Rsa { n, e } => RsaPublicKeyComponents { n, e }
+                .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
+                .is_ok(),
+        }
+    }
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    &b[first..]
+}
+
+/// The bit length of a big-endian number without leading zero bytes.
+fn bit_len(b: &[u8]) -> usize {
+    match b.first() {
+        None => 0,
+        Some(&top) => (b.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
     }
 }
 
 /// An issuer whose tokens are accepted: its `iss` value, its keys and the audiences it may
-/// address tokens to.
+/// address tokens to (used by [`Verifier::verify`]; [`Verifier::verify_for`] names its own).
 #[derive(Debug, Clone)]
 pub struct TrustedIssuer {
     pub issuer: String,
@@ -182,16 +346,34 @@ pub struct TrustedIssuer {
     pub audiences: Vec<String>,
 }
 
-/// Who a verified token names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a verified token names, and what it says about the caller's grants. Everything but
+/// `subject`, `issuer` and `audience` is optional in a token; absent claims are `None` or empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     /// The `sub` claim: the principal id that role assignments name.
     pub subject: String,
     /// The `iss` claim of the issuer that vouched for it.
     pub issuer: String,
+    /// The accepted audience the token's `aud` matched, as the verifier was given it.
+    pub audience: String,
+    /// `oid`: Azure AD's object id of the caller, which a FHIR service's `accessPolicies` name.
+    pub object_id: Option<String>,
+    /// The client the token was issued to: `azp`, else `appid`, else `client_id`.
+    pub client_id: Option<String>,
+    /// `scp`, else `scope` (a space-separated string or an array), each scope once, in order:
+    /// SMART on FHIR scopes such as `patient/Observation.rs` or `user/*.read`, not interpreted
+    /// here.
+    pub scopes: Vec<String>,
+    /// `roles`: app roles granted to the caller.
+    pub roles: Vec<String>,
+    /// SMART's launch context `patient`: a FHIR id whose compartment `patient/` scopes are
+    /// confined to.
+    pub patient: Option<String>,
+    /// SMART's `fhirUser`: the FHIR resource (Practitioner/…, Patient/…) the user is.
+    pub fhir_user: Option<String>,
 }
 
-/// Verifies tokens of a set of trusted issuers.
+/// Verifies tokens of a set of trusted issuers whose keys are in memory.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     issuers: Vec<TrustedIssuer>,
@@ -202,103 +384,194 @@ impl Verifier {
         Verifier { issuers }
     }
 
-    /// Verifies `token` at time `now` (seconds since the Unix epoch).
-    pub fn verify(&self, token: &str, now: i64) -> Result<Identity, TokenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::Malformed("too long"));
-        }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed("not three base64url parts"));
-        };
-        let header = decode_object(header_b64, "header")?;
-        // RFC 7515 §4.1.1: the algorithm is checked first, and only ES256 is known here.
-        if header.get("alg").and_then(Value::as_str) != Some(ALGORITHM) {
-            return Err(TokenError::UnsupportedAlgorithm);
-        }
-        // RFC 7515 §4.1.11: extensions marked critical that we do not understand (all of
-        // them) make the token invalid.
-        if header.contains_key("crit") {
-            return Err(TokenError::Malformed("critical header extensions"));
-        }
-        if let Some(typ) = header.get("typ") {
-            let typ = typ.as_str().unwrap_or_default();
-            if !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case("at+jwt") {
-                return Err(TokenError::Malformed("typ is not JWT"));
-            }
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.as_str()),
-            Some(_) => return Err(TokenError::Malformed("kid is not a string")),
-        };
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature_b64)
-            .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-        if signature.len() != 64 {
-            return Err(TokenError::BadSignature);
-        }
-        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let mut candidates = self
-            .issuers
-            .iter()
-            .flat_map(|i| i.keys.iter().map(move |k| (i, k)))
-            .filter(|(_, k)| kid.is_none_or(|kid| k.kid == kid))
-            .peekable();
-        if candidates.peek().is_none() {
-            return Err(TokenError::UnknownKey);
-        }
-        let issuer = candidates
-            .find(|(_, k)| k.verifies(signed.as_bytes(), &signature))
-            .map(|(i, _)| i)
-            .ok_or(TokenError::BadSignature)?;
-
-        // Only now, with the signature good, are the claims read.
-        let claims = decode_object(payload_b64, "payload")?;
-        if claims.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
-            return Err(TokenError::WrongIssuer);
-        }
-        let audience_ok = |a: &str| {
-            issuer
-                .audiences
-                .iter()
-                .any(|ok| ok.trim_end_matches('/') == a.trim_end_matches('/'))
-        };
-        let audience_matches = match claims.get("aud") {
-            Some(Value::String(a)) => audience_ok(a),
-            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(audience_ok),
-            _ => false,
-        };
-        if !audience_matches {
-            return Err(TokenError::WrongAudience);
-        }
-        let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::Malformed("exp is missing"))?;
-        if now > exp.saturating_add(CLOCK_SKEW_SECS) {
-            return Err(TokenError::Expired { exp, now });
-        }
-        if let Some(nbf) = numeric_date(&claims, "nbf")? {
-            if now.saturating_add(CLOCK_SKEW_SECS) < nbf {
-                return Err(TokenError::NotYetValid { nbf, now });
-            }
-        }
-        numeric_date(&claims, "iat")?;
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|s| valid_subject(s))
-            .ok_or(TokenError::BadSubject)?;
-        Ok(Identity {
-            subject: subject.to_string(),
-            issuer: issuer.issuer.clone(),
-        })
+    /// The issuers this verifier trusts.
+    pub fn issuers(&self) -> &[TrustedIssuer] {
+        &self.issuers
     }
+
+    /// Verifies `token` at time `now` (seconds since the Unix epoch) against the audiences of
+    /// the issuer that signed it (the management API's call).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Identity, TokenError> {
+        verify_jws(&parse(token)?, &self.issuers, None, now)
+    }
+
+    /// Verifies `token` at time `now` for a use the caller names: `aud` must match one of
+    /// `audiences` (compared without a trailing `/`); the issuers' own audiences do not count.
+    /// An empty `audiences` accepts no token.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        now: i64,
+        audiences: &[&str],
+    ) -> Result<Identity, TokenError> {
+        verify_jws(&parse(token)?, &self.issuers, Some(audiences), now)
+    }
+}
+
+/// A compact JWS whose header has been read and judged, its signature not yet checked.
+pub(crate) struct Jws<'a> {
+    alg: Algorithm,
+    kid: Option<String>,
+    /// The JWS Signing Input (RFC 7515 §5.2 step 8): header and payload as sent.
+    signed: &'a str,
+    payload: &'a str,
+    signature: Vec<u8>,
+}
+
+/// Reads a token's structure and header, refusing what no key could ever accept. Pure and
+/// cheap, so callers that would fetch keys can refuse garbage without any IO.
+pub(crate) fn parse(token: &str) -> Result<Jws<'_>, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed("too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not three base64url parts"));
+    };
+    let header = decode_object(header_b64, "header")?;
+    // RFC 7515 §4.1.1 and RFC 8725 §3.1: the algorithm is checked first, against the short
+    // list this verifier implements; whether it fits the key is checked once the key is known.
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(Algorithm::from_name)
+        .ok_or(TokenError::UnsupportedAlgorithm)?;
+    // RFC 7515 §4.1.11: extensions marked critical that we do not understand (all of them)
+    // make the token invalid.
+    if header.contains_key("crit") {
+        return Err(TokenError::Malformed("critical header extensions"));
+    }
+    // RFC 8725 §3.11 and RFC 9068 §2.1: a JWT access token says `JWT` or `at+jwt`, if anything.
+    if let Some(typ) = header.get("typ") {
+        let typ = typ.as_str().unwrap_or_default();
+        if !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case("at+jwt") {
+            return Err(TokenError::Malformed("typ is not JWT"));
+        }
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) if k.len() <= MAX_KID_LEN => Some(k.clone()),
+        Some(_) => return Err(TokenError::Malformed("kid is not a short string")),
+    };
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    Ok(Jws {
+        alg,
+        kid,
+        signed: &token[..header_b64.len() + 1 + payload_b64.len()],
+        payload: payload_b64,
+        signature,
+    })
+}
+
+/// Checks a parsed token against `issuers`: signature first, then the claims. `audiences`
+/// replaces each issuer's own list when given.
+pub(crate) fn verify_jws(
+    jws: &Jws<'_>,
+    issuers: &[TrustedIssuer],
+    audiences: Option<&[&str]>,
+    now: i64,
+) -> Result<Identity, TokenError> {
+    // The keys the token could mean: those with its kid, or every key when it names none.
+    let named: Vec<(&TrustedIssuer, &VerifyingKey)> = issuers
+        .iter()
+        .flat_map(|i| i.keys.iter().map(move |k| (i, k)))
+        .filter(|(_, k)| jws.kid.as_ref().is_none_or(|kid| &k.kid == kid))
+        .collect();
+    if named.is_empty() {
+        return Err(TokenError::UnknownKey);
+    }
+    // The key decides the algorithm (RFC 8725 §2.1): a key of another type is never asked
+    // to verify, so an RS256 header cannot steer an EC key or the other way round.
+    let mut candidates = named
+        .into_iter()
+        .filter(|(_, k)| k.algorithm() == jws.alg)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    let issuer = candidates
+        .find(|(_, k)| k.verifies(jws.signed.as_bytes(), &jws.signature))
+        .map(|(i, _)| i)
+        .ok_or(TokenError::BadSignature)?;
+
+    // Only now, with the signature good, are the claims read.
+    let claims = decode_object(jws.payload, "payload")?;
+    // RFC 7519 §4.1.1 and OIDC Core §3.1.3.7 step 2: exact match with the key's issuer.
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
+        return Err(TokenError::WrongIssuer);
+    }
+    let audience = match audiences {
+        Some(list) => matched_audience(&claims, list.iter().copied()),
+        None => matched_audience(&claims, issuer.audiences.iter().map(String::as_str)),
+    }
+    .ok_or(TokenError::WrongAudience)?;
+    let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::Malformed("exp is missing"))?;
+    if now > exp.saturating_add(CLOCK_SKEW_SECS) {
+        return Err(TokenError::Expired { exp, now });
+    }
+    if let Some(nbf) = numeric_date(&claims, "nbf")? {
+        if now.saturating_add(CLOCK_SKEW_SECS) < nbf {
+            return Err(TokenError::NotYetValid { nbf, now });
+        }
+    }
+    numeric_date(&claims, "iat")?;
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| valid_subject(s))
+        .ok_or(TokenError::BadSubject)?;
+    let extra = claims::extract(&claims)?;
+    Ok(Identity {
+        subject: subject.to_string(),
+        issuer: issuer.issuer.clone(),
+        audience,
+        object_id: extra.object_id,
+        client_id: extra.client_id,
+        scopes: extra.scopes,
+        roles: extra.roles,
+        patient: extra.patient,
+        fhir_user: extra.fhir_user,
+    })
+}
+
+/// The first accepted audience that the token's `aud` (RFC 7519 §4.1.3: a string or an array
+/// of strings) names, compared without a trailing slash (Azure writes resource URIs both ways).
+fn matched_audience<'a>(
+    claims: &Map<String, Value>,
+    accepted: impl Iterator<Item = &'a str>,
+) -> Option<String> {
+    let named: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) if list.len() <= MAX_AUDIENCES => {
+            list.iter().filter_map(Value::as_str).collect()
+        }
+        _ => return None,
+    };
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    for ok in accepted {
+        if !ok.is_empty()
+            && named
+                .iter()
+                .any(|a| a.len() <= MAX_AUDIENCE_LEN && same(a, ok))
+        {
+            return Some(ok.to_string());
+        }
+    }
+    None
 }
 
 /// A principal id: non-empty, bounded, printable (it appears in error messages and logs).
 pub fn valid_subject(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_SUBJECT_LEN && !s.chars().any(char::is_control)
+}
+
+/// An audience the local issuer may put in a token: a bounded, visible-ASCII resource URI.
+pub(crate) fn valid_audience(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_AUDIENCE_LEN && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn decode_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
@@ -333,16 +606,28 @@ fn numeric_date(
 }
 
 /// RFC 7638 JWK thumbprint of a P-256 public key given as an uncompressed SEC1 point.
-fn thumbprint(point: &[u8]) -> Option<String> {
+pub(crate) fn ec_thumbprint(point: &[u8]) -> Option<String> {
     if point.len() != 65 || point[0] != 4 {
         return None;
     }
     let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
     let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
     // The members in lexicographic order, no whitespace (RFC 7638 §3.2).
-    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    Some(sha256_b64(&format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#
+    )))
+}
+
+/// RFC 7638 JWK thumbprint of an RSA public key (RFC 7638 §3.2: `e`, `kty`, `n`).
+pub(crate) fn rsa_thumbprint(n: &[u8], e: &[u8]) -> String {
+    let n = URL_SAFE_NO_PAD.encode(strip_leading_zeros(n));
+    let e = URL_SAFE_NO_PAD.encode(strip_leading_zeros(e));
+    sha256_b64(&format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#))
+}
+
+fn sha256_b64(canonical: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-    Some(URL_SAFE_NO_PAD.encode(digest.as_ref()))
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 #[cfg(test)]
@@ -407,7 +692,9 @@ mod tests {
             verifier(&k).verify(&t, NOW + 10),
             Ok(Identity {
                 subject: "alice".into(),
-                issuer: ISS.into()
+                issuer: ISS.into(),
+                audience: AUD.into(),
+                ..Identity::default()
             })
         );
     }

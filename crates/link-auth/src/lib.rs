@@ -1,23 +1,32 @@
-//! Identity and transport security of fhirlink's management API: who a caller is, and that
-//! nobody else can listen in.
+//! Identity and transport security of fhirlink: who a caller is, and that nobody else can
+//! listen in.
 //!
-//! - [`jwt`]: ES256 JSON Web Tokens, issued and verified as pure functions (algorithm pinned,
-//!   signature before claims, `exp`/`nbf`/`iss`/`aud` checked).
-//! - [`identity`]: fhirlink's own issuer, its signing key in the data folder, and the verifier
-//!   built from the issuers it trusts (open to external OIDC issuers later).
+//! - [`jwt`]: JSON Web Tokens, issued (ES256) and verified (ES256, RS256) as pure functions:
+//!   algorithm pinned by the key, signature before claims, `exp`/`nbf`/`iss`/`aud` checked, the
+//!   claims authorization needs read into a bounded [`jwt::Identity`].
+//! - [`jwk`]: JSON Web Keys and JWK Sets as OIDC issuers publish them.
+//! - [`oidc`]: external OIDC issuers (discovery, JWKS cache, refresh on an unknown `kid`) and
+//!   the [`oidc::Authority`] a FHIR service's tokens are verified against.
+//! - [`identity`]: fhirlink's own issuer, its signing key in the data folder, the management
+//!   and data-plane tokens it mints, and the verifier built from it.
 //! - [`tls`]: the local CA and server certificate in the data folder, or the operator's own;
 //!   the client side that trusts the CA.
 //! - [`service_tls`]: the data plane's certificates, one per FHIR service chosen by SNI
 //!   and a default one for `localhost` and the listeners' addresses.
 //! - [`https`]: the TLS serving loop for an axum router, with graceful shutdown.
 //!
-//! This crate knows nothing of ARM, the control-plane model or the store: it turns a bearer
-//! token into an [`jwt::Identity`] and a socket into HTTPS, and leaves the rest to its caller.
+//! This crate knows nothing of ARM, FHIR resources, the control-plane model or the store: it
+//! turns a bearer token into an [`jwt::Identity`] and a socket into HTTPS, and leaves what the
+//! identity may do to its caller. Its only outbound requests fetch OIDC issuers' documents.
 
 pub mod https;
 pub mod identity;
+pub mod jwk;
 pub mod jwt;
+pub mod oidc;
 pub mod service_tls;
 pub mod tls;
 
+mod claims;
+mod fetch;
 mod files;
