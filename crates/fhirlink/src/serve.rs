@@ -135,6 +135,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         GatewayConfig {
             dns_suffix: args.dns_suffix.clone(),
             port: addr.port(),
+            tls: None,
         },
     );
     let dns = DnsServer::new(

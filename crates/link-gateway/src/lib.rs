@@ -20,5 +20,5 @@ mod serve;
 mod view;
 
 pub use decide::{decide, Connection, Decision, Denial, Listener, Verdict};
-pub use serve::{Admission, Gateway, GatewayConfig};
+pub use serve::{Admission, Caller, Exchange, Gateway, GatewayConfig, Observer};
 pub use view::GatewayView;

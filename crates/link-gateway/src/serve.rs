@@ -37,6 +37,8 @@ use crate::view::GatewayView;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections of a closed listener get to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the gateway needs to know of its deployment.
 #[derive(Debug, Clone)]
@@ -45,6 +47,47 @@ pub struct GatewayConfig {
     pub dns_suffix: String,
     /// The port of the public listener; endpoint listeners use the same one.
     pub port: u16,
+    /// TLS for every listener (`None`: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Who the layers behind the gateway found the caller to be, as a response extension (set
+/// by the authentication layer), for audit records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: String,
+    pub client_id: Option<String>,
+}
+
+/// One request as the gateway saw it through, for audit records and metrics.
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    pub service: &'a str,
+    /// The network path: `public`, or the private endpoint's id.
+    pub listener: &'a Listener,
+    pub source: SocketAddr,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub status: StatusCode,
+    /// Until the response head was ready.
+    pub duration: Duration,
+    /// The access decision: `allowed`, or why not (`public-access-disabled`, …).
+    pub verdict: &'static str,
+    /// This request's id, also sent back as `x-request-id`.
+    pub correlation_id: &'a str,
+    pub caller: Option<&'a Caller>,
+}
+
+/// Told of every request once its response is ready, allowed or refused.
+pub trait Observer: Send + Sync {
+    fn observe(&self, exchange: &Exchange<'_>);
+}
+
+struct Nobody;
+
+impl Observer for Nobody {
+    fn observe(&self, _: &Exchange<'_>) {}
 }
 
 /// How a request got in, as a request extension for the layers behind the gateway (audit).
@@ -60,6 +103,7 @@ pub struct Admission {
 pub struct Gateway {
     config: GatewayConfig,
     app: Router,
+    observer: Arc<dyn Observer>,
     view: ArcSwap<GatewayView>,
     endpoints: Mutex<HashMap<String, Bound>>,
     closing: AtomicBool,
@@ -88,10 +132,20 @@ impl Gateway {
     /// A gateway in front of `app`, with an empty plan (no services restricted, no
     /// endpoints) until the first [`Gateway::apply`].
     pub fn new(app: Router, config: GatewayConfig) -> Arc<Gateway> {
+        Gateway::observed(app, config, Arc::new(Nobody))
+    }
+
+    /// A gateway that tells `observer` of every request.
+    pub fn observed(
+        app: Router,
+        config: GatewayConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Arc<Gateway> {
         let view = GatewayView::new(&Plan::default(), &config.dns_suffix);
         Arc::new(Gateway {
             config,
             app,
+            observer,
             view: ArcSwap::from_pointee(view),
             endpoints: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
@@ -229,18 +283,52 @@ impl Gateway {
                 let listener = listener.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(listener, source, local, req).await) }
             });
-            let conn = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(tcp),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            let watched = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(%source, error = %e, "connection ended with an error");
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            match self.config.tls.clone() {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(tcp),
+                            TowerToHyperService::new(service),
+                        )
+                        .into_owned();
+                    tokio::spawn(async move {
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%source, error = %e, "connection ended with an error");
+                        }
+                    });
                 }
-            });
+                Some(tls) => {
+                    // The handshake runs off the accept loop, bounded in time.
+                    tokio::spawn(async move {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%source, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%source, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn = builder
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(stream),
+                                TowerToHyperService::new(service),
+                            )
+                            .into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%source, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+            }
         }
         drop(socket);
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
@@ -256,8 +344,41 @@ impl Gateway {
         listener: Arc<Listener>,
         source: SocketAddr,
         local: SocketAddr,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Response {
+        let started = std::time::Instant::now();
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        let (verdict, service, mut resp) =
+            self.decide_and_serve(&listener, source, local, req).await;
+        if let Ok(v) = http::HeaderValue::from_str(&correlation_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        self.observer.observe(&Exchange {
+            service: &service,
+            listener: &listener,
+            source,
+            method: &method,
+            path: &path,
+            query: query.as_deref(),
+            status: resp.status(),
+            duration: started.elapsed(),
+            verdict,
+            correlation_id: &correlation_id,
+            caller: resp.extensions().get::<Caller>(),
+        });
+        resp
+    }
+
+    async fn decide_and_serve(
+        &self,
+        listener: &Arc<Listener>,
+        source: SocketAddr,
+        local: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> (&'static str, String, Response) {
         let decision = {
             let view = self.view.load();
             // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header;
@@ -270,13 +391,14 @@ impl Gateway {
             decide(
                 &view,
                 &Connection {
-                    listener: &listener,
+                    listener,
                     source,
                     local,
                     host,
                 },
             )
         };
+        let verdict = decision.reason();
         tracing::info!(
             target: "fhirlink::access",
             service = %decision.service,
@@ -288,16 +410,22 @@ impl Gateway {
             "access decision"
         );
         if let Some(message) = decision.message() {
-            return FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, message)
+            let resp = FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, message)
                 .into_response();
+            return (verdict, decision.service, resp);
         }
+        let service = decision.service.clone();
         let extensions = req.extensions_mut();
         extensions.insert(AdmittedService(decision.service));
-        extensions.insert(Admission { listener, source });
-        match self.app.clone().oneshot(req.map(Body::new)).await {
+        extensions.insert(Admission {
+            listener: listener.clone(),
+            source,
+        });
+        let resp = match self.app.clone().oneshot(req.map(Body::new)).await {
             Ok(resp) => resp,
             Err(never) => match never {},
-        }
+        };
+        (verdict, service, resp)
     }
 }
 
