@@ -5,6 +5,7 @@
 
 mod admin;
 mod cli;
+mod data_auth;
 mod diagnose;
 mod network;
 mod serve;
@@ -26,7 +27,8 @@ struct Cli {
 enum Command {
     /// Run the server: the FHIR data plane and the management API.
     Serve(serve::ServeArgs),
-    /// Print a management API token for a principal (signed with the data folder's key).
+    /// Print a token for a principal (signed with the data folder's key): for the management
+    /// API, or with --service for a FHIR service's data plane.
     Token(cli::TokenArgs),
     /// Resource groups.
     Group(cli::GroupCommand),

@@ -1,23 +1,52 @@
 //! The network plane as the control plane sees it: each new state becomes a plan, which the
-//! DNS server and the gateway apply before the management call that made it answers.
+//! DNS server, the data plane's authentication and certificates, and the gateway apply
+//! before the management call that made it answers.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use link_api::{EndpointFaults, NetworkPlane};
+use link_auth::service_tls::{DataPlaneCertificates, DataPlaneNames};
 use link_dns::DnsServer;
 use link_gateway::Gateway;
 use link_model::State;
 
-/// The gateway and the DNS server, driven together.
+use crate::data_auth::DataAuth;
+
+/// Everything that follows the plan, driven together.
 pub(crate) struct Wire {
     pub(crate) gateway: Arc<Gateway>,
     pub(crate) dns: Arc<DnsServer>,
+    pub(crate) auth: Arc<DataAuth>,
+    pub(crate) certs: Option<Arc<DataPlaneCertificates>>,
+    pub(crate) public_ip: Ipv4Addr,
 }
 
 impl NetworkPlane for Wire {
     fn apply(&self, state: &State) -> EndpointFaults {
         let plan = link_model::plan(state);
         self.dns.apply(&plan);
+        self.auth.apply(&plan);
+        if let Some(certs) = &self.certs {
+            let names = DataPlaneNames {
+                services: plan
+                    .services
+                    .iter()
+                    .map(|s| s.name.to_lowercase())
+                    .collect(),
+                addresses: plan
+                    .services
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter().map(|e| e.ip.into()))
+                    .chain([self.public_ip.into()])
+                    .collect::<BTreeSet<_>>(),
+            };
+            // Certificates first: a listener bound below must have one for its address.
+            if let Err(e) = certs.update(&names) {
+                tracing::error!(error = %e, "making the data plane's certificates");
+            }
+        }
         self.gateway.apply(&plan)
     }
 }

@@ -17,8 +17,10 @@ use link_dns::{DnsConfig, DnsServer};
 use link_gateway::{Gateway, GatewayConfig};
 
 use crate::admin;
+use crate::data_auth::{self, AuthMode, DataAuth};
 use crate::diagnose::Diagnostics;
 use crate::network::Wire;
+use link_auth::service_tls::DataPlaneCertificates;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -56,6 +58,21 @@ pub(crate) struct ServeArgs {
     /// default the --listen address, or 127.0.0.1 when that is a wildcard.
     #[arg(long, env = "FHIRLINK_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
+    /// Data-plane authentication: `tokens` (a verified bearer token on every request but
+    /// the CapabilityStatement), or `none` (everyone may do everything; for local
+    /// experiments only).
+    #[arg(long, env = "FHIRLINK_AUTH", value_enum, default_value = "tokens")]
+    auth: AuthMode,
+    /// Serve the data plane over plain HTTP instead of HTTPS.
+    #[arg(long, env = "FHIRLINK_PLAIN_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain_http: bool,
+    /// PEM certificate chain of the data plane (every service, every listener); without
+    /// it, certificates signed by the data folder's CA are made for each service.
+    #[arg(long, env = "FHIRLINK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FHIRLINK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -116,9 +133,19 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dns_suffix: args.dns_suffix.clone(),
         max_body_bytes: args.max_body_bytes,
         max_bundle_entries: args.max_bundle_entries,
+        require_access: true,
         ..ApiConfig::default()
     };
-    let app = fhir_api::router(AppState::new(store, config));
+    if args.auth == AuthMode::None {
+        tracing::warn!("*** --auth none: the data plane takes no tokens; EVERY client that the network rules admit may read and write ALL data. For local experiments only. ***");
+        eprintln!("WARNING: fhirlink runs with --auth none: no tokens, no authorization. Never use it with real data.");
+    }
+    let issuer = link_auth::identity::LocalIssuer::load_or_create(&args.data)
+        .context("the token signing key")?;
+    let auth = DataAuth::new(args.auth, issuer.verifier());
+    let app = fhir_api::router(AppState::new(store, config)).layer(
+        axum::middleware::from_fn_with_state(auth.clone(), data_auth::authenticate),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -130,12 +157,29 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // The network plane: the gateway in front of the data plane, and DNS. Attaching it
     // applies the stored state (endpoint listeners bound) before anything is served.
+    let certs = match (&args.tls_cert, &args.tls_key) {
+        _ if args.plain_http => {
+            tracing::warn!(%addr, "data plane on plain HTTP: tokens and PHI travel unencrypted");
+            None
+        }
+        (Some(cert), Some(key)) => Some(
+            DataPlaneCertificates::from_files(cert, key, &args.dns_suffix)
+                .context("the data plane's TLS certificate")?,
+        ),
+        _ => Some(
+            DataPlaneCertificates::generated(&args.data, &args.dns_suffix)
+                .context("the data plane's TLS certificates")?,
+        ),
+    };
     let gateway = Gateway::new(
         app,
         GatewayConfig {
             dns_suffix: args.dns_suffix.clone(),
             port: addr.port(),
-            tls: None,
+            tls: match &certs {
+                Some(c) => Some(c.server_config().context("the data plane's TLS")?),
+                None => None,
+            },
         },
     );
     let dns = DnsServer::new(
@@ -154,6 +198,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .attach(Arc::new(Wire {
             gateway: gateway.clone(),
             dns: dns.clone(),
+            auth: auth.clone(),
+            certs: certs.clone(),
+            public_ip,
         }))
         .await;
     let diagnostics = Arc::new(Diagnostics {
@@ -168,7 +215,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find ephemeral ports; the data plane's comes
     // first. Whoever reads them may close the pipe afterwards: that is not an error here.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "fhirlink listening on http://{addr}");
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    let _ = writeln!(out, "fhirlink listening on {scheme}://{addr}");
     let _ = writeln!(out, "fhirlink admin listening on {}", admin.url());
     if let Some(ca) = admin.ca_path() {
         let _ = writeln!(out, "fhirlink admin CA certificate: {}", ca.display());

@@ -309,15 +309,20 @@ fn own_certificate_and_key() {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    // The operator's certificate for both listeners.
     let s = AdminServer::start_with(&[
         "--admin-tls-cert",
         cert.to_str().unwrap(),
         "--admin-tls-key",
         key.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
     ]);
     assert!(
         !s.data.join("tls").exists(),
-        "no CA is made when the operator brings a certificate"
+        "no CA is made when the operator brings the certificates"
     );
     let port = s.admin_url.rsplit(':').next().unwrap();
     let r = client_trusting(Some(&cert))

@@ -8,7 +8,6 @@ mod common;
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
-use std::time::Duration;
 
 use common::admin::{AdminServer, SUB};
 use serde_json::{json, Value};
@@ -89,15 +88,37 @@ fn resolve(s: &AdminServer, from: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no A record for {name} from {from}: {answers:?}"))
 }
 
-/// What a client at `from` gets for `GET /metadata` at `addr` (the Host is the service's
-/// name): Ok((status, body)) or Err(curl's exit code, 7 for a refused connection).
+/// The data folder's CA, which every listener's certificate chains to.
+fn ca(s: &AdminServer) -> String {
+    s.ca.as_ref()
+        .expect("the generated CA")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// What a client at `from` gets for `GET /metadata` at `addr` over HTTPS (the Host and SNI
+/// are the service's name): Ok((status, body)) or Err(curl's exit code, 7 for a refused
+/// connection).
 fn curl(s: &AdminServer, from: &str, addr: &str, headers: &[&str]) -> Result<(u16, Value), i32> {
+    curl_path(s, from, addr, "metadata", headers)
+}
+
+/// The same for any path.
+fn curl_path(
+    s: &AdminServer,
+    from: &str,
+    addr: &str,
+    path: &str,
+    headers: &[&str],
+) -> Result<(u16, Value), i32> {
     let port = port(s);
     let mut cmd = Command::new("curl");
     cmd.args([
         "-s",
         "--max-time",
         "10",
+        "--cacert",
+        &ca(s),
         "--interface",
         from,
         "--resolve",
@@ -108,7 +129,7 @@ fn curl(s: &AdminServer, from: &str, addr: &str, headers: &[&str]) -> Result<(u1
     for h in headers {
         cmd.args(["-H", h]);
     }
-    cmd.arg(format!("http://{FQDN}:{port}/metadata"));
+    cmd.arg(format!("https://{FQDN}:{port}/{path}"));
     let out = cmd.output().expect("curl");
     if !out.status.success() {
         return Err(out.status.code().unwrap_or(-1));
@@ -305,6 +326,29 @@ fn seed_hub_and_spoke_with_dig_nslookup_and_curl() {
     );
     let addr = resolve(&s, HUB_VM, FQDN);
     assert_capability_statement(curl(&s, HUB_VM, &addr, &[]), "hub VM via the endpoint");
+    // Data needs a token on the private path too, and a data role on the service.
+    let service_id = format!("{}/providers/Microsoft.HealthcareApis/services/{SVC}", rg());
+    s.cli_json(&[
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        "vm-app",
+        "--role",
+        "FHIR Data Reader",
+        "--scope",
+        &service_id,
+    ]);
+    let token = common::admin::data_token(&s.data, "vm-app", SVC, &[]);
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, body) = curl_path(&s, HUB_VM, &addr, "Patient", &[&bearer]).expect("curl");
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (200, Some("searchset")),
+        "{body}"
+    );
+    let (status, _) = curl_path(&s, HUB_VM, &addr, "Patient", &[]).expect("curl");
+    assert_eq!(status, 401, "no token, even on the private path");
     // `fhirlink nslookup` prints what the seed's nslookup shows when the link is right.
     let out = s.cli(&["nslookup", FQDN, "--from", HUB_VM, "--server", &s.dns]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -513,7 +557,9 @@ fn spoofed_headers_and_outside_sources_are_refused() {
             "/dev/null",
             "-w",
             "%{http_code}",
-            &format!("http://127.0.0.1:{port}/metadata"),
+            "--cacert",
+            &ca(&s),
+            &format!("https://127.0.0.1:{port}/metadata"),
         ])
         .output()
         .expect("curl");
@@ -566,7 +612,9 @@ fn security_rules_are_enforced_at_the_listeners() {
                 from,
                 "-H",
                 "Host: open.azurehealthcareapis.com",
-                &format!("http://127.0.0.1:{port}/metadata"),
+                "--cacert",
+                &ca(&s),
+                &format!("https://127.0.0.1:{port}/metadata"),
             ])
             .output()
             .expect("curl");
@@ -876,10 +924,7 @@ fn public_access_toggles_take_effect_before_the_call_returns() {
     let s = AdminServer::start();
     s.cli_json(&["group", "create", "-n", "rg1", "-l", "westus2"]);
     s.cli_json(&["fhir", "create", "-g", "rg1", "-n", SVC]);
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = common::admin::client_trusting(s.ca.as_deref());
     let port = port(&s);
     for round in 0..25 {
         for (access, expected) in [("Disabled", 403), ("Enabled", 200)] {
@@ -895,7 +940,7 @@ fn public_access_toggles_take_effect_before_the_call_returns() {
             ]);
             // Keep-alive on the same client: a kept connection is decided again too.
             let got = client
-                .get(format!("http://127.0.0.1:{port}/metadata"))
+                .get(format!("https://127.0.0.1:{port}/metadata"))
                 .header("host", FQDN)
                 .send()
                 .expect("request")

@@ -83,6 +83,7 @@ impl<'a> Ids<'a> {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("data_token").args(["service", "audience"]).multiple(false)))]
 pub(crate) struct TokenArgs {
     /// The principal the token names (its `sub`): the id that role assignments name.
     #[arg(long)]
@@ -93,6 +94,42 @@ pub(crate) struct TokenArgs {
     /// The server's data folder, whose signing key signs the token.
     #[arg(long, env = "FHIRLINK_DATA", default_value = "./fhirlink-data")]
     data: PathBuf,
+    /// A data-plane token for this FHIR service: its audience is
+    /// `https://<service>.azurehealthcareapis.com` (the default
+    /// `authenticationConfiguration.audience`). Without it (and --audience), a management
+    /// API token.
+    #[arg(long, conflicts_with = "audience")]
+    service: Option<String>,
+    /// The audience of a data-plane token, when the service's audience is not the default.
+    #[arg(long)]
+    audience: Option<String>,
+    /// SMART scopes of a data-plane token (repeat, or space-separated): `user/*.cruds`,
+    /// `patient/Observation.rs`, `system/Patient.r`, …
+    #[arg(long = "scope", requires = "data_token")]
+    scopes: Vec<String>,
+    /// The SMART launch context `patient` (the id a `patient/` scope is limited to).
+    #[arg(long, requires = "data_token")]
+    patient: Option<String>,
+    /// The SMART `fhirUser` claim, e.g. `Practitioner/7`.
+    #[arg(long, requires = "data_token")]
+    fhir_user: Option<String>,
+    /// The client (`azp`) the token is for.
+    #[arg(long, requires = "data_token")]
+    client_id: Option<String>,
+}
+
+impl TokenArgs {
+    fn audience(&self) -> Option<String> {
+        self.audience.clone().or_else(|| {
+            self.service.as_ref().map(|s| {
+                format!(
+                    "https://{}.{}",
+                    s.to_lowercase(),
+                    link_model::SERVICE_DNS_SUFFIX
+                )
+            })
+        })
+    }
 }
 
 /// `fhirlink token`: the token alone on stdout, so that `$(fhirlink token ...)` works.
@@ -100,7 +137,24 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
     let lifetime =
         parse_duration(&args.expires).with_context(|| format!("--expires '{}'", args.expires))?;
     let issuer = LocalIssuer::load(&args.data)?;
-    let token = issuer.mint(&args.principal, unix_now(), lifetime)?;
+    let token = match args.audience() {
+        None => issuer.mint(&args.principal, unix_now(), lifetime)?,
+        Some(audience) => issuer.mint_with(&link_auth::identity::TokenRequest {
+            subject: args.principal.clone(),
+            audience,
+            scopes: args
+                .scopes
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_owned)
+                .collect(),
+            patient: args.patient.clone(),
+            fhir_user: args.fhir_user.clone(),
+            client_id: args.client_id.clone(),
+            now: unix_now(),
+            lifetime_secs: lifetime,
+        })?,
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{token}").context("writing the token")?;
     Ok(())

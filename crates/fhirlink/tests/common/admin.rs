@@ -241,6 +241,38 @@ pub fn token_for(data: &Path, principal: &str, expires: &str) -> String {
     s.trim().to_string()
 }
 
+/// A data-plane token from `fhirlink token --service SERVICE` with SMART `scopes`.
+pub fn data_token(data: &Path, principal: &str, service: &str, scopes: &[&str]) -> String {
+    data_token_with(data, principal, service, scopes, &[])
+}
+
+/// The same with more arguments (`--patient ID`, `--expires 5s`, …).
+pub fn data_token_with(
+    data: &Path,
+    principal: &str,
+    service: &str,
+    scopes: &[&str],
+    extra: &[&str],
+) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "--principal", principal, "--service", service])
+        .arg("--data")
+        .arg(data);
+    for s in scopes {
+        cmd.args(["--scope", s]);
+    }
+    let out = cmd.args(extra).output().expect("run fhirlink token");
+    assert!(
+        out.status.success(),
+        "fhirlink token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 token")
+        .trim()
+        .to_string()
+}
+
 /// A blocking client that trusts exactly the CA certificates in `ca` (or nothing extra).
 pub fn client_trusting(ca: Option<&Path>) -> Client {
     init_tls();

@@ -1,5 +1,6 @@
 //! Black-box harness: starts the real `fhirlink` binary on an ephemeral loopback port with
-//! its own data folder, and talks to it over HTTP like any client.
+//! its own data folder, and talks to it over HTTP like any client (plain HTTP, `--auth none`:
+//! `admin::AdminServer` runs the defaults, TLS and tokens).
 #![allow(dead_code)]
 
 pub mod admin;
@@ -43,6 +44,10 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data)
+            // These tests are about FHIR itself: plain HTTP and no tokens. Identity, TLS and
+            // the network rules have their own tests (data_security.rs, network_plane.rs),
+            // which run the defaults.
+            .args(["--plain-http", "--auth", "none"])
             .args(extra)
             .env("FHIRLINK_LOG", "warn")
             // Every server gets its own DNS port too.

@@ -1,0 +1,286 @@
+//! Authentication on the data plane: the bearer token of every request is verified against
+//! the issuer and audience of the FHIR service it was admitted to
+//! (`authenticationConfiguration.authority` and `.audience`; an empty authority means
+//! fhirlink's own issuer, `fhirlink token`), and turned into the [`Access`] that fhir-api
+//! enforces: the principal's FHIR data roles on the service (role assignments, or an
+//! `accessPolicies` entry) and the token's SMART scopes and `patient` context.
+//!
+//! `/metadata` and `/.well-known/smart-configuration` need no token (the network rules still
+//! apply: the gateway decided before this layer runs). A missing or bad token gets 401 with a
+//! `WWW-Authenticate: Bearer` challenge (RFC 6750 §3) naming where to get one; a good token
+//! that is not enough gets fhir-api's 403. `--auth none` replaces all of this with full
+//! access for everyone, for local experiments only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use fhir_api::access::{Rights, Scopes};
+use fhir_api::service::AdmittedService;
+use fhir_api::{Access, FhirError};
+use fhir_model::IssueCode;
+use link_auth::identity::{unix_now, LOCAL_ISSUER};
+use link_auth::jwt::{TokenError, Verifier};
+use link_auth::oidc::{Authority, OidcConfig, OidcIssuers};
+use link_gateway::Caller;
+use link_model::{DataRights, Plan};
+use serde_json::json;
+
+/// Whether data-plane requests need a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AuthMode {
+    /// Every request but the CapabilityStatement carries a verified bearer token.
+    Tokens,
+    /// No tokens: everyone may do everything. For local experiments only.
+    None,
+}
+
+/// One service's authentication settings and grants, from the plan.
+#[derive(Debug, Clone)]
+struct ServiceAuth {
+    authority: String,
+    audience: String,
+    data_access: BTreeMap<String, DataRights>,
+}
+
+/// The data plane's authentication layer.
+pub(crate) struct DataAuth {
+    mode: AuthMode,
+    local: Arc<Verifier>,
+    oidc: OidcIssuers,
+    services: ArcSwap<HashMap<String, ServiceAuth>>,
+}
+
+fn rights(r: DataRights) -> Rights {
+    Rights {
+        read: r.read,
+        write: r.write,
+        delete: r.delete,
+        export: r.export,
+    }
+}
+
+impl DataAuth {
+    pub(crate) fn new(mode: AuthMode, local: Verifier) -> Arc<DataAuth> {
+        Arc::new(DataAuth {
+            mode,
+            local: Arc::new(local),
+            oidc: OidcIssuers::new(OidcConfig::default()),
+            services: ArcSwap::from_pointee(HashMap::new()),
+        })
+    }
+
+    /// Takes the services' settings and grants of a new plan.
+    pub(crate) fn apply(&self, plan: &Plan) {
+        let services: HashMap<String, ServiceAuth> = plan
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_lowercase(),
+                    ServiceAuth {
+                        authority: s.authority.trim().to_owned(),
+                        audience: s.audience.clone(),
+                        data_access: s.data_access.clone(),
+                    },
+                )
+            })
+            .collect();
+        let authorities: Vec<String> = services
+            .values()
+            .map(|s| s.authority.clone())
+            .filter(|a| !is_local(a))
+            .collect();
+        self.oidc.retain(|a| authorities.iter().any(|k| k == a));
+        self.services.store(Arc::new(services));
+    }
+
+    fn authority(&self, configured: &str) -> Result<Authority, TokenError> {
+        if is_local(configured) {
+            return Ok(Authority::Local(self.local.clone()));
+        }
+        self.oidc
+            .get(configured)
+            .map(Authority::Oidc)
+            .map_err(TokenError::IssuerUnreachable)
+    }
+}
+
+fn is_local(authority: &str) -> bool {
+    authority.is_empty() || authority == LOCAL_ISSUER
+}
+
+/// The paths that need no token (FHIR R4 http.html#capabilities; SMART App Launch 2.0
+/// §conformance).
+fn open_path(method: &Method, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    matches!(*method, Method::GET | Method::HEAD)
+        && (path == "/metadata" || path == "/.well-known/smart-configuration")
+}
+
+/// The RFC 6750 bearer token of a request, if it carries exactly one well-formed one.
+fn bearer(req: &Request) -> Result<Option<&str>, ()> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => {
+            let v = v.to_str().map_err(|_| ())?;
+            let (scheme, token) = v.split_once(' ').ok_or(())?;
+            let token = token.trim();
+            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ') {
+                Ok(Some(token))
+            } else {
+                Err(())
+            }
+        }
+        _ => Err(()),
+    }
+}
+
+/// 401 with an OperationOutcome and the challenge (RFC 6750 §3: no error code when the
+/// request carried no credentials).
+fn unauthorized(service: &str, audience: &str, error: Option<&str>) -> Response {
+    let mut challenge = format!("Bearer realm=\"{service}\"");
+    if !audience.is_empty() {
+        challenge.push_str(&format!(", resource_id=\"{audience}\""));
+    }
+    if let Some(description) = error {
+        challenge.push_str(&format!(
+            ", error=\"invalid_token\", error_description=\"{description}\""
+        ));
+    }
+    let message = match error {
+        None => format!("A bearer token is required to use FHIR service {service}"),
+        Some(d) => format!("The bearer token was refused: {d}"),
+    };
+    let mut resp =
+        FhirError::new(StatusCode::UNAUTHORIZED, IssueCode::Security, message).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// `/.well-known/smart-configuration` (SMART App Launch 2.0 §conformance): which issuer's
+/// tokens the service takes and what they may say. fhirlink is a resource server only: the
+/// authorization and token endpoints are those of the issuer (its own discovery document),
+/// and fhirlink's own issuer has none (tokens come from `fhirlink token`).
+fn smart_configuration(auth: &ServiceAuth) -> Response {
+    let issuer = if is_local(&auth.authority) {
+        LOCAL_ISSUER.to_owned()
+    } else {
+        auth.authority.clone()
+    };
+    let body = json!({
+        "issuer": issuer,
+        "scopes_supported": [
+            "openid", "fhirUser", "launch/patient",
+            "patient/*.cruds", "user/*.cruds", "system/*.cruds",
+            "patient/*.read", "user/*.read", "system/*.read"
+        ],
+        "capabilities": [
+            "permission-v1", "permission-v2", "permission-patient", "permission-user",
+            "context-standalone-patient"
+        ],
+        "audience": auth.audience,
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The middleware: verifies the token and hands fhir-api the caller's [`Access`].
+pub(crate) async fn authenticate(
+    State(auth): State<Arc<DataAuth>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if auth.mode == AuthMode::None {
+        req.extensions_mut()
+            .insert(Access::unrestricted("anonymous"));
+        return next.run(req).await;
+    }
+    let service = req
+        .extensions()
+        .get::<AdmittedService>()
+        .map(|s| s.0.clone())
+        .unwrap_or_else(|| fhir_api::DEFAULT_SERVICE.to_owned());
+    let services = auth.services.load();
+    let settings = services.get(&service).cloned();
+    drop(services);
+    if open_path(req.method(), req.uri().path()) {
+        if req.uri().path().trim_end_matches('/') == "/.well-known/smart-configuration" {
+            if let Some(s) = &settings {
+                return smart_configuration(s);
+            }
+        }
+        // No rights at all: fhir-api serves the CapabilityStatement and nothing else.
+        req.extensions_mut().insert(Access {
+            principal: "anonymous".into(),
+            rights: Rights::default(),
+            scopes: None,
+            patient: None,
+        });
+        return next.run(req).await;
+    }
+    let Some(settings) = settings else {
+        // A service the control plane does not know: nothing to authenticate against.
+        return unauthorized(&service, "", None);
+    };
+    let token = match bearer(&req) {
+        Ok(Some(t)) => t.to_owned(),
+        Ok(None) => return unauthorized(&service, &settings.audience, None),
+        Err(()) => {
+            return unauthorized(
+                &service,
+                &settings.audience,
+                Some("The Authorization header is not one Bearer token"),
+            )
+        }
+    };
+    let verified = match auth.authority(&settings.authority) {
+        Ok(authority) => {
+            authority
+                .verify_for(&token, unix_now(), &[settings.audience.as_str()])
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let identity = match verified {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::info!(service = %service, reason = %e, "data-plane request refused: bad token");
+            return unauthorized(&service, &settings.audience, Some(e.description()));
+        }
+    };
+    let principal = identity
+        .object_id
+        .clone()
+        .unwrap_or_else(|| identity.subject.clone());
+    let granted = settings
+        .data_access
+        .get(&principal)
+        .or_else(|| settings.data_access.get(&identity.subject))
+        .copied()
+        .unwrap_or_default();
+    let access = Access {
+        principal: principal.clone(),
+        rights: rights(granted),
+        scopes: Scopes::parse(identity.scopes.iter().map(String::as_str)),
+        patient: identity.patient.clone(),
+    };
+    req.extensions_mut().insert(access);
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(Caller {
+        principal,
+        client_id: identity.client_id,
+    });
+    resp
+}
