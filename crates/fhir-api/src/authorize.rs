@@ -114,6 +114,11 @@ pub(crate) async fn authorize(
                         _ => Err(patient_only(what)),
                     }
                 }
+                // Before `[id]`: `_history` is not an id.
+                (_, ["_history"]) => match access.check(t, Op::Read).map_err(forbid)? {
+                    Reach::All => Ok(Admitted::AsIs(body)),
+                    Reach::Patient(_) => Err(patient_only("type history")),
+                },
                 (m, [id]) if read_like || *m == Method::DELETE => {
                     let op = if read_like { Op::Read } else { Op::Delete };
                     let reach = access.check(t, op).map_err(forbid)?;
@@ -142,10 +147,6 @@ pub(crate) async fn authorize(
                         Reach::Patient(_) => Err(patient_only("a conditional PATCH")),
                     }
                 }
-                (_, ["_history"]) => match access.check(t, Op::Read).map_err(forbid)? {
-                    Reach::All => Ok(Admitted::AsIs(body)),
-                    Reach::Patient(_) => Err(patient_only("type history")),
-                },
                 (_, [id, "_history", ..]) => {
                     let reach = access.check(t, Op::Read).map_err(forbid)?;
                     stored_in_reach(state, service, &reach, t, id).await?;

@@ -65,11 +65,19 @@ fn rights(r: DataRights) -> Rights {
 }
 
 impl DataAuth {
-    pub(crate) fn new(mode: AuthMode, local: Verifier) -> Arc<DataAuth> {
+    /// `oidc_refresh`: at most one fetch of an OIDC issuer's keys per this interval.
+    pub(crate) fn new(
+        mode: AuthMode,
+        local: Verifier,
+        oidc_refresh: std::time::Duration,
+    ) -> Arc<DataAuth> {
         Arc::new(DataAuth {
             mode,
             local: Arc::new(local),
-            oidc: OidcIssuers::new(OidcConfig::default()),
+            oidc: OidcIssuers::new(OidcConfig {
+                min_refresh_interval: oidc_refresh,
+                ..OidcConfig::default()
+            }),
             services: ArcSwap::from_pointee(HashMap::new()),
         })
     }

@@ -73,6 +73,10 @@ pub(crate) struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "FHIRLINK_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// At most one fetch of an OIDC issuer's keys per this many seconds, however many
+    /// tokens name unknown keys (a rotated key is picked up on its first use after that).
+    #[arg(long, env = "FHIRLINK_OIDC_REFRESH_INTERVAL", default_value_t = 30)]
+    oidc_refresh_interval: u64,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -142,7 +146,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let issuer = link_auth::identity::LocalIssuer::load_or_create(&args.data)
         .context("the token signing key")?;
-    let auth = DataAuth::new(args.auth, issuer.verifier());
+    let auth = DataAuth::new(
+        args.auth,
+        issuer.verifier(),
+        std::time::Duration::from_secs(args.oidc_refresh_interval),
+    );
     let app = fhir_api::router(AppState::new(store, config)).layer(
         axum::middleware::from_fn_with_state(auth.clone(), data_auth::authenticate),
     );
