@@ -65,25 +65,47 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
     };
     let mut out = Vec::new();
     for p in registry().for_type(rtype) {
-        let Some(expr) = &p.compiled else {
-            continue;
-        };
-        let Ok(items) = fhir_path::evaluate(expr, resource) else {
-            continue;
-        };
         let before = out.len();
-        let mut emit = |value| out.push(IndexEntry { param: p.id, value });
-        for item in &items {
-            match item {
-                fhir_path::Item::Node(n) => {
-                    values_of(p.kind, n.json(), n.type_name().as_deref(), &mut emit)
-                }
-                fhir_path::Item::Value(v) => values_of(p.kind, &v.to_json(), None, &mut emit),
-            }
-        }
+        extract_param(p, resource, &mut out);
         dedup_tail(&mut out, before);
     }
     out
+}
+
+/// Replaces the `_lastUpdated` entries of `entries`, extracted from `resource` before the store
+/// stamped `meta.lastUpdated` into it, by those of the stamped value. Every other parameter
+/// reads nothing that stamping changes (`id` is set before extraction, and no R4 parameter
+/// reads `meta.versionId`), so a store can extract a resource's index before its write
+/// transaction begins and fix only this one parameter inside it.
+pub fn restamp_last_updated(resource: &Value, entries: &mut Vec<IndexEntry>) {
+    let Some(rtype) = resource.get("resourceType").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(p) = registry().get(rtype, "_lastUpdated") else {
+        return;
+    };
+    entries.retain(|e| e.param != p.id);
+    let before = entries.len();
+    extract_param(p, resource, entries);
+    dedup_tail(entries, before);
+}
+
+fn extract_param(p: &crate::registry::SearchParam, resource: &Value, out: &mut Vec<IndexEntry>) {
+    let Some(expr) = &p.compiled else {
+        return;
+    };
+    let Ok(items) = fhir_path::evaluate(expr, resource) else {
+        return;
+    };
+    let mut emit = |value| out.push(IndexEntry { param: p.id, value });
+    for item in &items {
+        match item {
+            fhir_path::Item::Node(n) => {
+                values_of(p.kind, n.json(), n.type_name().as_deref(), &mut emit)
+            }
+            fhir_path::Item::Value(v) => values_of(p.kind, &v.to_json(), None, &mut emit),
+        }
+    }
 }
 
 /// Removes duplicates among `out[from..]` (a code repeated in two codings, say).

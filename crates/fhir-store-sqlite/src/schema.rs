@@ -197,6 +197,22 @@ pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), 
     Ok((conn, version == 1))
 }
 
+/// Settings of the checkpointer's connection. `synchronous=FULL` makes a checkpoint fsync
+/// the database file before the WAL may be reused.
+const CHECKPOINTER_PRAGMAS: &str = "
+PRAGMA synchronous = FULL;
+PRAGMA cache_size = -2048;
+";
+
+/// Opens the checkpointer's connection on a database that [`open_writer`] has prepared.
+pub(crate) fn open_checkpointer(path: &std::path::Path) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    configure(&conn).map_err(|e| e.to_string())?;
+    conn.execute_batch(CHECKPOINTER_PRAGMAS)
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
 /// Opens one read connection on a database that [`open_writer`] has prepared.
 pub(crate) fn open_reader(path: &std::path::Path) -> Result<Connection, String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;

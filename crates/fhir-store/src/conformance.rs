@@ -66,6 +66,12 @@ macro_rules! conformance_tests {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_transactions_are_each_all_or_nothing_multi_thread() {
+            let (_guard, store) = $make.await;
+            $crate::conformance::concurrent_transactions_are_each_all_or_nothing(store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn readers_and_writers_run_concurrently_multi_thread() {
             let (_guard, store) = $make.await;
             $crate::conformance::readers_and_writers_run_concurrently(store).await;
@@ -951,6 +957,72 @@ pub async fn last_updated_strictly_increasing(store: &dyn Store) {
 
 /// Many writers doing read-modify-write on one resource never lose an update: 8 tasks × 25
 /// increments of a counter end at version 201 with the counter at 200.
+/// Many writers at once, some of whose transactions fail (are dropped) after writing: each
+/// commit, once it returned, is visible in full to every reader, and nothing of a dropped
+/// transaction ever is — however a backend batches commits (group commit must keep the
+/// members of a group apart).
+pub async fn concurrent_transactions_are_each_all_or_nothing(store: Arc<dyn Store>) {
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 12;
+    const PER_TX: usize = 15;
+    service(&*store, "a").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for round in 0..ROUNDS {
+                let keep = (task + round) % 3 != 0;
+                let mut tx = store.begin("a").await.expect("begin");
+                for i in 0..PER_TX {
+                    tx.put(
+                        "Basic",
+                        &format!("t{task}-r{round}-{i}"),
+                        json!({"resourceType": "Basic", "task": task, "round": round}),
+                        Method::Put,
+                    )
+                    .await
+                    .expect("put");
+                    if i == PER_TX / 2 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                if !keep {
+                    drop(tx);
+                    continue;
+                }
+                tx.commit().await.expect("commit");
+                // Acknowledged means visible to any reader, at once and in full.
+                for i in 0..PER_TX {
+                    let id = format!("t{task}-r{round}-{i}");
+                    let found = store.read("a", "Basic", &id).await.expect("read");
+                    assert!(
+                        found.is_some_and(|r| !r.is_deleted()),
+                        "Basic/{id} is not readable after its commit returned"
+                    );
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            panic!("a writer task failed: {e}");
+        }
+    }
+    for task in 0..TASKS {
+        for round in 0..ROUNDS {
+            let keep = (task + round) % 3 != 0;
+            for i in 0..PER_TX {
+                let id = format!("t{task}-r{round}-{i}");
+                let found = store.read("a", "Basic", &id).await.expect("read").is_some();
+                assert_eq!(
+                    found, keep,
+                    "Basic/{id}: committed {keep}, but found {found}"
+                );
+            }
+        }
+    }
+}
+
 pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
     const TASKS: u64 = 8;
     const ROUNDS: u64 = 25;
