@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fhir_store::{Result, StoreError};
 use rusqlite::Connection;
@@ -40,6 +40,10 @@ const RESTART_FRAMES: i64 = 65_536;
 
 /// How often the checkpointer looks at the WAL when nobody tells it to.
 const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+
+/// How long the checkpointer rests after a round. The Synthea ingest wrote 4.3 GB with a
+/// round after every commit, 3.2 GB with a second's rest (and ran faster).
+const CHECKPOINT_REST: Duration = Duration::from_secs(1);
 
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
@@ -194,6 +198,19 @@ impl Checkpointer {
                     return;
                 }
                 checkpoint(&conn);
+                // The rest, so that a page written by several commits in a row is copied once.
+                let until = Instant::now() + CHECKPOINT_REST;
+                while let Some(left) = until
+                    .checked_duration_since(Instant::now())
+                    .filter(|d| !d.is_zero())
+                {
+                    let woken = rx.recv_timeout(left);
+                    if stopped.load(Ordering::Acquire)
+                        || woken == Err(mpsc::RecvTimeoutError::Disconnected)
+                    {
+                        return;
+                    }
+                }
             })?;
         Ok(Checkpointer {
             signal,
