@@ -4,14 +4,18 @@
 //! Each parameter's precompiled FHIRPath expression is evaluated over the resource JSON, and
 //! every result node becomes zero or more [`IndexValue`]s according to the parameter type and
 //! the node's FHIR type (a token may come from a code, Coding, CodeableConcept, Identifier,
-//! ContactPoint or boolean). Composite parameters are not indexed themselves: queries combine
-//! their components. A reference's `identifier` is indexed as a token of the same parameter,
-//! which is what `:identifier` searches.
+//! ContactPoint or boolean). A composite over the resource itself (`code-value-quantity`) is not
+//! indexed: queries combine its components' own rows, since the resource is its one tuple. Any
+//! other composite is indexed tuple by tuple: each node its expression selects is a tuple, each
+//! component's values are rows under [`component_param`] with the tuple's number as their
+//! `group`, so that a query can demand that every component match in the same tuple (FHIR R4
+//! §3.1.1.4.8). A reference's `identifier` is indexed as a token of the same parameter, which is
+//! what `:identifier` searches.
 
 use serde_json::{Map, Value};
 
 use crate::normalize::{date_range, fold};
-use crate::registry::{registry, ParamType};
+use crate::registry::{component_param, registry, ParamType, SearchParam};
 
 /// One indexed value of one parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +58,11 @@ pub enum IndexValue {
 /// One index row: a parameter's stable number and a value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexEntry {
+    /// A registry number, or a [`component_param`] key for a composite's tuple rows.
     pub param: u32,
     pub value: IndexValue,
+    /// The tuple (1, 2, …) a composite component's value belongs to; 0 for any other row.
+    pub group: u32,
 }
 
 /// Every index entry of a resource, for every search parameter of its type.
@@ -66,7 +73,13 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
     let mut out = Vec::new();
     for p in registry().for_type(rtype) {
         let before = out.len();
-        extract_param(p, resource, &mut out);
+        if p.kind == ParamType::Composite {
+            if !p.whole_resource {
+                extract_tuples(p, resource, &mut out);
+            }
+        } else {
+            extract_param(p, resource, &mut out);
+        }
         dedup_tail(&mut out, before);
     }
     out
@@ -90,20 +103,77 @@ pub fn restamp_last_updated(resource: &Value, entries: &mut Vec<IndexEntry>) {
     dedup_tail(entries, before);
 }
 
-fn extract_param(p: &crate::registry::SearchParam, resource: &Value, out: &mut Vec<IndexEntry>) {
+fn extract_param(p: &SearchParam, resource: &Value, out: &mut Vec<IndexEntry>) {
     let Some(expr) = &p.compiled else {
         return;
     };
     let Ok(items) = fhir_path::evaluate(expr, resource) else {
         return;
     };
-    let mut emit = |value| out.push(IndexEntry { param: p.id, value });
+    let mut emit = |value| {
+        out.push(IndexEntry {
+            param: p.id,
+            value,
+            group: 0,
+        })
+    };
     for item in &items {
-        match item {
-            fhir_path::Item::Node(n) => {
-                values_of(p.kind, n.json(), n.type_name().as_deref(), &mut emit)
+        item_values(p.kind, item, &mut emit);
+    }
+}
+
+fn item_values(kind: ParamType, item: &fhir_path::Item<'_>, emit: &mut dyn FnMut(IndexValue)) {
+    match item {
+        fhir_path::Item::Node(n) => values_of(kind, n.json(), n.type_name().as_deref(), emit),
+        fhir_path::Item::Value(v) => values_of(kind, &v.to_json(), None, emit),
+    }
+}
+
+/// The tuple rows of a composite that is not over the whole resource. A tuple in which some
+/// component has no value can match no search, so it is not written.
+fn extract_tuples(p: &SearchParam, resource: &Value, out: &mut Vec<IndexEntry>) {
+    let reg = registry();
+    let Some(expr) = &p.compiled else {
+        return;
+    };
+    let Ok(tuples) = fhir_path::evaluate(expr, resource) else {
+        return;
+    };
+    // Each component's type is the type of the parameter it is defined by.
+    let kinds: Option<Vec<ParamType>> = p
+        .components
+        .iter()
+        .map(|c| reg.get(&p.rtype, c).map(|cp| cp.kind))
+        .collect();
+    let Some(kinds) = kinds else {
+        return;
+    };
+    let mut group = 0_u32;
+    for tuple in &tuples {
+        let mut rows = Vec::new();
+        let mut complete = true;
+        for (i, (component, kind)) in p.component_exprs.iter().zip(&kinds).enumerate() {
+            let Some(component) = component else {
+                return;
+            };
+            let before = rows.len();
+            if let Ok(items) = fhir_path::evaluate_on(component, tuple, resource) {
+                let param = component_param(p.id, i);
+                for item in &items {
+                    item_values(*kind, item, &mut |value| {
+                        rows.push(IndexEntry {
+                            param,
+                            value,
+                            group: 0,
+                        })
+                    });
+                }
             }
-            fhir_path::Item::Value(v) => values_of(p.kind, &v.to_json(), None, &mut emit),
+            complete &= rows.len() > before;
+        }
+        if complete {
+            group += 1;
+            out.extend(rows.into_iter().map(|r| IndexEntry { group, ..r }));
         }
     }
 }

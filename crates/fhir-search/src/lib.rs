@@ -16,4 +16,4 @@ pub use query::{
     parse, Cond, Cursor, Include, ParseOptions, Prefix, SearchError, SearchQuery, SortKey,
     SystemMatch, Test, Total, UriMode,
 };
-pub use registry::{registry, ParamType, Registry, SearchParam};
+pub use registry::{component_param, registry, ParamType, Registry, SearchParam};

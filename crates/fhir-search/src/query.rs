@@ -118,8 +118,11 @@ pub enum Test {
         source: String,
         filter: Vec<Cond>,
     },
-    /// Composite: every component holds.
+    /// Composite over the whole resource: every component holds, each on its own parameter.
     All(Vec<Cond>),
+    /// Composite over repeating elements: every component holds within one tuple. Each
+    /// condition's `param` is the component's [`crate::component_param`] key.
+    Tuple(Vec<Cond>),
 }
 
 /// One condition on one parameter.
@@ -546,7 +549,7 @@ fn parse_filter(
     let Some(p) = reg.get(rtype, code) else {
         return Ok(None);
     };
-    if p.kind == ParamType::Special || (p.compiled.is_none() && p.kind != ParamType::Composite) {
+    if p.kind == ParamType::Special || p.compiled.is_none() {
         // `_text`, `_content`, `_query` & co.: known to R4, not searchable here; reported as
         // unsupported like an unknown parameter (ignored, or 400 under handling=strict).
         return Ok(None);
@@ -732,13 +735,21 @@ fn parse_value(
                 ));
             }
             let mut all = Vec::new();
-            for (c, v) in p.components.iter().zip(parts) {
+            for (i, (c, v)) in p.components.iter().zip(parts).enumerate() {
                 let cp = registry()
                     .get(&p.rtype, c)
                     .ok_or_else(|| err(key, format!("component '{c}' is unknown")))?;
-                all.push(parse_value(cp, key, None, &v, opts)?);
+                let mut cond = parse_value(cp, key, None, &v, opts)?;
+                if !p.whole_resource {
+                    cond.param = crate::registry::component_param(p.id, i);
+                }
+                all.push(cond);
             }
-            Test::All(all)
+            if p.whole_resource {
+                Test::All(all)
+            } else {
+                Test::Tuple(all)
+            }
         }
         ParamType::Special => return Err(err(key, "this parameter is not supported")),
     };

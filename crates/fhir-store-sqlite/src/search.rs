@@ -174,7 +174,7 @@ fn simple(b: &mut Builder, c: &Cond) -> Result<Option<(&'static str, String)>> {
             let t = table_of(c.kind).ok_or_else(|| unsupported(":missing on a composite"))?;
             (t, "1".into())
         }
-        Test::Chain { .. } | Test::Has { .. } | Test::All(_) => return Ok(None),
+        Test::Chain { .. } | Test::Has { .. } | Test::All(_) | Test::Tuple(_) => return Ok(None),
     };
     Ok(Some(t))
 }
@@ -264,6 +264,32 @@ fn range_where(
     })
 }
 
+/// The first component's table (as `c0`) and the terms that make a row of it the start of a
+/// tuple matching every component: the other components' rows must be in the same resource
+/// (`seq`) and the same tuple (`grp`), FHIR R4 §3.1.1.4.8. Each component's own terms name
+/// its columns unqualified, which SQL resolves to the innermost table: its own.
+fn tuple_sql(b: &mut Builder, cs: &[Cond]) -> Result<(String, String)> {
+    let mut from = String::new();
+    let mut terms = Vec::new();
+    for (i, c) in cs.iter().enumerate() {
+        let pid = b.p(i64::from(c.param));
+        let (table, w) = simple(b, c)?.ok_or_else(|| unsupported("composite component"))?;
+        if i == 0 {
+            from = format!("{table} c0");
+            terms.push(format!("c0.pid = {pid} AND ({w})"));
+        } else {
+            terms.push(format!(
+                "EXISTS (SELECT 1 FROM {table} c{i} WHERE c{i}.seq = c0.seq AND c{i}.grp = c0.grp \
+                 AND c{i}.pid = {pid} AND ({w}))"
+            ));
+        }
+    }
+    if from.is_empty() {
+        return Err(unsupported("composite without components"));
+    }
+    Ok((from, terms.join(" AND ")))
+}
+
 /// A filter can drive when every condition can be a positive scan.
 fn drive_score(filter: &[Cond]) -> Option<u8> {
     let mut worst = 0;
@@ -288,7 +314,7 @@ fn drive_score(filter: &[Cond]) -> Option<u8> {
                 ..
             } => 3,
             Test::Has { .. } | Test::Chain { .. } => 3,
-            Test::All(cs) => cs
+            Test::All(cs) | Test::Tuple(cs) => cs
                 .iter()
                 .filter_map(|c| drive_score(std::slice::from_ref(c)))
                 .min()
@@ -332,6 +358,13 @@ fn cond_set(b: &mut Builder, rtype: Option<&str>, c: &Cond) -> Result<String> {
         Test::All(cs) => {
             let filters: Vec<Vec<Cond>> = cs.iter().map(|c| vec![c.clone()]).collect();
             set_sql(b, rtype, &[], &filters)
+        }
+        Test::Tuple(cs) => {
+            let sid = b.p(b.sid);
+            let (from, w) = tuple_sql(b, cs)?;
+            Ok(format!(
+                "SELECT DISTINCT c0.seq AS seq FROM {from} WHERE c0.sid = {sid} AND {w}"
+            ))
         }
         _ => {
             let sid = b.p(b.sid);
@@ -387,6 +420,10 @@ fn probe(b: &mut Builder, rtype: Option<&str>, c: &Cond, alias: &str) -> Result<
                 parts.push(probe(b, rtype, c, alias)?);
             }
             format!("({})", parts.join(" AND "))
+        }
+        Test::Tuple(cs) => {
+            let (from, w) = tuple_sql(b, cs)?;
+            format!("EXISTS (SELECT 1 FROM {from} WHERE c0.seq = {alias}.seq AND {w})")
         }
         _ => {
             let pid = b.p(i64::from(c.param));

@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             search_matches_current_versions_only,
             search_pages_by_cursor_while_writing,
             search_chains_has_and_includes,
+            search_composites_match_within_one_tuple,
             transaction_matching_sees_its_own_writes,
         );
 
@@ -1414,6 +1415,119 @@ pub async fn search_chains_has_and_includes(store: &dyn Store) {
         .expect("include");
     assert_eq!(page.includes.len(), 1);
     assert_eq!(page.includes[0].id, "p1");
+}
+
+/// A composite parameter over repeating elements matches only when every component matches in
+/// the same element (FHIR R4 §3.1.1.4.8): a blood pressure whose systolic is 120 and whose
+/// diastolic is 150 is not a "systolic > 140". A composite over the resource itself matches its
+/// components on the resource, and a tuple's values are kept apart from other parameters'.
+pub async fn search_composites_match_within_one_tuple(store: &dyn Store) {
+    service(store, "s").await;
+    let bp = |systolic: u32, diastolic: u32| {
+        let part = |code: &str, v: u32| {
+            json!({"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                   "valueQuantity": {"value": v, "unit": "mm[Hg]",
+                                     "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}})
+        };
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+               "component": [part("8480-6", systolic), part("8462-4", diastolic)]})
+    };
+    put(store, "s", "Observation", "high", bp(150, 90)).await;
+    put(store, "s", "Observation", "crossed", bp(120, 150)).await;
+    put(
+        store,
+        "s",
+        "Observation",
+        "height",
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+               "valueQuantity": {"value": 180, "unit": "cm",
+                                 "system": "http://unitsofmeasure.org", "code": "cm"}}),
+    )
+    .await;
+    let ids = |pairs: &'static [(&'static str, &'static str)]| {
+        search_ids(store, "s", "Observation", pairs)
+    };
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8480-6$gt140"
+        )])
+        .await,
+        ["high"],
+        "systolic > 140 within one component"
+    );
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8462-4$gt140"
+        )])
+        .await,
+        ["crossed"]
+    );
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8480-6$lt100"
+        )])
+        .await,
+        Vec::<String>::new()
+    );
+    // OR of tuples, and AND with another parameter.
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8480-6$gt140,http://loinc.org|8462-4$gt140",
+        )])
+        .await,
+        ["crossed", "high"]
+    );
+    assert_eq!(
+        ids(&[
+            (
+                "component-code-value-quantity",
+                "http://loinc.org|8462-4$ge90"
+            ),
+            (
+                "component-code-value-quantity",
+                "http://loinc.org|8480-6$lt130"
+            ),
+        ])
+        .await,
+        ["crossed"],
+        "each composite value is matched by a tuple of its own"
+    );
+    assert_eq!(
+        ids(&[
+            ("code", "http://loinc.org|85354-9"),
+            (
+                "component-code-value-quantity",
+                "http://loinc.org|8480-6$gt140"
+            ),
+        ])
+        .await,
+        ["high"]
+    );
+    // combo-: the resource's own code and value are one tuple, each component another.
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "http://loinc.org|8302-2$180")]).await,
+        ["height"]
+    );
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "http://loinc.org|85354-9$150")]).await,
+        Vec::<String>::new(),
+        "the panel's code with a component's value is no tuple"
+    );
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "http://loinc.org|8462-4$150")]).await,
+        ["crossed"]
+    );
+    // Over the resource itself.
+    assert_eq!(
+        ids(&[("code-value-quantity", "http://loinc.org|8302-2$gt179")]).await,
+        ["height"]
+    );
 }
 
 /// Conditional operations decide inside their transaction, on its own uncommitted writes too.

@@ -313,6 +313,62 @@ fn synthea_sample_searches() {
         tall
     );
 
+    // Composite over Observation.component (FHIR R4 §3.1.1.4.8): code and value must match
+    // in the same component. Blood pressures whose diastolic (8462-4) is over 80, counted
+    // here component by component; counted resource by resource (the diastolic code anywhere,
+    // a value over 80 anywhere — the systolic is nearly always over 80) the answer is larger,
+    // which is what a per-resource match would wrongly give.
+    let components = |o: &Value| -> Vec<(String, f64)> {
+        o["component"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let code = c["code"]["coding"][0]["code"].as_str()?.to_string();
+                Some((code, c["valueQuantity"]["value"].as_f64()?))
+            })
+            .collect()
+    };
+    let per_component = ids_of(l.of_type("Observation").filter(|o| {
+        components(o)
+            .iter()
+            .any(|(c, v)| c == "8462-4" && *v > 80.0)
+    }));
+    let per_resource = l
+        .of_type("Observation")
+        .filter(|o| {
+            let cs = components(o);
+            cs.iter().any(|(c, _)| c == "8462-4") && cs.iter().any(|(_, v)| *v > 80.0)
+        })
+        .count();
+    assert!(!per_component.is_empty());
+    assert!(
+        per_resource > per_component.len(),
+        "the sample tells the two apart"
+    );
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            "Observation?component-code-value-quantity=http://loinc.org|8462-4$gt80&_count=500"
+        )),
+        per_component
+    );
+    // combo-: the same tuples, and the Observation's own code and value as one more.
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            "Observation?combo-code-value-quantity=http://loinc.org|8462-4$gt80&_count=500"
+        )),
+        per_component
+    );
+    assert_eq!(
+        count(
+            s,
+            "Observation?combo-code-value-quantity=http://loinc.org|8302-2$gt170"
+        ),
+        tall
+    );
+
     // Chaining, one and two levels.
     let patient_of_family: HashMap<String, String> = l
         .of_type("Patient")
