@@ -14,6 +14,6 @@ pub mod registry;
 pub use extract::{extract, restamp_last_updated, IndexEntry, IndexValue};
 pub use query::{
     parse, Cond, Cursor, Include, ParseOptions, Prefix, SearchError, SearchQuery, SortKey,
-    SystemMatch, Test, Total, UriMode,
+    SortPosition, SortValue, SystemMatch, Test, Total, UriMode,
 };
 pub use registry::{component_param, registry, ParamType, Registry, SearchParam};

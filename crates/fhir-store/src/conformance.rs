@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             document_writes_are_all_or_nothing,
             search_matches_current_versions_only,
             search_pages_by_cursor_while_writing,
+            sorted_search_pages_by_position_while_writing,
             search_chains_has_and_includes,
             search_composites_match_within_one_tuple,
             transaction_matching_sees_its_own_writes,
@@ -1369,6 +1370,95 @@ pub async fn search_pages_by_cursor_while_writing(store: &dyn Store) {
         cursor = page.next;
     }
     assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4", "new"]);
+}
+
+/// A sorted search pages by position (keyset), not by offset: a resource added before the
+/// current page or one removed from a page already read neither repeats nor skips anything on
+/// the next pages; ties and resources without a value keep one order (value, then row), both
+/// ways, and previous links walk back over the same pages.
+pub async fn sorted_search_pages_by_position_while_writing(store: &dyn Store) {
+    service(store, "s").await;
+    let born = |year: Option<u32>| match year {
+        Some(y) => json!({"resourceType": "Patient", "name": [{"family": "Sorted"}],
+                          "birthDate": format!("{y}-01-01")}),
+        None => json!({"resourceType": "Patient", "name": [{"family": "Sorted"}]}),
+    };
+    // Years with ties, and two patients without a birthDate.
+    let years = [
+        Some(1990),
+        Some(1970),
+        None,
+        Some(1980),
+        Some(1970),
+        Some(2000),
+        Some(1980),
+        None,
+        Some(1960),
+        Some(1990),
+    ];
+    for (i, y) in years.iter().enumerate() {
+        put(store, "s", "Patient", &format!("p{i}"), born(*y)).await;
+    }
+    // Expected orders, worked out from `years` (ties in the order written):
+    // ascending, no value first: p2 p7 | p8 | p1 p4 | p3 p6 | p0 p9 | p5.
+    let ascending = ["p2", "p7", "p8", "p1", "p4", "p3", "p6", "p0", "p9", "p5"];
+    // descending, no value last: p5 | p0 p9 | p3 p6 | p1 p4 | p8 | p2 p7.
+    let descending = ["p5", "p0", "p9", "p3", "p6", "p1", "p4", "p8", "p2", "p7"];
+    for (sort, expected) in [("birthdate", ascending), ("-birthdate", descending)] {
+        let mut q = search_query(
+            "Patient",
+            &[("name", "sorted"), ("_sort", sort), ("_count", "3")],
+        );
+        let mut pages: Vec<Vec<String>> = Vec::new();
+        let previous = loop {
+            let page = store.search("s", &q).await.expect("sorted page");
+            pages.push(page.matches.iter().map(|m| m.id.clone()).collect());
+            match page.next {
+                Some(c) => q.cursor = Some(c),
+                None => break page.previous,
+            }
+        };
+        assert_eq!(pages.concat(), expected, "_sort={sort}, page by page");
+        // Back from the last page by previous links: the same pages.
+        q.cursor = Some(previous.unwrap_or_else(|| panic!("_sort={sort}: no previous link")));
+        let mut back: Vec<Vec<String>> = Vec::new();
+        loop {
+            let page = store.search("s", &q).await.expect("previous page");
+            back.push(page.matches.iter().map(|m| m.id.clone()).collect());
+            match page.previous {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        back.reverse();
+        assert_eq!(
+            back.concat(),
+            expected[..expected.len() - pages.last().map_or(0, Vec::len)],
+            "_sort={sort}, walking back"
+        );
+    }
+    // While writing: read the first page, then add two patients that sort before it and remove
+    // one already read (an offset would now repeat p8); the rest follows as if nothing happened
+    // before the cursor.
+    let mut q = search_query(
+        "Patient",
+        &[("name", "sorted"), ("_sort", "birthdate"), ("_count", "3")],
+    );
+    let first = store.search("s", &q).await.expect("first page");
+    let read: Vec<String> = first.matches.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(read, ["p2", "p7", "p8"]);
+    put(store, "s", "Patient", "early", born(Some(1900))).await;
+    put(store, "s", "Patient", "earlier", born(Some(1890))).await;
+    delete(store, "s", "Patient", "p7").await;
+    let mut rest = Vec::new();
+    let mut cursor = first.next;
+    while let Some(c) = cursor {
+        q.cursor = Some(c);
+        let page = store.search("s", &q).await.expect("next page");
+        rest.extend(page.matches.iter().map(|m| m.id.clone()));
+        cursor = page.next;
+    }
+    assert_eq!(rest, ascending[3..], "no repeat, no skip");
 }
 
 /// Chains, reverse chains and includes follow references between types.

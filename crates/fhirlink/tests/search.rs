@@ -838,6 +838,71 @@ fn paging_while_resources_are_added() {
     assert_eq!(ids, created[3..6]);
 }
 
+/// `_sort` pages by position: patients that sort before the page being read arrive, one
+/// already read goes, and the next links still give exactly the rest, in order; the previous
+/// link of a later page gives the page before it.
+#[test]
+fn sorted_paging_while_resources_change() {
+    let s = Server::start();
+    let mut by_family = Vec::new();
+    for i in 0..8 {
+        let family = format!("Sorter{}", (b'h' - i) as char);
+        let id = s.create(&json!({"resourceType": "Patient", "gender": "unknown",
+            "name": [{"family": family}]}))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        by_family.push((family, id));
+    }
+    by_family.sort();
+    let expected: Vec<String> = by_family.iter().map(|(_, id)| id.clone()).collect();
+    let page_ids = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let link = |b: &Value, rel: &str| {
+        b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == rel)
+            .map(|l| l["url"].as_str().unwrap().to_string())
+    };
+    let first = json(
+        s.get("Patient?gender=unknown&_sort=family&_count=3")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(page_ids(&first), expected[..3]);
+    // Two that sort first arrive, and one already read is deleted: an offset would repeat.
+    for family in ["Sorteraa", "Sorterab"] {
+        s.create(&json!({"resourceType": "Patient", "gender": "unknown",
+            "name": [{"family": family}]}));
+    }
+    let r = s
+        .request("DELETE", &format!("Patient/{}", expected[1]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut seen = Vec::new();
+    let mut next = link(&first, "next");
+    let mut pages = Vec::new();
+    while let Some(url) = next {
+        let b = json(reqwest::blocking::get(&url).unwrap());
+        seen.extend(page_ids(&b));
+        next = link(&b, "next");
+        pages.push(b);
+    }
+    assert_eq!(seen, expected[3..]);
+    let prev = link(pages.last().unwrap(), "previous").expect("a previous link");
+    let b = json(reqwest::blocking::get(&prev).unwrap());
+    assert_eq!(page_ids(&b), page_ids(&pages[pages.len() - 2]));
+}
+
 /// Conditional create, update and delete, and conditional references in a transaction, with
 /// 0, 1 and many matches (FHIR R4 http.html#cond-update, #ccreate, #cdelete, #trules).
 #[test]
