@@ -408,6 +408,53 @@ pub(crate) async fn conditional_update(
     respond::write_response(ctx, status, &stored, &msg)
 }
 
+/// Conditional patch, `PATCH [type]?criteria` (FHIR R4 http.html#patch): one match is
+/// patched like `PATCH [type]/[id]` (If-Match included), none is a 404, several are a 412. The
+/// search and the patch run in one transaction, so the match cannot change in between.
+pub(crate) async fn conditional_patch(
+    ctx: &Ctx,
+    rtype: &str,
+    body: Body,
+    limit: usize,
+) -> Result<Response, FhirError> {
+    let kind = request_body_kind(&ctx.headers, true)?;
+    let text = url_criteria(ctx);
+    let query = search::criteria(ctx, rtype, &text, "conditional patch")?;
+    let expected = if_match(ctx.header("if-match"))?;
+    let bytes = read_body(body, limit).await?;
+    let doc = ctx.parse_json(&bytes)?;
+    let patch = match kind {
+        BodyKind::JsonPatch => patch::Patch::json(doc)?,
+        BodyKind::FhirJson => patch::Patch::fhirpath(doc)?,
+    };
+    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+    let id = match search::matches_in(tx.as_mut(), &query).await?.as_slice() {
+        [] => {
+            return Err(FhirError::not_found(format!(
+                "no {rtype} matches the conditional patch criteria '{text}'"
+            )))
+        }
+        [id] => id.clone(),
+        _ => return Err(search::too_many("conditional patch", &text)),
+    };
+    let stored = patch_in(
+        tx.as_mut(),
+        ctx.state.inner.defs,
+        rtype,
+        &id,
+        &patch,
+        expected,
+    )
+    .await?;
+    tx.commit().await?;
+    respond::write_response(
+        ctx,
+        StatusCode::OK,
+        &stored,
+        &format!("patched {rtype}/{id} to version {}", stored.version),
+    )
+}
+
 /// Conditional delete, `DELETE [type]?criteria` (FHIR R4 http.html#cdelete), in `single`
 /// mode: one match is deleted, several are a 412, none is a 204 with nothing done.
 pub(crate) async fn conditional_delete(ctx: &Ctx, rtype: &str) -> Result<Response, FhirError> {

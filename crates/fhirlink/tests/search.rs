@@ -965,6 +965,65 @@ fn conditional_operations_with_zero_one_and_many_matches() {
     let (st, _) = status_json(s.delete("Patient?identifier=urn:mrn|2").send().unwrap());
     assert_eq!(st, 204);
 
+    // Conditional patch (FHIR R4 http.html#patch): 1 match is patched, 0 is 404, many is 412,
+    // in either patch format, and If-Match holds as for a plain patch.
+    let json_patch = |path: &str, ops: Value| {
+        status_json(
+            s.request("PATCH", path)
+                .header("content-type", "application/json-patch+json")
+                .body(ops.to_string())
+                .send()
+                .unwrap(),
+        )
+    };
+    let (st, v) = json_patch(
+        "Patient?identifier=urn:mrn|1",
+        json!([{"op": "add", "path": "/active", "value": true}]),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["id"], first["id"]);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["meta"]["versionId"], "2");
+    let fhirpath_patch = json!({"resourceType": "Parameters", "parameter": [{
+        "name": "operation", "part": [
+            {"name": "type", "valueCode": "replace"},
+            {"name": "path", "valueString": "Patient.active"},
+            {"name": "value", "valueBoolean": false}]}]});
+    let (st, v) = status_json(
+        s.request("PATCH", "Patient?identifier=urn:mrn|1")
+            .header("content-type", "application/fhir+json")
+            .header("if-match", "W/\"2\"")
+            .body(fhirpath_patch.to_string())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["active"], false);
+    let (st, v) = status_json(
+        s.request("PATCH", "Patient?identifier=urn:mrn|1")
+            .header("content-type", "application/fhir+json")
+            .header("if-match", "W/\"2\"")
+            .body(fhirpath_patch.to_string())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 412, "a stale If-Match: {v}");
+    let (st, v) = json_patch(
+        "Patient?identifier=urn:mrn|none",
+        json!([{"op": "add", "path": "/active", "value": true}]),
+    );
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = json_patch(
+        "Patient?identifier=urn:mrn|dup",
+        json!([{"op": "add", "path": "/active", "value": true}]),
+    );
+    assert_eq!(st, 412, "{v}");
+    common::assert_outcome(&v, "multiple-matches", None);
+    let (st, _) = json_patch("Patient?bogus=1", json!([]));
+    assert_eq!(st, 400);
+    let (st, _) = json_patch("Patient", json!([]));
+    assert_eq!(st, 400, "no criteria");
+
     // Transaction: a conditional reference to one match resolves; ifNoneExist finds the match.
     let tx = |entries: Value| {
         status_json(
