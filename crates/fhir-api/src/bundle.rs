@@ -214,7 +214,7 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
                 .map_err(|err| err.within(&format!("{}.resource", entry_path(e.index)), None))?;
         }
         check_entry_resource(defs, e)?;
-        prepare_entry(e);
+        prepare_entry(e, &ctx.base);
     }
 
     // FHIR R4 http.html#trules: the identities written by steps 1-3 may not overlap.
@@ -289,7 +289,7 @@ async fn batch(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
                 rewrite_references(r, &ids, &ctx.base)?;
             }
             check_entry_resource(defs, &entry)?;
-            prepare_entry(&mut entry);
+            prepare_entry(&mut entry, &ctx.base);
             let o = run_entry(ctx, tx.as_mut(), &mut entry).await?;
             tx.commit().await?;
             Ok::<_, FhirError>((entry, o))
@@ -493,7 +493,7 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
 
 /// Extracts the search index of a create or update entry whose id is settled, once its
 /// resource has been checked (see [`fhir_store::Prepared`]).
-fn prepare_entry(e: &mut Entry) {
+fn prepare_entry(e: &mut Entry, base: &str) {
     let id = match &e.action {
         Action::Create { .. } if e.existing.is_none() => e.new_id.clone(),
         Action::Update { id, .. } if !id.is_empty() => Some(id.clone()),
@@ -503,17 +503,17 @@ fn prepare_entry(e: &mut Entry) {
         return;
     };
     if let Some(resource) = e.resource.take() {
-        let prepared = Prepared::new(&id, resource);
+        let prepared = Prepared::with_base(&id, resource, base);
         e.prepared = Some((id, prepared));
     }
 }
 
 /// The prepared resource of an entry for `id`, preparing it now if that was not done.
-fn take_prepared(e: &mut Entry, id: &str) -> Prepared {
+fn take_prepared(e: &mut Entry, id: &str, base: &str) -> Prepared {
     match e.prepared.take() {
         Some((pid, p)) if pid == id => p,
-        Some((_, p)) => Prepared::new(id, p.into_parts().0),
-        None => Prepared::new(id, e.resource.take().unwrap_or(Value::Null)),
+        Some((_, p)) => Prepared::with_base(id, p.into_parts().0, base),
+        None => Prepared::with_base(id, e.resource.take().unwrap_or(Value::Null), base),
     }
 }
 
@@ -696,7 +696,7 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
         Action::Create { rtype } => {
             let rtype = rtype.clone();
             let id = e.new_id.clone().unwrap_or_else(write::new_id);
-            let resource = take_prepared(e, &id);
+            let resource = take_prepared(e, &id, &ctx.base);
             let stored = write::create_in(tx, &rtype, &id, resource).await?;
             Ok(Outcome::Written {
                 status: StatusCode::CREATED,
@@ -705,7 +705,7 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
         }
         Action::Update { rtype, id } => {
             let (rtype, id) = (rtype.clone(), id.clone());
-            let resource = take_prepared(e, &id);
+            let resource = take_prepared(e, &id, &ctx.base);
             let (stored, created) = write::update_in(tx, &rtype, &id, resource, e.if_match).await?;
             Ok(Outcome::Written {
                 status: if created {
@@ -721,7 +721,8 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 FhirError::bad_request("a PATCH entry needs a resource: a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch")
             })?;
             let patch = entry_patch(doc)?;
-            let stored = write::patch_in(tx, defs, rtype, id, &patch, e.if_match).await?;
+            let stored =
+                write::patch_in(tx, defs, &ctx.base, rtype, id, &patch, e.if_match).await?;
             Ok(Outcome::Written {
                 status: StatusCode::OK,
                 stored,

@@ -171,6 +171,7 @@ pub(crate) async fn delete_in(
 pub(crate) async fn patch_in(
     tx: &mut dyn WriteTx,
     defs: &Definitions,
+    base: &str,
     rtype: &str,
     id: &str,
     patch: &patch::Patch,
@@ -193,7 +194,8 @@ pub(crate) async fn patch_in(
         .map_err(|e| fhir_store::StoreError::Backend(format!("stored {rtype}/{id}: {e}")))?;
     patch.apply(&mut resource)?;
     check_patched(defs, &resource, rtype, id)?;
-    Ok(tx.put(rtype, id, resource, Method::Patch).await?)
+    let prepared = Prepared::with_base(id, resource, base);
+    Ok(tx.put_prepared(rtype, id, prepared, Method::Patch).await?)
 }
 
 /// A patch may change anything but what the resource is: its type and id.
@@ -236,7 +238,7 @@ pub(crate) async fn create(
     check_resource(ctx.state.inner.defs, &resource, rtype, None)?;
     let id = new_id();
     // The index is extracted before the writer is taken (see fhir_store::Prepared).
-    let prepared = Prepared::new(&id, resource);
+    let prepared = Prepared::with_base(&id, resource, &ctx.base);
     let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
     if let Some((text, query)) = &condition {
         // FHIR R4 http.html#ccreate: one match → 200 with it, nothing created; many → 412.
@@ -279,7 +281,7 @@ pub(crate) async fn update(
     let bytes = read_body(body, limit).await?;
     let resource = ctx.parse_json(&bytes)?;
     check_resource(ctx.state.inner.defs, &resource, rtype, Some(id))?;
-    let prepared = Prepared::new(id, resource);
+    let prepared = Prepared::with_base(id, resource, &ctx.base);
     let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
     let (stored, created) = update_in(tx.as_mut(), rtype, id, prepared, expected).await?;
     tx.commit().await?;
@@ -313,6 +315,7 @@ pub(crate) async fn patch(
     let stored = patch_in(
         tx.as_mut(),
         ctx.state.inner.defs,
+        &ctx.base,
         rtype,
         id,
         &patch,
@@ -394,7 +397,7 @@ pub(crate) async fn conditional_update(
         }
         _ => return Err(search::too_many("conditional update", &text)),
     };
-    let prepared = Prepared::new(&id, resource);
+    let prepared = Prepared::with_base(&id, resource, &ctx.base);
     let (stored, created) = update_in(tx.as_mut(), rtype, &id, prepared, expected).await?;
     tx.commit().await?;
     let (status, msg) = if created {
@@ -440,6 +443,7 @@ pub(crate) async fn conditional_patch(
     let stored = patch_in(
         tx.as_mut(),
         ctx.state.inner.defs,
+        &ctx.base,
         rtype,
         &id,
         &patch,

@@ -11,7 +11,7 @@ pub mod normalize;
 pub mod query;
 pub mod registry;
 
-pub use extract::{extract, restamp_last_updated, IndexEntry, IndexValue};
+pub use extract::{extract, extract_with_bases, restamp_last_updated, IndexEntry, IndexValue};
 pub use query::{
     parse, Cond, Cursor, Include, ParseOptions, Prefix, SearchError, SearchQuery, SortKey,
     SortPosition, SortValue, SystemMatch, Test, Total, UriMode,

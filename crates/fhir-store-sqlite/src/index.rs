@@ -108,6 +108,13 @@ pub(crate) fn rebuild(conn: &Connection) -> Result<()> {
         conn.execute(&format!("DELETE FROM {t}"), [])
             .map_err(backend)?;
     }
+    let bases: Vec<String> = conn
+        .prepare("SELECT url FROM own_bases")
+        .and_then(|mut st| {
+            st.query_map([], |row| row.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+        })
+        .map_err(backend)?;
     let mut st = conn
         .prepare(
             "SELECT r.sid, r.seq, v.body FROM resources r JOIN versions v ON v.seq = r.seq \
@@ -121,7 +128,12 @@ pub(crate) fn rebuild(conn: &Connection) -> Result<()> {
         let body: Option<Vec<u8>> = row.get(2).map_err(backend)?;
         let Some(body) = body else { continue };
         if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-            insert(conn, sid, seq, &fhir_search::extract(&json))?;
+            insert(
+                conn,
+                sid,
+                seq,
+                &fhir_search::extract_with_bases(&json, &bases),
+            )?;
         }
     }
     Ok(())

@@ -74,6 +74,12 @@ CREATE TABLE IF NOT EXISTS version_counts (
     PRIMARY KEY (sid, rtype)
 ) WITHOUT ROWID;
 
+-- The base URLs resources were written through (fhir_store::Prepared::with_base): an
+-- absolute reference under one of them is indexed as relative, also when the index is rebuilt.
+CREATE TABLE IF NOT EXISTS own_bases (
+    url TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
 -- The search index (see crate::index): rows of the current version of each resource only,
 -- keyed by that version's seq. One table per value kind; each primary key starts with
 -- (sid, pid, value…) so that a selective parameter is a range scan of it, and ends with seq.

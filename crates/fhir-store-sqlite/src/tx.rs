@@ -26,6 +26,8 @@ pub(crate) struct SqliteTx {
     shared: SharedWriter,
     sid: i64,
     clock: Arc<MonotonicClock>,
+    /// Base URLs the resources written came through, recorded once at commit.
+    bases: Vec<String>,
 }
 
 impl SqliteTx {
@@ -42,6 +44,7 @@ impl SqliteTx {
             shared,
             sid: 0,
             clock,
+            bases: Vec::new(),
         };
         tx.sid = crate::service_id(tx.conn()?, service)?
             .ok_or_else(|| StoreError::NoSuchService(service.to_owned()))?;
@@ -160,6 +163,11 @@ impl WriteTx for SqliteTx {
         prepared: Prepared,
         method: Method,
     ) -> Result<StoredResource> {
+        if let Some(base) = prepared.base() {
+            if !self.bases.iter().any(|b| b == base) {
+                self.bases.push(base.to_string());
+            }
+        }
         let (mut resource, mut entries) = prepared.into_parts();
         let head = self.head(rtype, id)?;
         let version = head.map_or(1, |(v, _, _)| v + 1);
@@ -234,6 +242,13 @@ impl WriteTx for SqliteTx {
             .conn
             .take()
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))?;
+        for base in &self.bases {
+            // Dropping `conn` here (an error) rolls the transaction back.
+            conn.conn
+                .prepare_cached("INSERT OR IGNORE INTO own_bases (url) VALUES (?1)")
+                .and_then(|mut st| st.execute([base]))
+                .map_err(backend)?;
+        }
         let outcome = conn.release()?;
         // Its own task: should this future be dropped meanwhile, the group is still
         // committed, and only then is the writer free again.

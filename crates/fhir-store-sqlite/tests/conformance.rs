@@ -179,7 +179,23 @@ async fn an_older_index_is_rebuilt_on_open() {
         )
         .await
         .expect("put");
+        // Written through https://fhir.example.org/r4: its own absolute reference is local.
+        tx.put_prepared(
+            "Observation",
+            "own",
+            fhir_store::Prepared::with_base(
+                "own",
+                json!({"resourceType": "Observation", "status": "final",
+                       "code": {"text": "own"},
+                       "subject": {"reference": "https://fhir.example.org/r4/Patient/p1"}}),
+                "https://fhir.example.org/r4",
+            ),
+            Method::Post,
+        )
+        .await
+        .expect("put");
         tx.commit().await.expect("commit");
+        assert_eq!(search(&store, &[("subject", "Patient/p1")]).await, ["own"]);
     }
     {
         // What a version-2 store left: no tuple rows (here: no index rows at all).
@@ -214,5 +230,10 @@ async fn an_older_index_is_rebuilt_on_open() {
         )
         .await,
         ["bp"]
+    );
+    assert_eq!(
+        search(&store, &[("subject", "Patient/p1")]).await,
+        ["own"],
+        "the rebuilt index knows the base it was written through"
     );
 }

@@ -234,17 +234,42 @@ pub trait Store: Send + Sync + 'static {
 pub struct Prepared {
     resource: Value,
     index: Vec<IndexEntry>,
+    base: Option<String>,
 }
 
 impl Prepared {
     pub fn new(id: &str, mut resource: Value) -> Prepared {
         set_id(&mut resource, id);
         let index = fhir_search::extract(&resource);
-        Prepared { resource, index }
+        Prepared {
+            resource,
+            index,
+            base: None,
+        }
+    }
+
+    /// [`Prepared::new`] for a resource written through `base` (the server's base URL the
+    /// request came to): references under it are indexed as relative ones
+    /// ([`fhir_search::extract_with_bases`]). The store remembers the base, so that a rebuilt
+    /// index treats such references the same way.
+    pub fn with_base(id: &str, mut resource: Value, base: &str) -> Prepared {
+        set_id(&mut resource, id);
+        let base = base.trim_end_matches('/').to_string();
+        let index = fhir_search::extract_with_bases(&resource, std::slice::from_ref(&base));
+        Prepared {
+            resource,
+            index,
+            base: Some(base),
+        }
     }
 
     pub fn resource(&self) -> &Value {
         &self.resource
+    }
+
+    /// The base URL given to [`Prepared::with_base`].
+    pub fn base(&self) -> Option<&str> {
+        self.base.as_deref()
     }
 
     pub fn into_parts(self) -> (Value, Vec<IndexEntry>) {

@@ -838,6 +838,60 @@ fn paging_while_resources_are_added() {
     assert_eq!(ids, created[3..6]);
 }
 
+/// A reference written as this server's own absolute URL (`[base]/Patient/1`) is the same
+/// resource as `Patient/1` (FHIR R4 references.html §2.3.0.1): searches by either form, chains,
+/// `_has` and `_include` follow it, while the stored resource keeps what was written and
+/// another server's URL stays that server's.
+#[test]
+fn own_absolute_references_search_as_relative() {
+    let s = Server::start();
+    let p = s.create(&json!({"resourceType": "Patient", "name": [{"family": "Absolute"}]}));
+    let pid = p["id"].as_str().unwrap();
+    let own = format!("{}/Patient/{pid}", s.base);
+    let ours = s.create(&json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "own"}, "subject": {"reference": own}}));
+    let foreign = s.create(&json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "foreign"},
+        "subject": {"reference": format!("http://elsewhere.example.org/fhir/Patient/{pid}")}}));
+    assert_eq!(ours["subject"]["reference"], own.as_str(), "stored as written");
+    let ours = vec![ours["id"].as_str().unwrap().to_string()];
+    for q in [
+        format!("Observation?subject=Patient/{pid}"),
+        format!("Observation?patient={pid}"),
+        format!("Observation?subject={own}"),
+        "Observation?subject:Patient.name=absolute".to_string(),
+    ] {
+        assert_eq!(sorted(all_ids(&s, &q)), ours, "{q}");
+    }
+    assert_eq!(
+        all_ids(&s, "Patient?_has:Observation:subject:status=final"),
+        [pid]
+    );
+    let b = json(
+        s.get(&format!(
+            "Observation?_id={}&_include=Observation:subject",
+            ours[0]
+        ))
+        .send()
+        .unwrap(),
+    );
+    let included: Vec<&Value> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .collect();
+    assert_eq!(included.len(), 1, "{b}");
+    assert_eq!(included[0]["resource"]["id"], pid);
+    assert_eq!(
+        all_ids(
+            &s,
+            &format!("Observation?subject=http://elsewhere.example.org/fhir/Patient/{pid}")
+        ),
+        [foreign["id"].as_str().unwrap()]
+    );
+}
+
 /// `_sort` pages by position: patients that sort before the page being read arrive, one
 /// already read goes, and the next links still give exactly the rest, in order; the previous
 /// link of a later page gives the page before it.
