@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine as _;
 use fhir_model::IssueCode;
-use fhir_store::{format_instant, StoredResource, WriteTx};
+use fhir_store::{format_instant, Prepared, StoredResource, WriteTx};
 use serde_json::{json, Map, Value};
 
 use crate::error::FhirError;
@@ -77,6 +77,9 @@ struct Entry {
     if_none_exist: Option<String>,
     /// The resource a conditional create found: the entry writes nothing and answers 200.
     existing: Option<StoredResource>,
+    /// The checked resource of a create or update with its index extracted, under the id it
+    /// will be written with.
+    prepared: Option<(String, Prepared)>,
 }
 
 /// What an entry produced, to be written into the response Bundle.
@@ -152,16 +155,33 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
         entries.push(parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?);
     }
 
-    // Conditional entries are decided first, in the transaction that will write them.
-    let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
-    for e in &mut entries {
-        if e.criteria.is_some() || e.if_none_exist.is_some() {
-            let prefix = format!("{} ({} {})", entry_path(e.index), e.method, e.url);
-            resolve_conditional(ctx, tx.as_mut(), e)
-                .await
-                .map_err(|err| name_entry(err, e.index, &prefix))?;
+    // Conditional entries and references are decided first, in the transaction that will
+    // write them. Without any, everything up to the writes (ids, references, validation,
+    // index extraction) happens before the writer is taken, so that concurrent transactions
+    // do that work side by side instead of one after another.
+    let conditional = entries.iter().any(|e| {
+        e.criteria.is_some()
+            || e.if_none_exist.is_some()
+            || e.resource.as_ref().is_some_and(|r| {
+                let mut refs = Vec::new();
+                conditional_references(r, &mut refs);
+                !refs.is_empty()
+            })
+    });
+    let mut tx = if conditional {
+        let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
+        for e in &mut entries {
+            if e.criteria.is_some() || e.if_none_exist.is_some() {
+                let prefix = format!("{} ({} {})", entry_path(e.index), e.method, e.url);
+                resolve_conditional(ctx, tx.as_mut(), e)
+                    .await
+                    .map_err(|err| name_entry(err, e.index, &prefix))?;
+            }
         }
-    }
+        Some(tx)
+    } else {
+        None
+    };
 
     // Ids first, so that every entry can refer to any other (FHIR R4 http.html#trules).
     let mut ids: HashMap<String, String> = HashMap::new();
@@ -185,13 +205,16 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
             }
         }
     }
-    resolve_references(ctx, tx.as_mut(), &entries, &mut ids).await?;
+    if let Some(tx) = tx.as_mut() {
+        resolve_references(ctx, tx.as_mut(), &entries, &mut ids).await?;
+    }
     for e in &mut entries {
         if let Some(r) = &mut e.resource {
             rewrite_references(r, &ids, &ctx.base)
                 .map_err(|err| err.within(&format!("{}.resource", entry_path(e.index)), None))?;
         }
         check_entry_resource(defs, e)?;
+        prepare_entry(e, &ctx.base);
     }
 
     // FHIR R4 http.html#trules: the identities written by steps 1-3 may not overlap.
@@ -218,6 +241,10 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
 
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| (entries[i].action.order(), i));
+    let mut tx = match tx {
+        Some(tx) => tx,
+        None => ctx.state.inner.store.begin(&ctx.service).await?,
+    };
 
     let mut outcomes: Vec<Option<Outcome>> = (0..entries.len()).map(|_| None).collect();
     for i in order {
@@ -262,6 +289,7 @@ async fn batch(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
                 rewrite_references(r, &ids, &ctx.base)?;
             }
             check_entry_resource(defs, &entry)?;
+            prepare_entry(&mut entry, &ctx.base);
             let o = run_entry(ctx, tx.as_mut(), &mut entry).await?;
             tx.commit().await?;
             Ok::<_, FhirError>((entry, o))
@@ -459,7 +487,34 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         criteria,
         if_none_exist,
         existing: None,
+        prepared: None,
     })
+}
+
+/// Extracts the search index of a create or update entry whose id is settled, once its
+/// resource has been checked (see [`fhir_store::Prepared`]).
+fn prepare_entry(e: &mut Entry, base: &str) {
+    let id = match &e.action {
+        Action::Create { .. } if e.existing.is_none() => e.new_id.clone(),
+        Action::Update { id, .. } if !id.is_empty() => Some(id.clone()),
+        _ => None,
+    };
+    let Some(id) = id else {
+        return;
+    };
+    if let Some(resource) = e.resource.take() {
+        let prepared = Prepared::with_base(&id, resource, base);
+        e.prepared = Some((id, prepared));
+    }
+}
+
+/// The prepared resource of an entry for `id`, preparing it now if that was not done.
+fn take_prepared(e: &mut Entry, id: &str, base: &str) -> Prepared {
+    match e.prepared.take() {
+        Some((pid, p)) if pid == id => p,
+        Some((_, p)) => Prepared::with_base(id, p.into_parts().0, base),
+        None => Prepared::with_base(id, e.resource.take().unwrap_or(Value::Null), base),
+    }
 }
 
 /// An entry URL relative to the base: absolute URLs of our own base are made relative.
@@ -639,17 +694,19 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 .ok_or_else(|| FhirError::bad_request("no match"))?,
         }),
         Action::Create { rtype } => {
-            let resource = e.resource.take().unwrap_or(Value::Null);
+            let rtype = rtype.clone();
             let id = e.new_id.clone().unwrap_or_else(write::new_id);
-            let stored = write::create_in(tx, rtype, &id, resource).await?;
+            let resource = take_prepared(e, &id, &ctx.base);
+            let stored = write::create_in(tx, &rtype, &id, resource).await?;
             Ok(Outcome::Written {
                 status: StatusCode::CREATED,
                 stored,
             })
         }
         Action::Update { rtype, id } => {
-            let resource = e.resource.take().unwrap_or(Value::Null);
-            let (stored, created) = write::update_in(tx, rtype, id, resource, e.if_match).await?;
+            let (rtype, id) = (rtype.clone(), id.clone());
+            let resource = take_prepared(e, &id, &ctx.base);
+            let (stored, created) = write::update_in(tx, &rtype, &id, resource, e.if_match).await?;
             Ok(Outcome::Written {
                 status: if created {
                     StatusCode::CREATED
@@ -664,7 +721,8 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 FhirError::bad_request("a PATCH entry needs a resource: a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch")
             })?;
             let patch = entry_patch(doc)?;
-            let stored = write::patch_in(tx, defs, rtype, id, &patch, e.if_match).await?;
+            let stored =
+                write::patch_in(tx, defs, &ctx.base, rtype, id, &patch, e.if_match).await?;
             Ok(Outcome::Written {
                 status: StatusCode::OK,
                 stored,

@@ -129,7 +129,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
                     Method::GET | Method::HEAD => search::search(&ctx, Scope::Type(t), None).await,
                     Method::PUT => write::conditional_update(&ctx, t, body, limit).await,
                     Method::DELETE => write::conditional_delete(&ctx, t).await,
-                    Method::PATCH => Err(not_yet("conditional patch")),
+                    Method::PATCH => write::conditional_patch(&ctx, t, body, limit).await,
                     _ => Err(FhirError::method_not_allowed(
                         method.as_str(),
                         t,

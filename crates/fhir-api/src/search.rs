@@ -120,7 +120,7 @@ pub(crate) async fn search(
         .filter(|(k, _)| k != "_cursor")
         .cloned()
         .collect();
-    let url = |cursor: Option<fhir_search::Cursor>| {
+    let url = |cursor: Option<&fhir_search::Cursor>| {
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &link_params {
             ser.append_pair(k, v);
@@ -136,11 +136,11 @@ pub(crate) async fn search(
             format!("{}{sep}{path}?{qs}", ctx.base)
         }
     };
-    let mut links = vec![json!({"relation": "self", "url": url(query.cursor)})];
-    if let Some(n) = page.next {
+    let mut links = vec![json!({"relation": "self", "url": url(query.cursor.as_ref())})];
+    if let Some(n) = &page.next {
         links.push(json!({"relation": "next", "url": url(Some(n))}));
     }
-    if let Some(p) = page.previous {
+    if let Some(p) = &page.previous {
         links.push(json!({"relation": "previous", "url": url(Some(p))}));
     }
     let elements = query.elements.clone();

@@ -88,6 +88,15 @@ impl<'a> Evaluator<'a> {
         self.eval(ast, &input, &scope)
     }
 
+    /// Like [`Evaluator::run`], from `focus` instead of the root.
+    pub(crate) fn run_on(&self, ast: &Ast, focus: Item<'a>) -> R<'a> {
+        let scope = Scope {
+            this: Some(focus.clone()),
+            ..Scope::default()
+        };
+        self.eval(ast, &[focus], &scope)
+    }
+
     pub(crate) fn eval(&self, ast: &Ast, input: &[Item<'a>], scope: &Scope<'a>) -> R<'a> {
         let d = self.depth.get() + 1;
         if d > MAX_DEPTH {

@@ -170,3 +170,15 @@ pub fn evaluate_with<'a>(
 ) -> Result<Vec<Item<'a>>, EvalError> {
     eval::Evaluator::new(resource, options).run(&expr.ast)
 }
+
+/// Evaluates `expr` with `focus` as its input and `$this`, and `resource` (the resource `focus`
+/// was reached in) as `%resource`: how a composite SearchParameter's component expressions are
+/// evaluated, relative to each node its own expression selected (FHIR R4
+/// searchparameter.html `SearchParameter.component.expression`).
+pub fn evaluate_on<'a>(
+    expr: &Expr,
+    focus: &Item<'a>,
+    resource: &'a serde_json::Value,
+) -> Result<Vec<Item<'a>>, EvalError> {
+    eval::Evaluator::new(resource, &Options::default()).run_on(&expr.ast, focus.clone())
+}

@@ -4,14 +4,18 @@
 //! Each parameter's precompiled FHIRPath expression is evaluated over the resource JSON, and
 //! every result node becomes zero or more [`IndexValue`]s according to the parameter type and
 //! the node's FHIR type (a token may come from a code, Coding, CodeableConcept, Identifier,
-//! ContactPoint or boolean). Composite parameters are not indexed themselves: queries combine
-//! their components. A reference's `identifier` is indexed as a token of the same parameter,
-//! which is what `:identifier` searches.
+//! ContactPoint or boolean). A composite over the resource itself (`code-value-quantity`) is not
+//! indexed: queries combine its components' own rows, since the resource is its one tuple. Any
+//! other composite is indexed tuple by tuple: each node its expression selects is a tuple, each
+//! component's values are rows under [`component_param`] with the tuple's number as their
+//! `group`, so that a query can demand that every component match in the same tuple (FHIR R4
+//! §3.1.1.4.8). A reference's `identifier` is indexed as a token of the same parameter, which is
+//! what `:identifier` searches.
 
 use serde_json::{Map, Value};
 
 use crate::normalize::{date_range, fold};
-use crate::registry::{registry, ParamType};
+use crate::registry::{component_param, registry, ParamType, SearchParam};
 
 /// One indexed value of one parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,36 +58,149 @@ pub enum IndexValue {
 /// One index row: a parameter's stable number and a value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexEntry {
+    /// A registry number, or a [`component_param`] key for a composite's tuple rows.
     pub param: u32,
     pub value: IndexValue,
+    /// The tuple (1, 2, …) a composite component's value belongs to; 0 for any other row.
+    pub group: u32,
 }
 
 /// Every index entry of a resource, for every search parameter of its type.
 pub fn extract(resource: &Value) -> Vec<IndexEntry> {
+    extract_with_bases(resource, &[])
+}
+
+/// [`extract`], knowing the base URLs this server answers on: an absolute reference under one
+/// of them is indexed as the relative reference it spells out, since `[base]/Patient/1` on
+/// this server and `Patient/1` are the same resource (FHIR R4 references.html §2.3.0.1, and
+/// search.html §3.1.1.4.5: a reference search by either form finds both).
+pub fn extract_with_bases(resource: &Value, own_bases: &[String]) -> Vec<IndexEntry> {
     let Some(rtype) = resource.get("resourceType").and_then(Value::as_str) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for p in registry().for_type(rtype) {
-        let Some(expr) = &p.compiled else {
-            continue;
-        };
-        let Ok(items) = fhir_path::evaluate(expr, resource) else {
-            continue;
-        };
         let before = out.len();
-        let mut emit = |value| out.push(IndexEntry { param: p.id, value });
-        for item in &items {
-            match item {
-                fhir_path::Item::Node(n) => {
-                    values_of(p.kind, n.json(), n.type_name().as_deref(), &mut emit)
-                }
-                fhir_path::Item::Value(v) => values_of(p.kind, &v.to_json(), None, &mut emit),
+        if p.kind == ParamType::Composite {
+            if !p.whole_resource {
+                extract_tuples(p, resource, own_bases, &mut out);
             }
+        } else {
+            extract_param(p, resource, own_bases, &mut out);
         }
         dedup_tail(&mut out, before);
     }
     out
+}
+
+/// Replaces the `_lastUpdated` entries of `entries`, extracted from `resource` before the store
+/// stamped `meta.lastUpdated` into it, by those of the stamped value. Every other parameter
+/// reads nothing that stamping changes (`id` is set before extraction, and no R4 parameter
+/// reads `meta.versionId`), so a store can extract a resource's index before its write
+/// transaction begins and fix only this one parameter inside it.
+pub fn restamp_last_updated(resource: &Value, entries: &mut Vec<IndexEntry>) {
+    let Some(rtype) = resource.get("resourceType").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(p) = registry().get(rtype, "_lastUpdated") else {
+        return;
+    };
+    entries.retain(|e| e.param != p.id);
+    let before = entries.len();
+    extract_param(p, resource, &[], entries);
+    dedup_tail(entries, before);
+}
+
+fn extract_param(
+    p: &SearchParam,
+    resource: &Value,
+    own_bases: &[String],
+    out: &mut Vec<IndexEntry>,
+) {
+    let Some(expr) = &p.compiled else {
+        return;
+    };
+    let Ok(items) = fhir_path::evaluate(expr, resource) else {
+        return;
+    };
+    let mut emit = |value| {
+        out.push(IndexEntry {
+            param: p.id,
+            value,
+            group: 0,
+        })
+    };
+    for item in &items {
+        item_values(p.kind, item, own_bases, &mut emit);
+    }
+}
+
+fn item_values(
+    kind: ParamType,
+    item: &fhir_path::Item<'_>,
+    own_bases: &[String],
+    emit: &mut dyn FnMut(IndexValue),
+) {
+    match item {
+        fhir_path::Item::Node(n) => {
+            values_of(kind, n.json(), n.type_name().as_deref(), own_bases, emit)
+        }
+        fhir_path::Item::Value(v) => values_of(kind, &v.to_json(), None, own_bases, emit),
+    }
+}
+
+/// The tuple rows of a composite that is not over the whole resource. A tuple in which some
+/// component has no value can match no search, so it is not written.
+fn extract_tuples(
+    p: &SearchParam,
+    resource: &Value,
+    own_bases: &[String],
+    out: &mut Vec<IndexEntry>,
+) {
+    let reg = registry();
+    let Some(expr) = &p.compiled else {
+        return;
+    };
+    let Ok(tuples) = fhir_path::evaluate(expr, resource) else {
+        return;
+    };
+    // Each component's type is the type of the parameter it is defined by.
+    let kinds: Option<Vec<ParamType>> = p
+        .components
+        .iter()
+        .map(|c| reg.get(&p.rtype, c).map(|cp| cp.kind))
+        .collect();
+    let Some(kinds) = kinds else {
+        return;
+    };
+    let mut group = 0_u32;
+    for tuple in &tuples {
+        let mut rows = Vec::new();
+        let mut complete = true;
+        for (i, (component, kind)) in p.component_exprs.iter().zip(&kinds).enumerate() {
+            let Some(component) = component else {
+                return;
+            };
+            let before = rows.len();
+            if let Ok(items) = fhir_path::evaluate_on(component, tuple, resource) {
+                let param = component_param(p.id, i);
+                for item in &items {
+                    item_values(*kind, item, own_bases, &mut |value| {
+                        rows.push(IndexEntry {
+                            param,
+                            value,
+                            group: 0,
+                        })
+                    });
+                }
+            }
+            complete &= rows.len() > before;
+        }
+        if complete {
+            group += 1;
+            out.extend(rows.into_iter().map(|r| IndexEntry { group, ..r }));
+        }
+    }
 }
 
 /// Removes duplicates among `out[from..]` (a code repeated in two codings, say).
@@ -102,11 +219,17 @@ fn s(o: &Map<String, Value>, key: &str) -> Option<String> {
     o.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-fn values_of(kind: ParamType, v: &Value, tname: Option<&str>, emit: &mut dyn FnMut(IndexValue)) {
+fn values_of(
+    kind: ParamType,
+    v: &Value,
+    tname: Option<&str>,
+    own_bases: &[String],
+    emit: &mut dyn FnMut(IndexValue),
+) {
     match kind {
         ParamType::String => strings(v, emit),
         ParamType::Token => tokens(v, tname, emit),
-        ParamType::Reference => references(v, emit),
+        ParamType::Reference => references(v, own_bases, emit),
         ParamType::Date => dates(v, emit),
         ParamType::Number => {
             if let Some(n) = number(v) {
@@ -273,7 +396,17 @@ pub fn local_reference(r: &str) -> Option<(String, String)> {
     Some((t.to_string(), id.to_string()))
 }
 
-fn references(v: &Value, emit: &mut dyn FnMut(IndexValue)) {
+/// `[base]/Type/id` under one of our own bases, as (type, id).
+fn own_reference(r: &str, own_bases: &[String]) -> Option<(String, String)> {
+    own_bases.iter().find_map(|base| {
+        let rest = r
+            .strip_prefix(base.trim_end_matches('/'))?
+            .strip_prefix('/')?;
+        local_reference(rest)
+    })
+}
+
+fn references(v: &Value, own_bases: &[String], emit: &mut dyn FnMut(IndexValue)) {
     match v {
         Value::String(u) => emit(IndexValue::Reference {
             ttype: None,
@@ -284,7 +417,9 @@ fn references(v: &Value, emit: &mut dyn FnMut(IndexValue)) {
             if let Some(r) = o.get("reference").and_then(Value::as_str) {
                 if r.starts_with('#') {
                     // A contained resource is not a search target of its own.
-                } else if let Some((t, id)) = local_reference(r) {
+                } else if let Some((t, id)) =
+                    local_reference(r).or_else(|| own_reference(r, own_bases))
+                {
                     emit(IndexValue::Reference {
                         ttype: Some(t),
                         tid: Some(id),
@@ -475,6 +610,46 @@ mod tests {
         }));
         assert_eq!(values(p.clone(), "gender").len(), 1);
         assert_eq!(values(p, "birthdate").len(), 1);
+    }
+
+    #[test]
+    fn own_absolute_references_are_relative() {
+        let obs = json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "https://fhir.example.org/r4/Patient/p1"},
+            "performer": [{"reference": "https://elsewhere.example.org/Practitioner/d1"}]});
+        let bases = vec!["https://fhir.example.org/r4/".to_string()];
+        let id = |code: &str| registry().get("Observation", code).unwrap().id;
+        let of = |entries: &[IndexEntry], code: &str| -> Vec<IndexValue> {
+            entries
+                .iter()
+                .filter(|e| e.param == id(code))
+                .map(|e| e.value.clone())
+                .collect()
+        };
+        let entries = extract_with_bases(&obs, &bases);
+        assert_eq!(
+            of(&entries, "subject"),
+            vec![IndexValue::Reference {
+                ttype: Some("Patient".into()),
+                tid: Some("p1".into()),
+                url: None
+            }]
+        );
+        assert_eq!(
+            of(&entries, "performer"),
+            vec![IndexValue::Reference {
+                ttype: None,
+                tid: None,
+                url: Some("https://elsewhere.example.org/Practitioner/d1".into())
+            }],
+            "another server's URL stays a URL"
+        );
+        // Without knowing the base, it is a URL.
+        assert!(matches!(
+            of(&extract(&obs), "subject")[0],
+            IndexValue::Reference { url: Some(_), .. }
+        ));
     }
 
     #[test]

@@ -11,9 +11,9 @@ pub mod normalize;
 pub mod query;
 pub mod registry;
 
-pub use extract::{extract, IndexEntry, IndexValue};
+pub use extract::{extract, extract_with_bases, restamp_last_updated, IndexEntry, IndexValue};
 pub use query::{
     parse, Cond, Cursor, Include, ParseOptions, Prefix, SearchError, SearchQuery, SortKey,
-    SystemMatch, Test, Total, UriMode,
+    SortPosition, SortValue, SystemMatch, Test, Total, UriMode,
 };
-pub use registry::{registry, ParamType, Registry, SearchParam};
+pub use registry::{component_param, registry, ParamType, Registry, SearchParam};

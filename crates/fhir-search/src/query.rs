@@ -118,8 +118,11 @@ pub enum Test {
         source: String,
         filter: Vec<Cond>,
     },
-    /// Composite: every component holds.
+    /// Composite over the whole resource: every component holds, each on its own parameter.
     All(Vec<Cond>),
+    /// Composite over repeating elements: every component holds within one tuple. Each
+    /// condition's `param` is the component's [`crate::component_param`] key.
+    Tuple(Vec<Cond>),
 }
 
 /// One condition on one parameter.
@@ -158,15 +161,36 @@ pub enum Total {
     Accurate,
 }
 
-/// Where a page starts: opaque to clients, carried in `_cursor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a page starts: opaque to clients, carried in `_cursor`. Both orders page by position,
+/// never by offset, so that a link stays correct while resources are added or removed before
+/// it (FHIR R4 §3.1.1.5.6 paging: the server decides how links work).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cursor {
     /// Default order: resources with a row number above this one.
     After(i64),
     /// Default order, backwards: the page ending just before this row number.
     Before(i64),
-    /// A sorted result: skip this many.
-    Offset(u64),
+    /// A sorted result: the rows after this one in the sort order.
+    SortedAfter(SortPosition),
+    /// A sorted result, backwards: the page ending just before this row.
+    SortedBefore(SortPosition),
+}
+
+/// A row of a sorted result: its value for each sort key (in `_sort` order) and its row
+/// number, which breaks ties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortPosition {
+    pub values: Vec<SortValue>,
+    pub seq: i64,
+}
+
+/// One sort key's value, as the store compares it; `Null` when the resource has none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
 }
 
 impl Cursor {
@@ -174,7 +198,8 @@ impl Cursor {
         match self {
             Cursor::After(n) => format!("a{n}"),
             Cursor::Before(n) => format!("b{n}"),
-            Cursor::Offset(n) => format!("o{n}"),
+            Cursor::SortedAfter(p) => format!("s{}", p.encode()),
+            Cursor::SortedBefore(p) => format!("r{}", p.encode()),
         }
     }
 
@@ -183,9 +208,58 @@ impl Cursor {
         match k {
             "a" => n.parse().ok().map(Cursor::After),
             "b" => n.parse().ok().map(Cursor::Before),
-            "o" => n.parse().ok().map(Cursor::Offset),
+            "s" => SortPosition::decode(n).map(Cursor::SortedAfter),
+            "r" => SortPosition::decode(n).map(Cursor::SortedBefore),
             _ => None,
         }
+    }
+}
+
+impl SortPosition {
+    /// Hex of a JSON array `[seq, value…]` with each value tagged by its kind, so that the
+    /// cursor needs no escaping in a URL and decodes to the same SQL types.
+    fn encode(&self) -> String {
+        let mut parts = vec![serde_json::json!(self.seq)];
+        for v in &self.values {
+            parts.push(match v {
+                SortValue::Null => serde_json::json!(null),
+                SortValue::Int(i) => serde_json::json!({ "i": i }),
+                SortValue::Real(r) => serde_json::json!({ "r": r }),
+                SortValue::Text(t) => serde_json::json!({ "t": t }),
+            });
+        }
+        let text = serde_json::Value::Array(parts).to_string();
+        text.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn decode(hex: &str) -> Option<SortPosition> {
+        if !hex.len().is_multiple_of(2) || hex.len() > 8192 {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        let v: serde_json::Value = serde_json::from_slice(&bytes?).ok()?;
+        let parts = v.as_array()?;
+        let (seq, rest) = parts.split_first()?;
+        let values = rest
+            .iter()
+            .map(|p| match p {
+                serde_json::Value::Null => Some(SortValue::Null),
+                serde_json::Value::Object(o) => match o.iter().next()? {
+                    (k, v) if k == "i" => v.as_i64().map(SortValue::Int),
+                    (k, v) if k == "r" => v.as_f64().map(SortValue::Real),
+                    (k, v) if k == "t" => v.as_str().map(|t| SortValue::Text(t.to_string())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(SortPosition {
+            values,
+            seq: seq.as_i64()?,
+        })
     }
 }
 
@@ -367,6 +441,15 @@ pub fn parse(
             }
         }
     }
+    // A cursor is a position in one order: one from another search's links is refused.
+    let fits = match &q.cursor {
+        None => true,
+        Some(Cursor::After(_) | Cursor::Before(_)) => q.sort.is_empty(),
+        Some(Cursor::SortedAfter(p) | Cursor::SortedBefore(p)) => p.values.len() == q.sort.len(),
+    };
+    if !fits {
+        return Err(err("_cursor", "is not a position in this search's order"));
+    }
     Ok(q)
 }
 
@@ -546,7 +629,7 @@ fn parse_filter(
     let Some(p) = reg.get(rtype, code) else {
         return Ok(None);
     };
-    if p.kind == ParamType::Special || (p.compiled.is_none() && p.kind != ParamType::Composite) {
+    if p.kind == ParamType::Special || p.compiled.is_none() {
         // `_text`, `_content`, `_query` & co.: known to R4, not searchable here; reported as
         // unsupported like an unknown parameter (ignored, or 400 under handling=strict).
         return Ok(None);
@@ -732,13 +815,21 @@ fn parse_value(
                 ));
             }
             let mut all = Vec::new();
-            for (c, v) in p.components.iter().zip(parts) {
+            for (i, (c, v)) in p.components.iter().zip(parts).enumerate() {
                 let cp = registry()
                     .get(&p.rtype, c)
                     .ok_or_else(|| err(key, format!("component '{c}' is unknown")))?;
-                all.push(parse_value(cp, key, None, &v, opts)?);
+                let mut cond = parse_value(cp, key, None, &v, opts)?;
+                if !p.whole_resource {
+                    cond.param = crate::registry::component_param(p.id, i);
+                }
+                all.push(cond);
             }
-            Test::All(all)
+            if p.whole_resource {
+                Test::All(all)
+            } else {
+                Test::Tuple(all)
+            }
         }
         ParamType::Special => return Err(err(key, "this parameter is not supported")),
     };

@@ -73,8 +73,28 @@ pub struct SearchParam {
     pub targets: Vec<String>,
     /// For a composite, the codes of its component parameters on the same type.
     pub components: Vec<String>,
+    /// For a composite, whether its expression selects the resource itself and nothing else
+    /// (`Observation` for `code-value-quantity`): it then has one tuple per resource, and its
+    /// components are matched on their own parameters' index rows. Any other composite (over
+    /// `Observation.component`, `useContext`, …) is indexed tuple by tuple ([`component_param`]).
+    pub whole_resource: bool,
+    /// The expression as parsed; for a composite, the one that selects its tuples.
     pub(crate) compiled: Option<fhir_path::Expr>,
+    /// For a composite, each component's expression, relative to a tuple
+    /// (`SearchParameter.component.expression`).
+    pub(crate) component_exprs: Vec<Option<fhir_path::Expr>>,
 }
+
+/// The index key of component `i` of composite parameter `composite` (a registry number):
+/// tuple rows are kept under it, beside the rows of ordinary parameters, with the tuple's
+/// number in their group (FHIR R4 §3.1.1.4.8: the components must match within one tuple).
+pub fn component_param(composite: u32, i: usize) -> u32 {
+    let i = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(1);
+    composite.saturating_add(i.saturating_mul(COMPONENT_STRIDE))
+}
+
+/// Registry numbers stay below this; component keys are above it.
+const COMPONENT_STRIDE: u32 = 1 << 20;
 
 /// Every search parameter, by type and code.
 #[derive(Debug)]
@@ -123,16 +143,21 @@ impl Registry {
             let expression = str_of(sp, "expression");
             let description = str_of(sp, "description");
             let targets: Vec<String> = strs_of(sp, "target");
-            let components: Vec<String> = sp
+            // (definition URL, relative expression) of each component.
+            let parts: Vec<(String, String)> = sp
                 .get("component")
                 .and_then(Value::as_array)
                 .map(|cs| {
                     cs.iter()
-                        .filter_map(|c| c.get("definition").and_then(Value::as_str))
-                        .map(str::to_string)
+                        .map(|c| (str_of(c, "definition"), str_of(c, "expression")))
                         .collect()
                 })
                 .unwrap_or_default();
+            let components: Vec<String> = parts.iter().map(|(d, _)| d.clone()).collect();
+            let component_exprs: Vec<Option<fhir_path::Expr>> = parts
+                .iter()
+                .map(|(_, e)| fhir_path::parse(e).ok())
+                .collect();
             for base in strs_of(sp, "base") {
                 let applies: Vec<&String> = match base.as_str() {
                     "Resource" => types.iter().collect(),
@@ -155,7 +180,9 @@ impl Registry {
                         expression: expr,
                         targets: targets.clone(),
                         components: components.clone(),
+                        whole_resource: false,
                         compiled: None,
+                        component_exprs: component_exprs.clone(),
                     });
                 }
             }
@@ -166,14 +193,22 @@ impl Registry {
         let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, p) in raw.iter_mut().enumerate() {
             p.id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            p.components = p
+            let codes: Option<Vec<String>> = p
                 .components
                 .iter()
-                .filter_map(|u| url_code.get(u).cloned())
+                .map(|u| url_code.get(u).cloned())
                 .collect();
-            if !p.expression.is_empty() && p.kind != ParamType::Composite {
+            p.components = codes.unwrap_or_default();
+            if !p.expression.is_empty() {
                 p.compiled = fhir_path::parse(&p.expression).ok();
             }
+            if p.kind == ParamType::Composite
+                && (p.components.is_empty() || p.components.len() != p.component_exprs.len())
+            {
+                // A component that names no known parameter: the composite cannot be searched.
+                p.compiled = None;
+            }
+            p.whole_resource = p.kind == ParamType::Composite && p.expression.trim() == p.rtype;
             by_key.insert((p.rtype.clone(), p.code.clone()), i);
             by_type.entry(p.rtype.clone()).or_default().push(i);
         }
@@ -295,6 +330,16 @@ mod tests {
         assert!(reg.get("Bundle", "_text").is_none());
         let cvq = reg.get("Observation", "code-value-quantity").unwrap();
         assert_eq!(cvq.components, vec!["code", "value-quantity"]);
+        assert!(cvq.whole_resource);
+        let component = reg
+            .get("Observation", "component-code-value-quantity")
+            .unwrap();
+        assert!(!component.whole_resource);
+        assert_eq!(component.component_exprs.len(), 2);
+        assert!(component.component_exprs.iter().all(Option::is_some));
+        let combo = reg.get("Observation", "combo-code-value-quantity").unwrap();
+        assert!(!combo.whole_resource);
+        assert!(reg.all().len() < COMPONENT_STRIDE as usize);
     }
 
     #[test]
@@ -304,7 +349,8 @@ mod tests {
             .all()
             .iter()
             .filter(|p| {
-                p.kind != ParamType::Composite && !p.expression.is_empty() && p.compiled.is_none()
+                (!p.expression.is_empty() && p.compiled.is_none())
+                    || p.component_exprs.iter().any(Option::is_none)
             })
             .map(|p| format!("{}.{}: {}", p.rtype, p.code, p.expression))
             .collect();

@@ -40,40 +40,42 @@ fn opt(s: &Option<String>) -> &str {
 pub(crate) fn insert(conn: &Connection, sid: i64, seq: i64, entries: &[IndexEntry]) -> Result<()> {
     for e in entries {
         let pid = i64::from(e.param);
+        let grp = i64::from(e.group);
         let r = match &e.value {
             IndexValue::String { norm, exact } => conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO ix_string (sid, pid, norm, exact, seq) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut st| st.execute(params![sid, pid, norm, exact, seq])),
-            IndexValue::Token { system, code, text } => {
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO ix_token (sid, pid, code, system, seq, text) \
+                    "INSERT OR IGNORE INTO ix_string (sid, pid, norm, exact, seq, grp) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .and_then(|mut st| st.execute(params![sid, pid, opt(code), opt(system), seq, text]))
-            }
-            IndexValue::Reference { ttype, tid, url } => conn
+                .and_then(|mut st| st.execute(params![sid, pid, norm, exact, seq, grp])),
+            IndexValue::Token { system, code, text } => conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO ix_ref (sid, pid, ttype, tid, url, seq) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO ix_token (sid, pid, code, system, seq, grp, text) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .and_then(|mut st| {
-                    st.execute(params![sid, pid, opt(ttype), opt(tid), opt(url), seq])
+                    st.execute(params![sid, pid, opt(code), opt(system), seq, grp, text])
+                }),
+            IndexValue::Reference { ttype, tid, url } => conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO ix_ref (sid, pid, ttype, tid, url, seq, grp) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![sid, pid, opt(ttype), opt(tid), opt(url), seq, grp])
                 }),
             IndexValue::Date { lo, hi } => conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO ix_date (sid, pid, lo, hi, seq) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO ix_date (sid, pid, lo, hi, seq, grp) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .and_then(|mut st| st.execute(params![sid, pid, lo, hi, seq])),
+                .and_then(|mut st| st.execute(params![sid, pid, lo, hi, seq, grp])),
             IndexValue::Number { lo, hi } => conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO ix_number (sid, pid, lo, hi, seq) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO ix_number (sid, pid, lo, hi, seq, grp) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .and_then(|mut st| st.execute(params![sid, pid, lo, hi, seq])),
+                .and_then(|mut st| st.execute(params![sid, pid, lo, hi, seq, grp])),
             IndexValue::Quantity {
                 system,
                 code,
@@ -81,17 +83,18 @@ pub(crate) fn insert(conn: &Connection, sid: i64, seq: i64, entries: &[IndexEntr
                 hi,
             } => conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO ix_quantity (sid, pid, code, system, lo, hi, seq) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO ix_quantity (sid, pid, code, system, lo, hi, seq, grp) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .and_then(|mut st| {
-                    st.execute(params![sid, pid, opt(code), opt(system), lo, hi, seq])
+                    st.execute(params![sid, pid, opt(code), opt(system), lo, hi, seq, grp])
                 }),
             IndexValue::Uri(v) => conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO ix_uri (sid, pid, value, seq) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR IGNORE INTO ix_uri (sid, pid, value, seq, grp) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .and_then(|mut st| st.execute(params![sid, pid, v, seq])),
+                .and_then(|mut st| st.execute(params![sid, pid, v, seq, grp])),
         };
         r.map_err(backend)?;
     }
@@ -105,6 +108,13 @@ pub(crate) fn rebuild(conn: &Connection) -> Result<()> {
         conn.execute(&format!("DELETE FROM {t}"), [])
             .map_err(backend)?;
     }
+    let bases: Vec<String> = conn
+        .prepare("SELECT url FROM own_bases")
+        .and_then(|mut st| {
+            st.query_map([], |row| row.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+        })
+        .map_err(backend)?;
     let mut st = conn
         .prepare(
             "SELECT r.sid, r.seq, v.body FROM resources r JOIN versions v ON v.seq = r.seq \
@@ -118,7 +128,12 @@ pub(crate) fn rebuild(conn: &Connection) -> Result<()> {
         let body: Option<Vec<u8>> = row.get(2).map_err(backend)?;
         let Some(body) = body else { continue };
         if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-            insert(conn, sid, seq, &fhir_search::extract(&json))?;
+            insert(
+                conn,
+                sid,
+                seq,
+                &fhir_search::extract_with_bases(&json, &bases),
+            )?;
         }
     }
     Ok(())

@@ -1,17 +1,19 @@
 //! The SQLite backend of the fhirlink store: one database file, `fhirlink.db`, in a data folder.
 //!
-//! [`SqliteStore`] keeps one writer connection, taken whole by each [`WriteTx`] from `BEGIN
-//! IMMEDIATE` to `COMMIT` (SQLite admits one writer at a time anyway), and a small pool of read
-//! connections that see the last committed state through WAL snapshots. Point reads run inline
-//! on the async worker — they cost microseconds — while anything that fsyncs (a commit, service
-//! creation and deletion) runs on tokio's blocking pool. The schema and its invariants are in
-//! [`schema`]; this crate knows SQL and files, and nothing of HTTP.
+//! [`SqliteStore`] keeps one writer connection, taken whole by each [`WriteTx`] from its start
+//! to its commit (SQLite admits one writer at a time anyway), with concurrent transactions
+//! committed together ([`writer`]); a checkpointer thread with its own connection; and a small
+//! pool of read connections that see the last committed state through WAL snapshots. Point
+//! reads run inline on the async worker — they cost microseconds — while anything that fsyncs
+//! (a commit, service creation and deletion) runs on tokio's blocking pool. The schema and its
+//! invariants are in [`schema`]; this crate knows SQL and files, and nothing of HTTP.
 
 mod docs;
 mod index;
 mod schema;
 mod search;
 mod tx;
+mod writer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +36,9 @@ const LOCK_FILE: &str = "fhirlink.lock";
 
 /// A store in one SQLite database.
 pub struct SqliteStore {
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    writer: writer::SharedWriter,
+    /// Dropped with the store, which ends its thread.
+    _checkpointer: Option<writer::Checkpointer>,
     readers: ReaderPool,
     clock: Arc<MonotonicClock>,
     /// Held open and locked for the store's life: one store per data folder, so that one
@@ -67,6 +71,21 @@ impl SqliteStore {
                 .map_err(backend)?;
             built?;
         }
+        // The checkpointer takes over the writer's automatic checkpoints, off its commits.
+        let (signal, checkpointer) = match schema::open_checkpointer(&path)
+            .and_then(|conn| writer::Checkpointer::spawn(conn).map_err(|e| e.to_string()))
+        {
+            Ok(c) => {
+                writer
+                    .execute_batch("PRAGMA wal_autocheckpoint = 0")
+                    .map_err(backend)?;
+                (Some(c.signal()), Some(c))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpointer thread; the writer checkpoints");
+                (None, None)
+            }
+        };
         let clock = MonotonicClock::default();
         let newest: Option<i64> = writer
             .query_row("SELECT max(last_updated) FROM versions", [], |row| {
@@ -82,7 +101,8 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::Backend)?;
         Ok(SqliteStore {
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Arc::new(tokio::sync::Mutex::new(writer::Writer::new(writer, signal))),
+            _checkpointer: checkpointer,
             readers: ReaderPool {
                 conns,
                 next: AtomicUsize::new(0),
@@ -98,10 +118,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let mut conn = self.writer.clone().lock_owned().await;
+        let mut w = self.writer.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || {
-            tx::ensure_idle(&conn);
-            f(&mut conn)
+            // Whatever a group left open is committed first, for its members.
+            w.flush();
+            f(&mut w.conn)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
@@ -362,7 +383,7 @@ impl Store for SqliteStore {
 
     async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>> {
         let conn = self.writer.clone().lock_owned().await;
-        let tx = tx::SqliteTx::begin(conn, service, self.clock.clone())?;
+        let tx = tx::SqliteTx::begin(self.writer.clone(), conn, service, self.clock.clone())?;
         Ok(Box::new(tx))
     }
 

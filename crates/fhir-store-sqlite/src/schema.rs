@@ -16,8 +16,10 @@
 use rusqlite::Connection;
 
 /// The schema version kept in `PRAGMA user_version`.
-/// Version 2 added the search index tables; a version-1 database is indexed when opened.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added the search index tables; version 3 gave their rows a tuple group (`grp`,
+/// composite parameters) and changed what is extracted. An older database is reindexed from
+/// its current versions when opened.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services (
@@ -72,56 +74,65 @@ CREATE TABLE IF NOT EXISTS version_counts (
     PRIMARY KEY (sid, rtype)
 ) WITHOUT ROWID;
 
+-- The base URLs resources were written through (fhir_store::Prepared::with_base): an
+-- absolute reference under one of them is indexed as relative, also when the index is rebuilt.
+CREATE TABLE IF NOT EXISTS own_bases (
+    url TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
 -- The search index (see crate::index): rows of the current version of each resource only,
 -- keyed by that version's seq. One table per value kind; each primary key starts with
 -- (sid, pid, value…) so that a selective parameter is a range scan of it, and ends with seq.
 -- The (seq, pid) indexes serve removal on update, per-resource probes of the other
 -- conditions of a search, _include and sorting. Absent parts are '' (never NULL in a key).
+-- grp is 0 except in the tuple rows of a composite parameter, where it numbers the tuple
+-- (fhir_search::component_param): components of one tuple share seq and grp.
 CREATE TABLE IF NOT EXISTS ix_string (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (sid, pid, norm, exact, seq)
+    seq INTEGER NOT NULL, grp INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, norm, exact, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_string_seq ON ix_string (seq, pid);
 
 CREATE TABLE IF NOT EXISTS ix_token (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
-    seq INTEGER NOT NULL, text TEXT,
-    PRIMARY KEY (sid, pid, code, system, seq)
+    seq INTEGER NOT NULL, grp INTEGER NOT NULL, text TEXT,
+    PRIMARY KEY (sid, pid, code, system, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_token_seq ON ix_token (seq, pid);
 
 CREATE TABLE IF NOT EXISTS ix_ref (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, ttype TEXT NOT NULL, tid TEXT NOT NULL,
-    url TEXT NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (sid, pid, ttype, tid, url, seq)
+    url TEXT NOT NULL, seq INTEGER NOT NULL, grp INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, ttype, tid, url, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_ref_seq ON ix_ref (seq, pid);
 
 CREATE TABLE IF NOT EXISTS ix_date (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (sid, pid, lo, hi, seq)
+    seq INTEGER NOT NULL, grp INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, lo, hi, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_date_seq ON ix_date (seq, pid);
 
 CREATE TABLE IF NOT EXISTS ix_number (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (sid, pid, lo, hi, seq)
+    seq INTEGER NOT NULL, grp INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, lo, hi, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_number_seq ON ix_number (seq, pid);
 
 CREATE TABLE IF NOT EXISTS ix_quantity (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
-    lo REAL NOT NULL, hi REAL NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (sid, pid, code, system, lo, hi, seq)
+    lo REAL NOT NULL, hi REAL NOT NULL, seq INTEGER NOT NULL, grp INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, code, system, lo, hi, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_quantity_seq ON ix_quantity (seq, pid);
 
 CREATE TABLE IF NOT EXISTS ix_uri (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (sid, pid, value, seq)
+    grp INTEGER NOT NULL,
+    PRIMARY KEY (sid, pid, value, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_uri_seq ON ix_uri (seq, pid);
 ";
@@ -190,11 +201,37 @@ pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), 
             path.display()
         ));
     }
+    // An older index has another shape: dropped here, rebuilt by the caller.
+    let reindex = (1..SCHEMA_VERSION).contains(&version);
+    let drop_index: String = if reindex {
+        crate::index::TABLES
+            .iter()
+            .map(|t| format!("DROP TABLE IF EXISTS {t};"))
+            .collect()
+    } else {
+        String::new()
+    };
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {drop_index} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
     .map_err(|e| e.to_string())?;
-    Ok((conn, version == 1))
+    Ok((conn, reindex))
+}
+
+/// Settings of the checkpointer's connection. `synchronous=FULL` makes a checkpoint fsync
+/// the database file before the WAL may be reused.
+const CHECKPOINTER_PRAGMAS: &str = "
+PRAGMA synchronous = FULL;
+PRAGMA cache_size = -2048;
+";
+
+/// Opens the checkpointer's connection on a database that [`open_writer`] has prepared.
+pub(crate) fn open_checkpointer(path: &std::path::Path) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    configure(&conn).map_err(|e| e.to_string())?;
+    conn.execute_batch(CHECKPOINTER_PRAGMAS)
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
 }
 
 /// Opens one read connection on a database that [`open_writer`] has prepared.

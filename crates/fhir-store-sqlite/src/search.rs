@@ -11,14 +11,16 @@
 //! `_explain=true`.
 //!
 //! Paging in the default order is by `seq` (the row number of the current version): a cursor
-//! is the last `seq` seen, so pages stay correct while resources are added. Sorted results
-//! page by offset.
+//! is the last `seq` seen, so pages stay correct while resources are added. Sorted results page
+//! by keyset: the cursor is the last row's sort values and `seq`, and the next page is the rows
+//! after it in the sort order — never an offset, which would shift as rows come and go.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use fhir_search::{
-    Cond, Cursor, ParamType, Prefix, SearchQuery, SortKey, SystemMatch, Test, Total, UriMode,
+    Cond, Cursor, ParamType, Prefix, SearchQuery, SortKey, SortPosition, SortValue, SystemMatch,
+    Test, Total, UriMode,
 };
 use fhir_store::{Result, SearchPage, StoreError, StoredResource};
 use rusqlite::types::Value as Sql;
@@ -174,7 +176,7 @@ fn simple(b: &mut Builder, c: &Cond) -> Result<Option<(&'static str, String)>> {
             let t = table_of(c.kind).ok_or_else(|| unsupported(":missing on a composite"))?;
             (t, "1".into())
         }
-        Test::Chain { .. } | Test::Has { .. } | Test::All(_) => return Ok(None),
+        Test::Chain { .. } | Test::Has { .. } | Test::All(_) | Test::Tuple(_) => return Ok(None),
     };
     Ok(Some(t))
 }
@@ -264,6 +266,32 @@ fn range_where(
     })
 }
 
+/// The first component's table (as `c0`) and the terms that make a row of it the start of a
+/// tuple matching every component: the other components' rows must be in the same resource
+/// (`seq`) and the same tuple (`grp`), FHIR R4 §3.1.1.4.8. Each component's own terms name
+/// its columns unqualified, which SQL resolves to the innermost table: its own.
+fn tuple_sql(b: &mut Builder, cs: &[Cond]) -> Result<(String, String)> {
+    let mut from = String::new();
+    let mut terms = Vec::new();
+    for (i, c) in cs.iter().enumerate() {
+        let pid = b.p(i64::from(c.param));
+        let (table, w) = simple(b, c)?.ok_or_else(|| unsupported("composite component"))?;
+        if i == 0 {
+            from = format!("{table} c0");
+            terms.push(format!("c0.pid = {pid} AND ({w})"));
+        } else {
+            terms.push(format!(
+                "EXISTS (SELECT 1 FROM {table} c{i} WHERE c{i}.seq = c0.seq AND c{i}.grp = c0.grp \
+                 AND c{i}.pid = {pid} AND ({w}))"
+            ));
+        }
+    }
+    if from.is_empty() {
+        return Err(unsupported("composite without components"));
+    }
+    Ok((from, terms.join(" AND ")))
+}
+
 /// A filter can drive when every condition can be a positive scan.
 fn drive_score(filter: &[Cond]) -> Option<u8> {
     let mut worst = 0;
@@ -288,7 +316,7 @@ fn drive_score(filter: &[Cond]) -> Option<u8> {
                 ..
             } => 3,
             Test::Has { .. } | Test::Chain { .. } => 3,
-            Test::All(cs) => cs
+            Test::All(cs) | Test::Tuple(cs) => cs
                 .iter()
                 .filter_map(|c| drive_score(std::slice::from_ref(c)))
                 .min()
@@ -332,6 +360,13 @@ fn cond_set(b: &mut Builder, rtype: Option<&str>, c: &Cond) -> Result<String> {
         Test::All(cs) => {
             let filters: Vec<Vec<Cond>> = cs.iter().map(|c| vec![c.clone()]).collect();
             set_sql(b, rtype, &[], &filters)
+        }
+        Test::Tuple(cs) => {
+            let sid = b.p(b.sid);
+            let (from, w) = tuple_sql(b, cs)?;
+            Ok(format!(
+                "SELECT DISTINCT c0.seq AS seq FROM {from} WHERE c0.sid = {sid} AND {w}"
+            ))
         }
         _ => {
             let sid = b.p(b.sid);
@@ -387,6 +422,10 @@ fn probe(b: &mut Builder, rtype: Option<&str>, c: &Cond, alias: &str) -> Result<
                 parts.push(probe(b, rtype, c, alias)?);
             }
             format!("({})", parts.join(" AND "))
+        }
+        Test::Tuple(cs) => {
+            let (from, w) = tuple_sql(b, cs)?;
+            format!("EXISTS (SELECT 1 FROM {from} WHERE c0.seq = {alias}.seq AND {w})")
         }
         _ => {
             let pid = b.p(i64::from(c.param));
@@ -476,7 +515,10 @@ fn set_sql(
     Ok(sql)
 }
 
-fn sort_expr(b: &mut Builder, k: &SortKey, alias: &str) -> Result<String> {
+/// A sort key's value for the resource at `{alias}.seq`: the lowest of its values ascending,
+/// the highest descending (FHIR R4 §3.1.1.5.1: which of several values sorts is the server's
+/// choice; this one makes `_sort=-date` put the latest first). NULL when it has none.
+fn sort_value(b: &mut Builder, k: &SortKey, alias: &str) -> Result<String> {
     let (table, col) = match k.kind {
         ParamType::String => ("ix_string", "norm"),
         ParamType::Token => ("ix_token", "code"),
@@ -494,10 +536,61 @@ fn sort_expr(b: &mut Builder, k: &SortKey, alias: &str) -> Result<String> {
     };
     let agg = if k.descending { "max" } else { "min" };
     let pid = b.p(i64::from(k.param));
-    let dir = if k.descending { "DESC" } else { "ASC" };
     Ok(format!(
-        "(SELECT {agg}({col}) FROM {table} WHERE seq = {alias}.seq AND pid = {pid}) {dir}"
+        "(SELECT {agg}({col}) FROM {table} WHERE seq = {alias}.seq AND pid = {pid})"
     ))
+}
+
+fn sort_sql(v: &SortValue) -> Sql {
+    match v {
+        SortValue::Null => Sql::Null,
+        SortValue::Int(i) => Sql::Integer(*i),
+        SortValue::Real(r) => Sql::Real(*r),
+        SortValue::Text(t) => Sql::Text(t.clone()),
+    }
+}
+
+/// The rows after `at` in the page's order: key by key, a row is after when it is equal on
+/// the keys before and after on this one, and the row number breaks a tie of all keys. SQLite
+/// sorts NULL (no value) first ascending and last descending; "after" follows that.
+fn keyset_where(b: &mut Builder, sort: &[SortKey], at: &SortPosition, backwards: bool) -> String {
+    let mut ors = Vec::new();
+    let mut equal: Vec<String> = Vec::new();
+    for (i, (k, v)) in sort.iter().zip(&at.values).enumerate() {
+        let ascending = k.descending == backwards;
+        let after = match (v, ascending) {
+            (SortValue::Null, true) => Some(format!("k{i} IS NOT NULL")),
+            (SortValue::Null, false) => None,
+            (v, true) => Some(format!("k{i} > {}", b.p(sort_sql(v)))),
+            (v, false) => Some(format!("(k{i} < {} OR k{i} IS NULL)", b.p(sort_sql(v)))),
+        };
+        if let Some(after) = after {
+            ors.push(
+                equal
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(after))
+                    .collect::<Vec<_>>()
+                    .join(" AND "),
+            );
+        }
+        equal.push(format!("k{i} IS {}", b.p(sort_sql(v))));
+    }
+    let seq = b.p(at.seq);
+    let cmp = if backwards { "<" } else { ">" };
+    equal.push(format!("seq {cmp} {seq}"));
+    ors.push(equal.join(" AND "));
+    format!("(({}))", ors.join(") OR ("))
+}
+
+fn sort_value_of(v: rusqlite::types::ValueRef<'_>) -> SortValue {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Integer(i) => SortValue::Int(i),
+        ValueRef::Real(r) => SortValue::Real(r),
+        ValueRef::Text(t) => SortValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Null | ValueRef::Blob(_) => SortValue::Null,
+    }
 }
 
 fn query_set(b: &mut Builder, q: &SearchQuery) -> Result<String> {
@@ -559,19 +652,33 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
             "SELECT s.seq FROM ({set}) s WHERE s.seq {cmp} {at} ORDER BY s.seq {order} LIMIT {lim}"
         )
     } else {
+        // Keyset paging: the cursor is the last (or first) row's sort values and row number.
+        let (at, back) = match &q.cursor {
+            Some(Cursor::SortedAfter(p)) => (Some(p), false),
+            Some(Cursor::SortedBefore(p)) => (Some(p), true),
+            _ => (None, false),
+        };
+        backwards = back;
         let mut keys = Vec::new();
-        for k in &q.sort {
-            keys.push(sort_expr(&mut b, k, "s")?);
+        let mut order = Vec::new();
+        for (i, k) in q.sort.iter().enumerate() {
+            keys.push(format!("{} AS k{i}", sort_value(&mut b, k, "s")?));
+            let ascending = k.descending == backwards;
+            order.push(format!("k{i} {}", if ascending { "ASC" } else { "DESC" }));
         }
-        let offset = match q.cursor {
-            Some(Cursor::Offset(n)) => i64::try_from(n).unwrap_or(i64::MAX),
-            _ => 0,
+        order.push(format!("seq {}", if backwards { "DESC" } else { "ASC" }));
+        let after = match at {
+            Some(p) => keyset_where(&mut b, &q.sort, p, backwards),
+            None => "1".into(),
         };
         let lim = b.p(limit);
-        let off = b.p(offset);
+        let cols: Vec<String> = (0..q.sort.len()).map(|i| format!("k{i}")).collect();
         format!(
-            "SELECT s.seq FROM ({set}) s ORDER BY {}, s.seq LIMIT {lim} OFFSET {off}",
-            keys.join(", ")
+            "SELECT seq, {} FROM (SELECT s.seq AS seq, {} FROM ({set}) s) \
+             WHERE {after} ORDER BY {} LIMIT {lim}",
+            cols.join(", "),
+            keys.join(", "),
+            order.join(", ")
         )
     };
     if q.explain || tracing::enabled!(tracing::Level::DEBUG) {
@@ -582,49 +689,57 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
         }
     }
     let mut seqs: Vec<i64> = Vec::new();
+    let mut positions: Vec<SortPosition> = Vec::new();
     if q.count > 0 {
+        let keys = q.sort.len();
         let mut st = conn.prepare_cached(&page_sql).map_err(backend)?;
-        let rows = st
-            .query_map(params_from_iter(b.params.iter()), |row| {
-                row.get::<_, i64>(0)
-            })
+        let mut rows = st
+            .query(params_from_iter(b.params.iter()))
             .map_err(backend)?;
-        for r in rows {
-            seqs.push(r.map_err(backend)?);
+        while let Some(row) = rows.next().map_err(backend)? {
+            let seq: i64 = row.get(0).map_err(backend)?;
+            seqs.push(seq);
+            if keys > 0 {
+                let mut values = Vec::with_capacity(keys);
+                for i in 1..=keys {
+                    values.push(sort_value_of(row.get_ref(i).map_err(backend)?));
+                }
+                positions.push(SortPosition { values, seq });
+            }
         }
     }
     let more = seqs.len() > q.count;
     seqs.truncate(q.count);
+    positions.truncate(q.count);
     if backwards {
         seqs.reverse();
+        positions.reverse();
     }
-    // Cursors.
-    if q.sort.is_empty() {
-        let (first, last) = (seqs.first().copied(), seqs.last().copied());
-        if backwards {
-            if more {
-                page.previous = first.map(Cursor::Before);
-            }
-            page.next = last.map(Cursor::After);
-        } else {
-            if more {
-                page.next = last.map(Cursor::After);
-            }
-            if matches!(q.cursor, Some(Cursor::After(n)) if n > 0) {
-                page.previous = first.map(Cursor::Before);
-            }
-        }
+    // Cursors: the first and last row's positions, in the order of the search.
+    let reached_by_next = matches!(q.cursor, Some(Cursor::After(n)) if n > 0)
+        || matches!(q.cursor, Some(Cursor::SortedAfter(_)));
+    let (first, last) = if q.sort.is_empty() {
+        (
+            seqs.first().copied().map(Cursor::Before),
+            seqs.last().copied().map(Cursor::After),
+        )
     } else {
-        let offset = match q.cursor {
-            Some(Cursor::Offset(n)) => n,
-            _ => 0,
-        };
-        let count = u64::try_from(q.count).unwrap_or(u64::MAX);
+        (
+            positions.first().cloned().map(Cursor::SortedBefore),
+            positions.last().cloned().map(Cursor::SortedAfter),
+        )
+    };
+    if backwards {
         if more {
-            page.next = Some(Cursor::Offset(offset.saturating_add(count)));
+            page.previous = first;
         }
-        if offset > 0 {
-            page.previous = Some(Cursor::Offset(offset.saturating_sub(count)));
+        page.next = last;
+    } else {
+        if more {
+            page.next = last;
+        }
+        if reached_by_next {
+            page.previous = first;
         }
     }
     // The total, unless asked not to count. A first page that holds everything is its own count.

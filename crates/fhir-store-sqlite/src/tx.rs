@@ -1,52 +1,50 @@
-//! A write transaction: the writer connection held from `BEGIN IMMEDIATE` to `COMMIT`.
+//! A write transaction: the writer connection held from its savepoint to its release (see
+//! [`crate::writer`] for how released transactions are committed together).
 //!
 //! Holding the connection's owned mutex guard is what serialises writers: a second
-//! [`fhir_store::Store::begin`] waits for the guard, then sees everything the first committed.
+//! [`fhir_store::Store::begin`] waits for the guard, then sees everything the first released.
 //! Reads and writes inside the transaction run inline (microseconds, no fsync); the `COMMIT`,
 //! which fsyncs the WAL, runs on tokio's blocking pool. Dropping the transaction without
-//! committing rolls it back, so a cancelled request or a panic leaves nothing behind.
+//! committing rolls it back to its savepoint, so a cancelled request or a panic leaves nothing
+//! behind.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fhir_store::{Method, MonotonicClock, Result, StoreError, StoredResource, WriteTx};
+use fhir_store::{Method, MonotonicClock, Prepared, Result, StoreError, StoredResource, WriteTx};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
+use crate::writer::{SharedWriter, Writer};
 use crate::{backend, index, stored_from_row, VERSION_COLUMNS};
 
 pub(crate) struct SqliteTx {
     /// `None` once committed.
-    conn: Option<OwnedMutexGuard<Connection>>,
+    conn: Option<OwnedMutexGuard<Writer>>,
+    shared: SharedWriter,
     sid: i64,
     clock: Arc<MonotonicClock>,
-}
-
-/// Rolls back a transaction that a failure left open on the writer connection, so that the
-/// next user starts clean. Logged, not returned: the caller has nothing to do about it.
-pub(crate) fn ensure_idle(conn: &Connection) {
-    if !conn.is_autocommit() {
-        if let Err(e) = conn.execute_batch("ROLLBACK") {
-            tracing::error!(error = %e, "rolling back a stale write transaction failed");
-        }
-    }
+    /// Base URLs the resources written came through, recorded once at commit.
+    bases: Vec<String>,
 }
 
 impl SqliteTx {
     pub(crate) fn begin(
-        conn: OwnedMutexGuard<Connection>,
+        shared: SharedWriter,
+        mut conn: OwnedMutexGuard<Writer>,
         service: &str,
         clock: Arc<MonotonicClock>,
     ) -> Result<SqliteTx> {
-        ensure_idle(&conn);
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+        conn.begin()?;
         // From here on, Drop rolls back whatever happens.
         let mut tx = SqliteTx {
             conn: Some(conn),
+            shared,
             sid: 0,
             clock,
+            bases: Vec::new(),
         };
         tx.sid = crate::service_id(tx.conn()?, service)?
             .ok_or_else(|| StoreError::NoSuchService(service.to_owned()))?;
@@ -56,6 +54,7 @@ impl SqliteTx {
     fn conn(&self) -> Result<&Connection> {
         self.conn
             .as_deref()
+            .map(|w| &w.conn)
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))
     }
 
@@ -123,8 +122,8 @@ impl SqliteTx {
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            ensure_idle(&conn);
+        if let Some(mut conn) = self.conn.take() {
+            conn.rollback();
         }
     }
 }
@@ -150,22 +149,39 @@ impl WriteTx for SqliteTx {
         &mut self,
         rtype: &str,
         id: &str,
-        mut resource: Value,
+        resource: Value,
         method: Method,
     ) -> Result<StoredResource> {
+        self.put_prepared(rtype, id, Prepared::new(id, resource), method)
+            .await
+    }
+
+    async fn put_prepared(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        prepared: Prepared,
+        method: Method,
+    ) -> Result<StoredResource> {
+        if let Some(base) = prepared.base() {
+            if !self.bases.iter().any(|b| b == base) {
+                self.bases.push(base.to_string());
+            }
+        }
+        let (mut resource, mut entries) = prepared.into_parts();
         let head = self.head(rtype, id)?;
         let version = head.map_or(1, |(v, _, _)| v + 1);
         let last_updated = self.clock.now();
         let number = u64::try_from(version)
             .map_err(|_| StoreError::Backend(format!("version {version} out of range")))?;
         fhir_store::stamp(&mut resource, id, number, &last_updated);
+        fhir_search::restamp_last_updated(&resource, &mut entries);
         let body = serde_json::to_vec(&resource)
             .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?;
         // Only the current version is indexed: the previous one's rows go.
         if let Some((_, false, old)) = head {
             index::remove(self.conn()?, old)?;
         }
-        let entries = fhir_search::extract(&resource);
         let seq = self.append(
             rtype,
             id,
@@ -222,21 +238,22 @@ impl WriteTx for SqliteTx {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        let conn = self
+        let mut conn = self
             .conn
             .take()
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))?;
-        // The fsync happens here; keep it off the async workers. Should this future be
-        // dropped meanwhile, the blocking task still finishes (commit or rollback) and only
-        // then releases the writer.
-        tokio::task::spawn_blocking(move || {
-            let result = conn.execute_batch("COMMIT").map_err(backend);
-            if result.is_err() {
-                ensure_idle(&conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?
+        for base in &self.bases {
+            // Dropping `conn` here (an error) rolls the transaction back.
+            conn.conn
+                .prepare_cached("INSERT OR IGNORE INTO own_bases (url) VALUES (?1)")
+                .and_then(|mut st| st.execute([base]))
+                .map_err(backend)?;
+        }
+        let outcome = conn.release()?;
+        // Its own task: should this future be dropped meanwhile, the group is still
+        // committed, and only then is the writer free again.
+        tokio::spawn(crate::writer::commit(self.shared.clone(), conn, outcome))
+            .await
+            .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?
     }
 }

@@ -140,3 +140,100 @@ async fn a_data_folder_takes_one_store_at_a_time() {
     drop(first);
     SqliteStore::open(dir.path()).expect("open again once the first is gone");
 }
+
+/// A database written by an older schema (user_version 2: index rows without tuple groups) is
+/// reindexed from its current versions when opened, so that searches see what this version
+/// extracts — here the composite tuple rows that version did not write.
+async fn search(store: &SqliteStore, pairs: &[(&str, &str)]) -> Vec<String> {
+    let params: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let q = fhir_search::parse(
+        Some("Observation"),
+        &params,
+        &fhir_search::ParseOptions::default(),
+    )
+    .expect("query");
+    let page = store.search("a", &q).await.expect("search");
+    page.matches.into_iter().map(|m| m.id).collect()
+}
+
+#[tokio::test]
+async fn an_older_index_is_rebuilt_on_open() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    {
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store.create_service("a").await.expect("create");
+        let mut tx = store.begin("a").await.expect("begin");
+        tx.put(
+            "Observation",
+            "bp",
+            json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [{
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 150}
+            }]}),
+            Method::Post,
+        )
+        .await
+        .expect("put");
+        // Written through https://fhir.example.org/r4: its own absolute reference is local.
+        tx.put_prepared(
+            "Observation",
+            "own",
+            fhir_store::Prepared::with_base(
+                "own",
+                json!({"resourceType": "Observation", "status": "final",
+                       "code": {"text": "own"},
+                       "subject": {"reference": "https://fhir.example.org/r4/Patient/p1"}}),
+                "https://fhir.example.org/r4",
+            ),
+            Method::Post,
+        )
+        .await
+        .expect("put");
+        tx.commit().await.expect("commit");
+        assert_eq!(search(&store, &[("subject", "Patient/p1")]).await, ["own"]);
+    }
+    {
+        // What a version-2 store left: no tuple rows (here: no index rows at all).
+        let conn = rusqlite::Connection::open(dir.path().join("fhirlink.db")).expect("sqlite");
+        for t in [
+            "ix_string",
+            "ix_token",
+            "ix_ref",
+            "ix_date",
+            "ix_number",
+            "ix_quantity",
+            "ix_uri",
+        ] {
+            conn.execute(&format!("DELETE FROM {t}"), [])
+                .expect("clear");
+        }
+        conn.execute_batch("PRAGMA user_version = 2")
+            .expect("version");
+    }
+    let store = SqliteStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        search(&store, &[("code", "http://loinc.org|85354-9")]).await,
+        ["bp"]
+    );
+    assert_eq!(
+        search(
+            &store,
+            &[(
+                "component-code-value-quantity",
+                "http://loinc.org|8480-6$gt140"
+            )]
+        )
+        .await,
+        ["bp"]
+    );
+    assert_eq!(
+        search(&store, &[("subject", "Patient/p1")]).await,
+        ["own"],
+        "the rebuilt index knows the base it was written through"
+    );
+}

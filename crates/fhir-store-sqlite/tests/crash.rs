@@ -71,17 +71,27 @@ async fn sigkill_leaves_every_acknowledged_commit_and_no_partial_one() {
             .spawn()
             .expect("start the writer");
         let stdout = child.stdout.take().expect("stdout");
+        let (commits, committed) = std::sync::mpsc::channel::<u64>();
         let reader = std::thread::spawn(move || {
             let mut last = 0;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(n) = line.strip_prefix("committed ") {
                     last = n.parse().expect("number");
+                    let _ = commits.send(last);
                 }
             }
             last
         });
-        // Let it commit a few transactions, then kill it somewhere in the middle of one.
-        let wait = Duration::from_millis(150 + round * 37);
+        // Let it commit at least one transaction (however loaded the machine is), then kill it
+        // a little later, somewhere in the middle of another.
+        let first = committed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the writer commits within 30 s");
+        assert!(
+            first > acknowledged,
+            "round {round}: the writer went backwards ({first} after {acknowledged})"
+        );
+        let wait = Duration::from_millis(20 + round * 37);
         let started = Instant::now();
         while started.elapsed() < wait {
             std::thread::sleep(Duration::from_millis(5));
@@ -89,10 +99,7 @@ async fn sigkill_leaves_every_acknowledged_commit_and_no_partial_one() {
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
         let last = reader.join().expect("reader thread");
-        assert!(
-            last >= acknowledged,
-            "round {round}: the writer went backwards"
-        );
+        assert!(last >= first, "round {round}: the writer went backwards");
         acknowledged = last;
 
         let store = SqliteStore::open(dir.path()).expect("reopen after SIGKILL");

@@ -49,7 +49,9 @@ macro_rules! conformance_tests {
             document_writes_are_all_or_nothing,
             search_matches_current_versions_only,
             search_pages_by_cursor_while_writing,
+            sorted_search_pages_by_position_while_writing,
             search_chains_has_and_includes,
+            search_composites_match_within_one_tuple,
             transaction_matching_sees_its_own_writes,
         );
 
@@ -63,6 +65,12 @@ macro_rules! conformance_tests {
         async fn concurrent_writers_never_lose_an_update_multi_thread() {
             let (_guard, store) = $make.await;
             $crate::conformance::concurrent_writers_never_lose_an_update(store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_transactions_are_each_all_or_nothing_multi_thread() {
+            let (_guard, store) = $make.await;
+            $crate::conformance::concurrent_transactions_are_each_all_or_nothing(store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -951,6 +959,72 @@ pub async fn last_updated_strictly_increasing(store: &dyn Store) {
 
 /// Many writers doing read-modify-write on one resource never lose an update: 8 tasks × 25
 /// increments of a counter end at version 201 with the counter at 200.
+/// Many writers at once, some of whose transactions fail (are dropped) after writing: each
+/// commit, once it returned, is visible in full to every reader, and nothing of a dropped
+/// transaction ever is — however a backend batches commits (group commit must keep the
+/// members of a group apart).
+pub async fn concurrent_transactions_are_each_all_or_nothing(store: Arc<dyn Store>) {
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 12;
+    const PER_TX: usize = 15;
+    service(&*store, "a").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for round in 0..ROUNDS {
+                let keep = (task + round) % 3 != 0;
+                let mut tx = store.begin("a").await.expect("begin");
+                for i in 0..PER_TX {
+                    tx.put(
+                        "Basic",
+                        &format!("t{task}-r{round}-{i}"),
+                        json!({"resourceType": "Basic", "task": task, "round": round}),
+                        Method::Put,
+                    )
+                    .await
+                    .expect("put");
+                    if i == PER_TX / 2 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                if !keep {
+                    drop(tx);
+                    continue;
+                }
+                tx.commit().await.expect("commit");
+                // Acknowledged means visible to any reader, at once and in full.
+                for i in 0..PER_TX {
+                    let id = format!("t{task}-r{round}-{i}");
+                    let found = store.read("a", "Basic", &id).await.expect("read");
+                    assert!(
+                        found.is_some_and(|r| !r.is_deleted()),
+                        "Basic/{id} is not readable after its commit returned"
+                    );
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            panic!("a writer task failed: {e}");
+        }
+    }
+    for task in 0..TASKS {
+        for round in 0..ROUNDS {
+            let keep = (task + round) % 3 != 0;
+            for i in 0..PER_TX {
+                let id = format!("t{task}-r{round}-{i}");
+                let found = store.read("a", "Basic", &id).await.expect("read").is_some();
+                assert_eq!(
+                    found, keep,
+                    "Basic/{id}: committed {keep}, but found {found}"
+                );
+            }
+        }
+    }
+}
+
 pub async fn concurrent_writers_never_lose_an_update(store: Arc<dyn Store>) {
     const TASKS: u64 = 8;
     const ROUNDS: u64 = 25;
@@ -1298,6 +1372,95 @@ pub async fn search_pages_by_cursor_while_writing(store: &dyn Store) {
     assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4", "new"]);
 }
 
+/// A sorted search pages by position (keyset), not by offset: a resource added before the
+/// current page or one removed from a page already read neither repeats nor skips anything on
+/// the next pages; ties and resources without a value keep one order (value, then row), both
+/// ways, and previous links walk back over the same pages.
+pub async fn sorted_search_pages_by_position_while_writing(store: &dyn Store) {
+    service(store, "s").await;
+    let born = |year: Option<u32>| match year {
+        Some(y) => json!({"resourceType": "Patient", "name": [{"family": "Sorted"}],
+                          "birthDate": format!("{y}-01-01")}),
+        None => json!({"resourceType": "Patient", "name": [{"family": "Sorted"}]}),
+    };
+    // Years with ties, and two patients without a birthDate.
+    let years = [
+        Some(1990),
+        Some(1970),
+        None,
+        Some(1980),
+        Some(1970),
+        Some(2000),
+        Some(1980),
+        None,
+        Some(1960),
+        Some(1990),
+    ];
+    for (i, y) in years.iter().enumerate() {
+        put(store, "s", "Patient", &format!("p{i}"), born(*y)).await;
+    }
+    // Expected orders, worked out from `years` (ties in the order written):
+    // ascending, no value first: p2 p7 | p8 | p1 p4 | p3 p6 | p0 p9 | p5.
+    let ascending = ["p2", "p7", "p8", "p1", "p4", "p3", "p6", "p0", "p9", "p5"];
+    // descending, no value last: p5 | p0 p9 | p3 p6 | p1 p4 | p8 | p2 p7.
+    let descending = ["p5", "p0", "p9", "p3", "p6", "p1", "p4", "p8", "p2", "p7"];
+    for (sort, expected) in [("birthdate", ascending), ("-birthdate", descending)] {
+        let mut q = search_query(
+            "Patient",
+            &[("name", "sorted"), ("_sort", sort), ("_count", "3")],
+        );
+        let mut pages: Vec<Vec<String>> = Vec::new();
+        let previous = loop {
+            let page = store.search("s", &q).await.expect("sorted page");
+            pages.push(page.matches.iter().map(|m| m.id.clone()).collect());
+            match page.next {
+                Some(c) => q.cursor = Some(c),
+                None => break page.previous,
+            }
+        };
+        assert_eq!(pages.concat(), expected, "_sort={sort}, page by page");
+        // Back from the last page by previous links: the same pages.
+        q.cursor = Some(previous.unwrap_or_else(|| panic!("_sort={sort}: no previous link")));
+        let mut back: Vec<Vec<String>> = Vec::new();
+        loop {
+            let page = store.search("s", &q).await.expect("previous page");
+            back.push(page.matches.iter().map(|m| m.id.clone()).collect());
+            match page.previous {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        back.reverse();
+        assert_eq!(
+            back.concat(),
+            expected[..expected.len() - pages.last().map_or(0, Vec::len)],
+            "_sort={sort}, walking back"
+        );
+    }
+    // While writing: read the first page, then add two patients that sort before it and remove
+    // one already read (an offset would now repeat p8); the rest follows as if nothing happened
+    // before the cursor.
+    let mut q = search_query(
+        "Patient",
+        &[("name", "sorted"), ("_sort", "birthdate"), ("_count", "3")],
+    );
+    let first = store.search("s", &q).await.expect("first page");
+    let read: Vec<String> = first.matches.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(read, ["p2", "p7", "p8"]);
+    put(store, "s", "Patient", "early", born(Some(1900))).await;
+    put(store, "s", "Patient", "earlier", born(Some(1890))).await;
+    delete(store, "s", "Patient", "p7").await;
+    let mut rest = Vec::new();
+    let mut cursor = first.next;
+    while let Some(c) = cursor {
+        q.cursor = Some(c);
+        let page = store.search("s", &q).await.expect("next page");
+        rest.extend(page.matches.iter().map(|m| m.id.clone()));
+        cursor = page.next;
+    }
+    assert_eq!(rest, ascending[3..], "no repeat, no skip");
+}
+
 /// Chains, reverse chains and includes follow references between types.
 pub async fn search_chains_has_and_includes(store: &dyn Store) {
     service(store, "s").await;
@@ -1342,6 +1505,119 @@ pub async fn search_chains_has_and_includes(store: &dyn Store) {
         .expect("include");
     assert_eq!(page.includes.len(), 1);
     assert_eq!(page.includes[0].id, "p1");
+}
+
+/// A composite parameter over repeating elements matches only when every component matches in
+/// the same element (FHIR R4 §3.1.1.4.8): a blood pressure whose systolic is 120 and whose
+/// diastolic is 150 is not a "systolic > 140". A composite over the resource itself matches its
+/// components on the resource, and a tuple's values are kept apart from other parameters'.
+pub async fn search_composites_match_within_one_tuple(store: &dyn Store) {
+    service(store, "s").await;
+    let bp = |systolic: u32, diastolic: u32| {
+        let part = |code: &str, v: u32| {
+            json!({"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                   "valueQuantity": {"value": v, "unit": "mm[Hg]",
+                                     "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}})
+        };
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+               "component": [part("8480-6", systolic), part("8462-4", diastolic)]})
+    };
+    put(store, "s", "Observation", "high", bp(150, 90)).await;
+    put(store, "s", "Observation", "crossed", bp(120, 150)).await;
+    put(
+        store,
+        "s",
+        "Observation",
+        "height",
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+               "valueQuantity": {"value": 180, "unit": "cm",
+                                 "system": "http://unitsofmeasure.org", "code": "cm"}}),
+    )
+    .await;
+    let ids = |pairs: &'static [(&'static str, &'static str)]| {
+        search_ids(store, "s", "Observation", pairs)
+    };
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8480-6$gt140"
+        )])
+        .await,
+        ["high"],
+        "systolic > 140 within one component"
+    );
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8462-4$gt140"
+        )])
+        .await,
+        ["crossed"]
+    );
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8480-6$lt100"
+        )])
+        .await,
+        Vec::<String>::new()
+    );
+    // OR of tuples, and AND with another parameter.
+    assert_eq!(
+        ids(&[(
+            "component-code-value-quantity",
+            "http://loinc.org|8480-6$gt140,http://loinc.org|8462-4$gt140",
+        )])
+        .await,
+        ["crossed", "high"]
+    );
+    assert_eq!(
+        ids(&[
+            (
+                "component-code-value-quantity",
+                "http://loinc.org|8462-4$ge90"
+            ),
+            (
+                "component-code-value-quantity",
+                "http://loinc.org|8480-6$lt130"
+            ),
+        ])
+        .await,
+        ["crossed"],
+        "each composite value is matched by a tuple of its own"
+    );
+    assert_eq!(
+        ids(&[
+            ("code", "http://loinc.org|85354-9"),
+            (
+                "component-code-value-quantity",
+                "http://loinc.org|8480-6$gt140"
+            ),
+        ])
+        .await,
+        ["high"]
+    );
+    // combo-: the resource's own code and value are one tuple, each component another.
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "http://loinc.org|8302-2$180")]).await,
+        ["height"]
+    );
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "http://loinc.org|85354-9$150")]).await,
+        Vec::<String>::new(),
+        "the panel's code with a component's value is no tuple"
+    );
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "http://loinc.org|8462-4$150")]).await,
+        ["crossed"]
+    );
+    // Over the resource itself.
+    assert_eq!(
+        ids(&[("code-value-quantity", "http://loinc.org|8302-2$gt179")]).await,
+        ["height"]
+    );
 }
 
 /// Conditional operations decide inside their transaction, on its own uncommitted writes too.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use fhir_search::{Cursor, SearchQuery};
+pub use fhir_search::{Cursor, IndexEntry, SearchQuery};
 
 pub mod conformance;
 
@@ -144,7 +144,7 @@ pub enum DocumentWrite {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("service {0} does not exist")]
     NoSuchService(String),
@@ -226,6 +226,57 @@ pub trait Store: Send + Sync + 'static {
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>>;
 }
 
+/// A resource made ready for [`WriteTx::put_prepared`] before its transaction begins: its id
+/// is set and its search index extracted here, on the caller's task, so that the one writer
+/// does not spend its turn on FHIRPath. Only `_lastUpdated` is extracted again once the store
+/// has stamped the version (see [`fhir_search::restamp_last_updated`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    resource: Value,
+    index: Vec<IndexEntry>,
+    base: Option<String>,
+}
+
+impl Prepared {
+    pub fn new(id: &str, mut resource: Value) -> Prepared {
+        set_id(&mut resource, id);
+        let index = fhir_search::extract(&resource);
+        Prepared {
+            resource,
+            index,
+            base: None,
+        }
+    }
+
+    /// [`Prepared::new`] for a resource written through `base` (the server's base URL the
+    /// request came to): references under it are indexed as relative ones
+    /// ([`fhir_search::extract_with_bases`]). The store remembers the base, so that a rebuilt
+    /// index treats such references the same way.
+    pub fn with_base(id: &str, mut resource: Value, base: &str) -> Prepared {
+        set_id(&mut resource, id);
+        let base = base.trim_end_matches('/').to_string();
+        let index = fhir_search::extract_with_bases(&resource, std::slice::from_ref(&base));
+        Prepared {
+            resource,
+            index,
+            base: Some(base),
+        }
+    }
+
+    pub fn resource(&self) -> &Value {
+        &self.resource
+    }
+
+    /// The base URL given to [`Prepared::with_base`].
+    pub fn base(&self) -> Option<&str> {
+        self.base.as_deref()
+    }
+
+    pub fn into_parts(self) -> (Value, Vec<IndexEntry>) {
+        (self.resource, self.index)
+    }
+}
+
 /// A write transaction on one service.
 #[async_trait]
 pub trait WriteTx: Send {
@@ -238,6 +289,15 @@ pub trait WriteTx: Send {
         rtype: &str,
         id: &str,
         resource: Value,
+        method: Method,
+    ) -> Result<StoredResource>;
+    /// [`WriteTx::put`] of a resource whose index was extracted by [`Prepared::new`] with the
+    /// same `id`.
+    async fn put_prepared(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        prepared: Prepared,
         method: Method,
     ) -> Result<StoredResource>;
     /// Records the deletion of `rtype/id` as a new version. Returns `None`, writing nothing,
@@ -258,15 +318,10 @@ pub trait WriteTx: Send {
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated` in a resource, keeping the order of
 /// the other elements: `meta` goes right after `id` when the resource did not have one.
 pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &DateTime<Utc>) {
+    set_id(resource, id);
     let Some(obj) = resource.as_object_mut() else {
         return;
     };
-    if obj.contains_key("id") {
-        obj.insert("id".into(), Value::String(id.into()));
-    } else {
-        let at = usize::from(obj.contains_key("resourceType"));
-        obj.shift_insert(at, "id".into(), Value::String(id.into()));
-    }
     let instant = format_instant(last_updated);
     match obj.get_mut("meta").and_then(Value::as_object_mut) {
         Some(meta) => {
@@ -280,6 +335,19 @@ pub fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &DateTi
             let at = obj.keys().position(|k| k == "id").map_or(0, |i| i + 1);
             obj.shift_insert(at, "meta".into(), Value::Object(meta));
         }
+    }
+}
+
+/// Sets `id`, right after `resourceType` when the resource had none.
+fn set_id(resource: &mut Value, id: &str) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    if obj.contains_key("id") {
+        obj.insert("id".into(), Value::String(id.into()));
+    } else {
+        let at = usize::from(obj.contains_key("resourceType"));
+        obj.shift_insert(at, "id".into(), Value::String(id.into()));
     }
 }
 

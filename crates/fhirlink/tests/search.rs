@@ -313,6 +313,62 @@ fn synthea_sample_searches() {
         tall
     );
 
+    // Composite over Observation.component (FHIR R4 §3.1.1.4.8): code and value must match
+    // in the same component. Blood pressures whose diastolic (8462-4) is over 80, counted
+    // here component by component; counted resource by resource (the diastolic code anywhere,
+    // a value over 80 anywhere — the systolic is nearly always over 80) the answer is larger,
+    // which is what a per-resource match would wrongly give.
+    let components = |o: &Value| -> Vec<(String, f64)> {
+        o["component"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let code = c["code"]["coding"][0]["code"].as_str()?.to_string();
+                Some((code, c["valueQuantity"]["value"].as_f64()?))
+            })
+            .collect()
+    };
+    let per_component = ids_of(l.of_type("Observation").filter(|o| {
+        components(o)
+            .iter()
+            .any(|(c, v)| c == "8462-4" && *v > 80.0)
+    }));
+    let per_resource = l
+        .of_type("Observation")
+        .filter(|o| {
+            let cs = components(o);
+            cs.iter().any(|(c, _)| c == "8462-4") && cs.iter().any(|(_, v)| *v > 80.0)
+        })
+        .count();
+    assert!(!per_component.is_empty());
+    assert!(
+        per_resource > per_component.len(),
+        "the sample tells the two apart"
+    );
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            "Observation?component-code-value-quantity=http://loinc.org|8462-4$gt80&_count=500"
+        )),
+        per_component
+    );
+    // combo-: the same tuples, and the Observation's own code and value as one more.
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            "Observation?combo-code-value-quantity=http://loinc.org|8462-4$gt80&_count=500"
+        )),
+        per_component
+    );
+    assert_eq!(
+        count(
+            s,
+            "Observation?combo-code-value-quantity=http://loinc.org|8302-2$gt170"
+        ),
+        tall
+    );
+
     // Chaining, one and two levels.
     let patient_of_family: HashMap<String, String> = l
         .of_type("Patient")
@@ -782,6 +838,125 @@ fn paging_while_resources_are_added() {
     assert_eq!(ids, created[3..6]);
 }
 
+/// A reference written as this server's own absolute URL (`[base]/Patient/1`) is the same
+/// resource as `Patient/1` (FHIR R4 references.html §2.3.0.1): searches by either form, chains,
+/// `_has` and `_include` follow it, while the stored resource keeps what was written and
+/// another server's URL stays that server's.
+#[test]
+fn own_absolute_references_search_as_relative() {
+    let s = Server::start();
+    let p = s.create(&json!({"resourceType": "Patient", "name": [{"family": "Absolute"}]}));
+    let pid = p["id"].as_str().unwrap();
+    let own = format!("{}/Patient/{pid}", s.base);
+    let ours = s.create(&json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "own"}, "subject": {"reference": own}}));
+    let foreign = s.create(&json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "foreign"},
+        "subject": {"reference": format!("http://elsewhere.example.org/fhir/Patient/{pid}")}}));
+    assert_eq!(ours["subject"]["reference"], own.as_str(), "stored as written");
+    let ours = vec![ours["id"].as_str().unwrap().to_string()];
+    for q in [
+        format!("Observation?subject=Patient/{pid}"),
+        format!("Observation?patient={pid}"),
+        format!("Observation?subject={own}"),
+        "Observation?subject:Patient.name=absolute".to_string(),
+    ] {
+        assert_eq!(sorted(all_ids(&s, &q)), ours, "{q}");
+    }
+    assert_eq!(
+        all_ids(&s, "Patient?_has:Observation:subject:status=final"),
+        [pid]
+    );
+    let b = json(
+        s.get(&format!(
+            "Observation?_id={}&_include=Observation:subject",
+            ours[0]
+        ))
+        .send()
+        .unwrap(),
+    );
+    let included: Vec<&Value> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .collect();
+    assert_eq!(included.len(), 1, "{b}");
+    assert_eq!(included[0]["resource"]["id"], pid);
+    assert_eq!(
+        all_ids(
+            &s,
+            &format!("Observation?subject=http://elsewhere.example.org/fhir/Patient/{pid}")
+        ),
+        [foreign["id"].as_str().unwrap()]
+    );
+}
+
+/// `_sort` pages by position: patients that sort before the page being read arrive, one
+/// already read goes, and the next links still give exactly the rest, in order; the previous
+/// link of a later page gives the page before it.
+#[test]
+fn sorted_paging_while_resources_change() {
+    let s = Server::start();
+    let mut by_family = Vec::new();
+    for i in 0..8 {
+        let family = format!("Sorter{}", (b'h' - i) as char);
+        let id = s.create(&json!({"resourceType": "Patient", "gender": "unknown",
+            "name": [{"family": family}]}))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        by_family.push((family, id));
+    }
+    by_family.sort();
+    let expected: Vec<String> = by_family.iter().map(|(_, id)| id.clone()).collect();
+    let page_ids = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let link = |b: &Value, rel: &str| {
+        b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == rel)
+            .map(|l| l["url"].as_str().unwrap().to_string())
+    };
+    let first = json(
+        s.get("Patient?gender=unknown&_sort=family&_count=3")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(page_ids(&first), expected[..3]);
+    // Two that sort first arrive, and one already read is deleted: an offset would repeat.
+    for family in ["Sorteraa", "Sorterab"] {
+        s.create(&json!({"resourceType": "Patient", "gender": "unknown",
+            "name": [{"family": family}]}));
+    }
+    let r = s
+        .request("DELETE", &format!("Patient/{}", expected[1]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut seen = Vec::new();
+    let mut next = link(&first, "next");
+    let mut pages = Vec::new();
+    while let Some(url) = next {
+        let b = json(reqwest::blocking::get(&url).unwrap());
+        seen.extend(page_ids(&b));
+        next = link(&b, "next");
+        pages.push(b);
+    }
+    assert_eq!(seen, expected[3..]);
+    let prev = link(pages.last().unwrap(), "previous").expect("a previous link");
+    let b = json(reqwest::blocking::get(&prev).unwrap());
+    assert_eq!(page_ids(&b), page_ids(&pages[pages.len() - 2]));
+}
+
 /// Conditional create, update and delete, and conditional references in a transaction, with
 /// 0, 1 and many matches (FHIR R4 http.html#cond-update, #ccreate, #cdelete, #trules).
 #[test]
@@ -843,6 +1018,65 @@ fn conditional_operations_with_zero_one_and_many_matches() {
     assert_eq!(all_ids(&s, "Patient?identifier=urn:mrn|2").len(), 0);
     let (st, _) = status_json(s.delete("Patient?identifier=urn:mrn|2").send().unwrap());
     assert_eq!(st, 204);
+
+    // Conditional patch (FHIR R4 http.html#patch): 1 match is patched, 0 is 404, many is 412,
+    // in either patch format, and If-Match holds as for a plain patch.
+    let json_patch = |path: &str, ops: Value| {
+        status_json(
+            s.request("PATCH", path)
+                .header("content-type", "application/json-patch+json")
+                .body(ops.to_string())
+                .send()
+                .unwrap(),
+        )
+    };
+    let (st, v) = json_patch(
+        "Patient?identifier=urn:mrn|1",
+        json!([{"op": "add", "path": "/active", "value": true}]),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["id"], first["id"]);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["meta"]["versionId"], "2");
+    let fhirpath_patch = json!({"resourceType": "Parameters", "parameter": [{
+        "name": "operation", "part": [
+            {"name": "type", "valueCode": "replace"},
+            {"name": "path", "valueString": "Patient.active"},
+            {"name": "value", "valueBoolean": false}]}]});
+    let (st, v) = status_json(
+        s.request("PATCH", "Patient?identifier=urn:mrn|1")
+            .header("content-type", "application/fhir+json")
+            .header("if-match", "W/\"2\"")
+            .body(fhirpath_patch.to_string())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["active"], false);
+    let (st, v) = status_json(
+        s.request("PATCH", "Patient?identifier=urn:mrn|1")
+            .header("content-type", "application/fhir+json")
+            .header("if-match", "W/\"2\"")
+            .body(fhirpath_patch.to_string())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 412, "a stale If-Match: {v}");
+    let (st, v) = json_patch(
+        "Patient?identifier=urn:mrn|none",
+        json!([{"op": "add", "path": "/active", "value": true}]),
+    );
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = json_patch(
+        "Patient?identifier=urn:mrn|dup",
+        json!([{"op": "add", "path": "/active", "value": true}]),
+    );
+    assert_eq!(st, 412, "{v}");
+    common::assert_outcome(&v, "multiple-matches", None);
+    let (st, _) = json_patch("Patient?bogus=1", json!([]));
+    assert_eq!(st, 400);
+    let (st, _) = json_patch("Patient", json!([]));
+    assert_eq!(st, 400, "no criteria");
 
     // Transaction: a conditional reference to one match resolves; ifNoneExist finds the match.
     let tx = |entries: Value| {
