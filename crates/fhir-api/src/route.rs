@@ -262,13 +262,3 @@ fn check_id(id: &str) -> Result<(), FhirError> {
         ))
     }
 }
-
-/// Interactions this build does not have. They answer 501 rather than pretending (and the
-/// CapabilityStatement does not list them).
-fn not_yet(what: &str) -> FhirError {
-    FhirError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        IssueCode::NotSupported,
-        format!("{what} is not supported by this server yet"),
-    )
-}
