@@ -168,6 +168,14 @@ fn is_cruds(p: &str) -> bool {
     true
 }
 
+/// How a service's clients authenticate, for the CapabilityStatement's `rest.security`
+/// (a request extension set by the authentication layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    pub issuer: String,
+    pub audience: String,
+}
+
 /// How far an allowed interaction reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {

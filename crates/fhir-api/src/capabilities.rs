@@ -171,9 +171,27 @@ fn build(defs: &Definitions, date: &str) -> Value {
     })
 }
 
-pub(crate) fn capabilities(ctx: &Ctx) -> Result<Response, FhirError> {
+pub(crate) fn capabilities(
+    ctx: &Ctx,
+    security: Option<&crate::access::Security>,
+) -> Result<Response, FhirError> {
     let mut statement = ctx.state.inner.capabilities.statement.clone();
     statement["implementation"]["url"] = json!(ctx.base);
+    if let Some(sec) = security {
+        // FHIR R4 capabilitystatement-definitions.html#CapabilityStatement.rest.security:
+        // where clients get a token and what it must say.
+        statement["rest"][0]["security"] = json!({
+            "cors": false,
+            "service": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR"
+            }], "text": "OAuth2 bearer tokens (SMART on FHIR scopes)"}],
+            "description": format!(
+                "Every interaction but this CapabilityStatement needs an OAuth2 bearer token from the issuer {} with the audience {}; FHIR data roles on the service (FHIR Data Reader, Writer, Contributor, Exporter) and SMART scopes (patient/, user/, system/ with cruds) decide what it may do. The issuer and scopes are also at {}/.well-known/smart-configuration.",
+                sec.issuer, sec.audience, ctx.base
+            )
+        });
+    }
     let statement = respond::narrow(ctx, statement, ctx.summary()?, ctx.elements().as_deref());
     Ok(respond::json(ctx, StatusCode::OK, &statement))
 }

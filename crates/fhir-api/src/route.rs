@@ -50,6 +50,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
         }
         None => Access::unrestricted("anonymous"),
     };
+    let security = parts.extensions.get::<crate::access::Security>().cloned();
     let segments = decode_segments(parts.uri.path())?;
     let method = parts.method.clone();
     let mut ctx = Ctx::new(state, service, parts.headers, parts.uri.query())?;
@@ -95,7 +96,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
             )),
         },
         ["metadata"] => match method {
-            Method::GET | Method::HEAD => capabilities::capabilities(&ctx),
+            Method::GET | Method::HEAD => capabilities::capabilities(&ctx, security.as_ref()),
             _ => Err(FhirError::method_not_allowed(
                 method.as_str(),
                 "/metadata",

@@ -229,6 +229,16 @@ pub(crate) async fn authenticate(
                 return smart_configuration(s);
             }
         }
+        if let Some(s) = &settings {
+            req.extensions_mut().insert(fhir_api::access::Security {
+                issuer: if is_local(&s.authority) {
+                    LOCAL_ISSUER.to_owned()
+                } else {
+                    s.authority.clone()
+                },
+                audience: s.audience.clone(),
+            });
+        }
         // No rights at all: fhir-api serves the CapabilityStatement and nothing else.
         req.extensions_mut().insert(Access {
             principal: "anonymous".into(),

@@ -221,6 +221,18 @@ fn refused_tokens_get_401_with_a_bearer_challenge() {
         (status, body["resourceType"].as_str()),
         (200, Some("CapabilityStatement"))
     );
+    // Its security section tells clients where tokens come from.
+    let security = &body["rest"][0]["security"];
+    assert_eq!(
+        security["service"][0]["coding"][0]["code"], "SMART-on-FHIR",
+        "{security}"
+    );
+    assert!(
+        security["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("the issuer fhirlink") && d.contains(AUD)),
+        "{security}"
+    );
     let (status, body, _) = d.send("GET", ".well-known/smart-configuration", None, None, &[]);
     assert_eq!(status, 200, "{body}");
     assert!(body["capabilities"]

@@ -853,7 +853,11 @@ fn own_absolute_references_search_as_relative() {
     let foreign = s.create(&json!({"resourceType": "Observation", "status": "final",
         "code": {"text": "foreign"},
         "subject": {"reference": format!("http://elsewhere.example.org/fhir/Patient/{pid}")}}));
-    assert_eq!(ours["subject"]["reference"], own.as_str(), "stored as written");
+    assert_eq!(
+        ours["subject"]["reference"],
+        own.as_str(),
+        "stored as written"
+    );
     let ours = vec![ours["id"].as_str().unwrap().to_string()];
     for q in [
         format!("Observation?subject=Patient/{pid}"),
