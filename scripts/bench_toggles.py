@@ -25,13 +25,19 @@ def main():
     p.add_argument("--data-plane", required=True, help="HOST:PORT of the public listener")
     p.add_argument("--host", required=True, help="the Host header naming the service")
     p.add_argument("--toggles", type=int, default=1000)
+    p.add_argument("--data-ca", help="the CA of the data plane's HTTPS (plain HTTP without it)")
     a = p.parse_args()
 
     admin = urlparse(a.admin)
     ctx = ssl.create_default_context(cafile=a.ca)
     mgmt = http.client.HTTPSConnection(admin.hostname, admin.port, context=ctx, timeout=30)
     host, port = a.data_plane.rsplit(":", 1)
-    data = http.client.HTTPConnection(host, int(port), timeout=30)
+    if a.data_ca:
+        data = http.client.HTTPSConnection(
+            host, int(port), timeout=30, context=ssl.create_default_context(cafile=a.data_ca)
+        )
+    else:
+        data = http.client.HTTPConnection(host, int(port), timeout=30)
     path = f"{a.service_id}?api-version=2024-03-31"
     headers = {"Authorization": f"Bearer {a.token}", "Content-Type": "application/json"}
 

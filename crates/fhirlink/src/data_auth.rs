@@ -53,6 +53,58 @@ pub(crate) struct DataAuth {
     local: Arc<Verifier>,
     oidc: OidcIssuers,
     services: ArcSwap<HashMap<String, ServiceAuth>>,
+    verified: TokenCache,
+}
+
+/// How long a verified token is taken again without checking its signature (never past its
+/// own `exp`). Short, so that a key withdrawn from an issuer's JWKS stops being trusted soon.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most tokens remembered; when full, the cache starts over.
+const VERIFIED_MAX: usize = 10_000;
+
+/// Tokens whose signature was verified, by a hash of (authority, audience, token): a client
+/// sends the same token on every request, and an ES256 or RS256 check costs tens of
+/// microseconds — more than serving a read. Only the verification is remembered; what the
+/// principal may do is decided on every request from the current plan.
+struct TokenCache {
+    entries: std::sync::Mutex<HashMap<[u8; 32], (link_auth::jwt::Identity, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn key(authority: &str, audience: &str, token: &str) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [authority, audience, token] {
+            ctx.update(part.as_bytes());
+            ctx.update(&[0]);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<link_auth::jwt::Identity> {
+        let entries = self.entries.lock().ok()?;
+        let (identity, at) = entries.get(key)?;
+        (at.elapsed() < VERIFIED_TTL
+            && now <= identity.expires
+            && identity.not_before.is_none_or(|nbf| nbf <= now))
+        .then(|| identity.clone())
+    }
+
+    fn put(&self, key: [u8; 32], identity: &link_auth::jwt::Identity) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= VERIFIED_MAX {
+                entries.clear();
+            }
+            entries.insert(key, (identity.clone(), std::time::Instant::now()));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
 }
 
 fn rights(r: DataRights) -> Rights {
@@ -79,6 +131,9 @@ impl DataAuth {
                 ..OidcConfig::default()
             }),
             services: ArcSwap::from_pointee(HashMap::new()),
+            verified: TokenCache {
+                entries: std::sync::Mutex::new(HashMap::new()),
+            },
         })
     }
 
@@ -105,6 +160,8 @@ impl DataAuth {
             .collect();
         self.oidc.retain(|a| authorities.iter().any(|k| k == a));
         self.services.store(Arc::new(services));
+        // A changed authority or audience must not find tokens verified under the old one.
+        self.verified.clear();
     }
 
     fn authority(&self, configured: &str) -> Result<Authority, TokenError> {
@@ -263,13 +320,24 @@ pub(crate) async fn authenticate(
             )
         }
     };
-    let verified = match auth.authority(&settings.authority) {
-        Ok(authority) => {
-            authority
-                .verify_for(&token, unix_now(), &[settings.audience.as_str()])
-                .await
+    let now = unix_now();
+    let key = TokenCache::key(&settings.authority, &settings.audience, &token);
+    let verified = match auth.verified.get(&key, now) {
+        Some(identity) => Ok(identity),
+        None => {
+            let checked = match auth.authority(&settings.authority) {
+                Ok(authority) => {
+                    authority
+                        .verify_for(&token, now, &[settings.audience.as_str()])
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Ok(identity) = &checked {
+                auth.verified.put(key, identity);
+            }
+            checked
         }
-        Err(e) => Err(e),
     };
     let identity = match verified {
         Ok(i) => i,

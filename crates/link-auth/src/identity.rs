@@ -318,6 +318,8 @@ mod tests {
                 roles: vec![],
                 patient: Some("p-1".into()),
                 fhir_user: Some("Patient/p-1".into()),
+                expires: now + 300,
+                not_before: Some(now),
             }
         );
         // Not a management token, and not one for another service.

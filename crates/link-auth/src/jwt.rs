@@ -371,6 +371,10 @@ pub struct Identity {
     pub patient: Option<String>,
     /// SMART's `fhirUser`: the FHIR resource (Practitioner/…, Patient/…) the user is.
     pub fhir_user: Option<String>,
+    /// `exp` and `nbf` (seconds since the epoch), for callers that remember a verified
+    /// token and must stop trusting it when it expires.
+    pub expires: i64,
+    pub not_before: Option<i64>,
 }
 
 /// Verifies tokens of a set of trusted issuers whose keys are in memory.
@@ -513,7 +517,8 @@ pub(crate) fn verify_jws(
     if now > exp.saturating_add(CLOCK_SKEW_SECS) {
         return Err(TokenError::Expired { exp, now });
     }
-    if let Some(nbf) = numeric_date(&claims, "nbf")? {
+    let not_before = numeric_date(&claims, "nbf")?;
+    if let Some(nbf) = not_before {
         if now.saturating_add(CLOCK_SKEW_SECS) < nbf {
             return Err(TokenError::NotYetValid { nbf, now });
         }
@@ -535,6 +540,8 @@ pub(crate) fn verify_jws(
         roles: extra.roles,
         patient: extra.patient,
         fhir_user: extra.fhir_user,
+        expires: exp,
+        not_before,
     })
 }
 
@@ -694,6 +701,8 @@ mod tests {
                 subject: "alice".into(),
                 issuer: ISS.into(),
                 audience: AUD.into(),
+                expires: claims().expires,
+                not_before: Some(claims().not_before),
                 ..Identity::default()
             })
         );

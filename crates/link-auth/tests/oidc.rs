@@ -58,6 +58,8 @@ async fn rs256_and_es256_tokens_verify_with_their_claims() {
                 roles: vec!["FHIR.Reader".into()],
                 patient: Some("p-42".into()),
                 fhir_user: Some("Patient/p-42".into()),
+                expires: p["exp"].as_i64().unwrap(),
+                not_before: p["nbf"].as_i64(),
             },
             "{}",
             signer.kid()
