@@ -46,6 +46,8 @@ pub struct ApiConfig {
     /// Refuse requests that carry no [`Access`] (set by the authentication layer in
     /// front). Off for a router used on its own, as in this crate's tests.
     pub require_access: bool,
+    /// The data plane speaks HTTPS: links and `Location` say `https://`.
+    pub https: bool,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +58,7 @@ impl Default for ApiConfig {
             max_page_size: 1000,
             max_bundle_entries: 20_000,
             require_access: false,
+            https: false,
         }
     }
 }

@@ -37,6 +37,7 @@ impl Ctx {
         state: AppState,
         service: String,
         headers: HeaderMap,
+        host: Option<&str>,
         query: Option<&str>,
     ) -> Result<Ctx, FhirError> {
         let params: Vec<(String, String)> = query
@@ -59,7 +60,7 @@ impl Ctx {
             }
         };
         let prefer_return = prefer_return(&headers);
-        let base = base_url(&headers);
+        let base = base_url(host, state.inner.config.https);
         Ok(Ctx {
             state,
             service,
@@ -155,12 +156,10 @@ fn prefer_return(headers: &HeaderMap) -> Option<Return> {
     None
 }
 
-/// `http://<Host>` when the Host header is a plausible host name, else `http://localhost`.
-/// The Host is only echoed in links; it decides nothing.
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
+/// `http(s)://<Host>` when the Host (HTTP/1.1) or `:authority` (HTTP/2) is a plausible host
+/// name, else `…://localhost`. The Host is only echoed in links; it decides nothing.
+fn base_url(host: Option<&str>, https: bool) -> String {
+    let host = host
         .filter(|h| {
             !h.is_empty()
                 && h.len() <= 255
@@ -168,7 +167,8 @@ fn base_url(headers: &HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
         })
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// Reads the whole body, refusing with 413 what exceeds the configured limit.

@@ -53,7 +53,14 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
     let security = parts.extensions.get::<crate::access::Security>().cloned();
     let segments = decode_segments(parts.uri.path())?;
     let method = parts.method.clone();
-    let mut ctx = Ctx::new(state, service, parts.headers, parts.uri.query())?;
+    let host = host.map(str::to_owned);
+    let mut ctx = Ctx::new(
+        state,
+        service,
+        parts.headers,
+        host.as_deref(),
+        parts.uri.query(),
+    )?;
     let limit = ctx.state.inner.config.max_body_bytes;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let body = match authorize(

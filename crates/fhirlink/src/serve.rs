@@ -138,6 +138,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_bundle_entries: args.max_bundle_entries,
         require_access: true,
+        https: !args.plain_http,
         ..ApiConfig::default()
     };
     if args.auth == AuthMode::None {

@@ -277,6 +277,17 @@ fn data_roles_decide_what_a_principal_may_do() {
     let (status, _, _) = d.send("PUT", "Patient/p1", Some(&writer), Some(&patient), &[]);
     assert_eq!(status, 200, "a writer writes");
     assert_eq!(d.get("Patient/p1", &writer).0, 200, "and reads");
+    // Regression: links named http:// and lost the port under HTTP/2 (no Host header there).
+    let (status, _, h) = d.send("POST", "Patient", Some(&writer), Some(&patient), &[]);
+    let location = h
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert_eq!(status, 201);
+    assert!(
+        location.starts_with(&format!("{}/Patient/", s.base)),
+        "{location}"
+    );
 
     // accessPolicies: the object ids listed get full access, as in Azure API for FHIR.
     let token = s.token("admin");
