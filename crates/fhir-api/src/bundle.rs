@@ -15,6 +15,8 @@ use fhir_model::IssueCode;
 use fhir_store::{format_instant, Prepared, StoredResource, WriteTx};
 use serde_json::{json, Map, Value};
 
+use crate::access::{Op, Reach};
+use crate::authorize::in_patient_compartment;
 use crate::error::FhirError;
 use crate::negotiate::request_body_kind;
 use crate::patch::Patch;
@@ -80,6 +82,87 @@ struct Entry {
     /// The checked resource of a create or update with its index extracted, under the id it
     /// will be written with.
     prepared: Option<(String, Prepared)>,
+    /// How far the caller's access reaches for this entry (checked when it was parsed).
+    reach: Reach,
+}
+
+impl Action {
+    /// The type and the interaction, as access checks see them.
+    fn access(&self) -> (&str, Op) {
+        match self {
+            Action::Create { rtype } => (rtype, Op::Create),
+            Action::Update { rtype, .. } | Action::Patch { rtype, .. } => (rtype, Op::Update),
+            Action::Delete { rtype, .. } => (rtype, Op::Delete),
+            Action::Read { rtype, .. } => (rtype, Op::Read),
+        }
+    }
+}
+
+fn forbidden(msg: String) -> FhirError {
+    FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, msg)
+}
+
+/// The caller's access to one entry (FHIR R4 http.html#transaction: each entry is processed
+/// as the interaction it names, so it is authorized as that interaction). A `patient/`
+/// scope reaches into its compartment only; what cannot be bounded to it is refused.
+fn authorize_entry(ctx: &Ctx, e: &Entry) -> Result<Reach, FhirError> {
+    let (rtype, op) = e.action.access();
+    let reach = ctx.access.check(rtype, op).map_err(|r| forbidden(r.0))?;
+    if e.criteria.is_some() || e.if_none_exist.is_some() {
+        match ctx.access.check(rtype, Op::Search).map_err(|r| forbidden(r.0))? {
+            Reach::All if reach == Reach::All => {}
+            _ => {
+                return Err(forbidden(
+                    "a conditional entry is not allowed with a patient/ scope: its search could reach beyond the patient's compartment".into(),
+                ))
+            }
+        }
+    }
+    if matches!(e.action, Action::Patch { .. }) && reach != Reach::All {
+        return Err(forbidden(
+            "a PATCH entry is not allowed with a patient/ scope".into(),
+        ));
+    }
+    Ok(reach)
+}
+
+/// For a patient reach: the resource as stored must be in the compartment (else the entry
+/// sees it as not found, so that its existence does not leak).
+fn stored_in_compartment(r: &StoredResource, reach: &Reach) -> Result<(), FhirError> {
+    let Reach::Patient(p) = reach else {
+        return Ok(());
+    };
+    let inside = r
+        .body
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .is_some_and(|v| in_patient_compartment(&v, &r.resource_type, Some(&r.id), p));
+    if inside {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "{}/{} is not known in the compartment of Patient/{p}",
+            r.resource_type, r.id
+        )))
+    }
+}
+
+fn written_in_compartment(
+    resource: Option<&Value>,
+    rtype: &str,
+    id: &str,
+    reach: &Reach,
+) -> Result<(), FhirError> {
+    let Reach::Patient(p) = reach else {
+        return Ok(());
+    };
+    if resource.is_some_and(|v| in_patient_compartment(v, rtype, Some(id), p)) {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "a patient/ scope may only write resources in the compartment of Patient/{p}"
+        )))
+    }
 }
 
 /// What an entry produced, to be written into the response Bundle.
@@ -488,6 +571,11 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         if_none_exist,
         existing: None,
         prepared: None,
+        reach: Reach::All,
+    })
+    .and_then(|mut entry| {
+        entry.reach = authorize_entry(ctx, &entry)?;
+        Ok(entry)
     })
 }
 
@@ -622,6 +710,15 @@ async fn resolve_references(
                     "conditional reference '{r}': '{rtype}' is not a resource type"
                 ))));
             }
+            match ctx.access.check(rtype, Op::Search) {
+                Ok(Reach::All) => {}
+                Ok(Reach::Patient(_)) => {
+                    return Err(name(forbidden(format!(
+                        "conditional reference '{r}' is not allowed with a patient/ scope"
+                    ))))
+                }
+                Err(refusal) => return Err(name(forbidden(refusal.0))),
+            }
             let q = search::criteria(ctx, rtype, query, "conditional reference").map_err(name)?;
             match search::matches_in(tx, &q).await?.as_slice() {
                 [] => {
@@ -697,6 +794,7 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
             let rtype = rtype.clone();
             let id = e.new_id.clone().unwrap_or_else(write::new_id);
             let resource = take_prepared(e, &id, &ctx.base);
+            written_in_compartment(Some(resource.resource()), &rtype, &id, &e.reach)?;
             let stored = write::create_in(tx, &rtype, &id, resource).await?;
             Ok(Outcome::Written {
                 status: StatusCode::CREATED,
@@ -705,7 +803,13 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
         }
         Action::Update { rtype, id } => {
             let (rtype, id) = (rtype.clone(), id.clone());
+            if e.reach != Reach::All {
+                if let Some(current) = tx.current(&rtype, &id).await?.filter(|r| !r.is_deleted()) {
+                    stored_in_compartment(&current, &e.reach)?;
+                }
+            }
             let resource = take_prepared(e, &id, &ctx.base);
+            written_in_compartment(Some(resource.resource()), &rtype, &id, &e.reach)?;
             let (stored, created) = write::update_in(tx, &rtype, &id, resource, e.if_match).await?;
             Ok(Outcome::Written {
                 status: if created {
@@ -728,9 +832,16 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 stored,
             })
         }
-        Action::Delete { rtype, id } => Ok(Outcome::Deleted(
-            write::delete_in(tx, rtype, id, e.if_match).await?,
-        )),
+        Action::Delete { rtype, id } => {
+            if e.reach != Reach::All {
+                if let Some(current) = tx.current(rtype, id).await?.filter(|r| !r.is_deleted()) {
+                    stored_in_compartment(&current, &e.reach)?;
+                }
+            }
+            Ok(Outcome::Deleted(
+                write::delete_in(tx, rtype, id, e.if_match).await?,
+            ))
+        }
         Action::Read { rtype, id, version } => {
             let found = match version {
                 None => tx.current(rtype, id).await?,
@@ -743,7 +854,10 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 }
             };
             match found {
-                Some(r) if !r.is_deleted() => Ok(Outcome::Read(r)),
+                Some(r) if !r.is_deleted() => {
+                    stored_in_compartment(&r, &e.reach)?;
+                    Ok(Outcome::Read(r))
+                }
                 Some(r) => Err(FhirError::new(
                     StatusCode::GONE,
                     IssueCode::Deleted,

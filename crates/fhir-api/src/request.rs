@@ -30,6 +30,8 @@ pub(crate) struct Ctx {
     pub(crate) pretty: bool,
     /// `Prefer: return=…` when the client said it.
     pub(crate) prefer_return: Option<Return>,
+    /// What the caller may do (checked per interaction, and per bundle entry).
+    pub(crate) access: crate::access::Access,
 }
 
 impl Ctx {
@@ -39,6 +41,7 @@ impl Ctx {
         headers: HeaderMap,
         host: Option<&str>,
         query: Option<&str>,
+        access: crate::access::Access,
     ) -> Result<Ctx, FhirError> {
         let params: Vec<(String, String)> = query
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -70,6 +73,7 @@ impl Ctx {
             repr,
             pretty,
             prefer_return,
+            access,
         })
     }
 

@@ -60,6 +60,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
         parts.headers,
         host.as_deref(),
         parts.uri.query(),
+        access.clone(),
     )?;
     let limit = ctx.state.inner.config.max_body_bytes;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();

@@ -270,7 +270,24 @@ fn data_roles_decide_what_a_principal_may_do() {
         &reader,
         "POST",
         "",
-        Some(&json!({"resourceType": "Bundle", "type": "transaction", "entry": []})),
+        Some(
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient"},
+             "request": {"method": "POST", "url": "Patient"}}]}),
+        ),
+    );
+    // Each bundle entry is authorized as what it is: a reader's batch of reads works.
+    let reads = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/p1"}},
+        {"request": {"method": "DELETE", "url": "Patient/p1"}}]});
+    let (status, v, _) = d.send("POST", "", Some(&reader), Some(&reads), &[]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["entry"][0]["response"]["status"], "200 OK", "{v}");
+    assert!(
+        v["entry"][1]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("403")),
+        "{v}"
     );
     forbidden(&nobody, "GET", "Patient/p1", None);
     forbidden(&nobody, "GET", "Patient", None);
@@ -415,10 +432,37 @@ fn a_patient_scope_cannot_reach_another_patient_by_any_route() {
         let (status, v) = d.get(path, &t);
         assert_eq!(status, 403, "{path}: {v}");
     }
+    // Bundle entries: each one as the interaction it names, inside the compartment.
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
-        {"request": {"method": "GET", "url": "Observation/o2"}}]});
-    let (status, _, _) = d.send("POST", "", Some(&t), Some(&batch), &[]);
-    assert_eq!(status, 403, "batch");
+        {"request": {"method": "GET", "url": "Observation/o2"}},
+        {"request": {"method": "GET", "url": "Observation/o1"}},
+        {"request": {"method": "GET", "url": "Patient/p2"}},
+        {"request": {"method": "DELETE", "url": "Observation/o2"}},
+        {"request": {"method": "PUT", "url": "Observation?subject=Patient/p2"},
+         "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}}]});
+    let (status, v, _) = d.send("POST", "", Some(&t), Some(&batch), &[]);
+    assert_eq!(status, 200, "{v}");
+    let statuses: Vec<&str> = v["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+        .map(|st| st.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, ["404", "200", "404", "404", "403"], "{v}");
+    let tx = |p: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:a", "request": {"method": "POST", "url": "Observation"},
+             "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"},
+                          "subject": {"reference": format!("Patient/{p}")}}}]})
+    };
+    let (status, v, _) = d.send("POST", "", Some(&t), Some(&tx("p2")), &[]);
+    assert_eq!(
+        status, 403,
+        "a transaction writing for another patient: {v}"
+    );
+    let (status, v, _) = d.send("POST", "", Some(&t), Some(&tx("p1")), &[]);
+    assert_eq!(status, 200, "a transaction for the patient: {v}");
     let (status, _, _) = d.send(
         "DELETE",
         "Observation?subject=Patient/p2",
@@ -476,7 +520,7 @@ fn a_patient_scope_cannot_reach_another_patient_by_any_route() {
     // A user/ scope reaches everything its roles allow.
     let u = data_token(&s.data, "app", "default", &["user/Observation.rs"]);
     let (status, v) = d.get("Observation", &u);
-    assert_eq!(ids(&v).len(), 3, "{status} {v}");
+    assert_eq!(ids(&v).len(), 4, "{status} {v}");
     assert_eq!(
         d.get("Patient/p2", &u).0,
         403,
