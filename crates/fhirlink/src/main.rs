@@ -4,10 +4,13 @@
 //! a running server's ARM-shaped API over HTTPS like any other client.
 
 mod admin;
+mod audit;
 mod cli;
 mod diagnose;
+mod metrics;
 mod network;
 mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
