@@ -27,37 +27,40 @@
 //!   (`storageAccountId`, `workspaceId`, …). Every component is user input and is reduced to
 //!   `[A-Za-z0-9._-]` ([`path_component`]), so no name can climb out of the folder.
 //!
-//! A request never waits for the disk: the record is serialised on the request's thread and
-//! handed to a bounded queue; a writer thread appends it and flushes within
-//! [`FLUSH_INTERVAL`]. A full queue drops the record, counts it (`fhirlink_audit_dropped_total`)
-//! and logs a warning. The writer polls the queue instead of blocking on it, so that a request
-//! never pays for waking another thread (on two cores the wake-up costs more than the record).
-//! Records reach the operating system within the interval and are synced to disk when the
-//! server stops; a power loss can lose the last moments, a crash of the process cannot.
+//! A request never waits for the disk, nor for another thread: the record is serialised on
+//! the request's thread straight into that thread's pending buffer (one of [`SHARDS`], each
+//! behind its own lock, so threads do not contend and no record is allocated on its own);
+//! every [`FLUSH_INTERVAL`] the writer thread swaps each buffer for an empty one and appends
+//! it to the files. A buffer that already holds [`MAX_PENDING`] bytes (the writer is stuck:
+//! a slow or full disk) drops the record, counts it (`fhirlink_audit_dropped_total`) and logs
+//! a warning. Lines are in order per thread; records of different threads within one
+//! interval may be out of order (sort by `time`). Records reach the operating system within
+//! the interval and are synced to disk when the server stops; a power loss can lose the last
+//! moments, a crash of the process the last interval.
 //!
 //! The query string goes to these files only: application logs never carry it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write as _};
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::Method;
 use serde::Serialize;
 
-/// How long a record may wait in the queue and in the writer's buffers.
+use crate::telemetry::{thread_shard, SHARDS};
+
+/// How long a record may wait in a pending buffer before the writer appends it.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(25);
-/// Records the queue holds before it drops: at 40,000 requests/s, most of a second.
-const QUEUE: usize = 32_768;
-/// Records written between two flushes at most, so that a busy queue is still flushed.
-const BATCH: usize = 4_096;
+/// The bytes one pending buffer holds before it drops records: at 40,000 requests/s on one
+/// thread (about 16 MB/s of records), half a second of a stuck writer.
+const MAX_PENDING: usize = 8 << 20;
 /// The longest path component a name becomes.
 const MAX_COMPONENT: usize = 100;
 /// At most one warning per this many seconds about dropped records or failed writes.
@@ -67,7 +70,7 @@ const WARN_EVERY_SECS: u64 = 10;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Record<'a> {
-    pub(crate) time: String,
+    pub(crate) time: Timestamp,
     pub(crate) service: Option<Cow<'a, str>>,
     pub(crate) action: Cow<'a, str>,
     pub(crate) resource_type: Option<Cow<'a, str>>,
@@ -87,14 +90,10 @@ pub(crate) struct Record<'a> {
 }
 
 impl Record<'_> {
-    /// When a request that took `duration` arrived, as RFC 3339 UTC.
-    pub(crate) fn arrival(duration: Duration) -> String {
-        let now = chrono::Utc::now();
-        let arrived = chrono::Duration::from_std(duration)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d))
-            .unwrap_or(now);
-        arrived.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    /// When a request that took `duration` arrived.
+    pub(crate) fn arrival(duration: Duration) -> Timestamp {
+        let now = SystemTime::now();
+        Timestamp(now.checked_sub(duration).unwrap_or(now))
     }
 
     /// Milliseconds with microsecond precision.
@@ -104,6 +103,37 @@ impl Record<'_> {
 
     pub(crate) fn source(addr: Option<SocketAddr>) -> (Option<std::net::IpAddr>, Option<u16>) {
         (addr.map(|a| a.ip()), addr.map(|a| a.port()))
+    }
+}
+
+/// An instant, serialised as RFC 3339 UTC with milliseconds (`2026-12-01T09:38:08.520Z`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timestamp(pub(crate) SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        thread_local! {
+            // The date and time of the last second formatted on this thread: records of one
+            // second share it, so a record formats only its milliseconds.
+            static SECOND: std::cell::RefCell<(u64, String)> =
+                const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        }
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (secs, millis) = (since.as_secs(), since.subsec_millis());
+        SECOND.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.0 != secs {
+                let t =
+                    chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(secs));
+                cache.1 = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+                cache.0 = secs;
+            }
+            let mut buf = [0u8; 48];
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{}.{millis:03}Z", cache.1);
+            let used = 48 - w.len();
+            s.serialize_str(std::str::from_utf8(&buf[..used]).unwrap_or_default())
+        })
     }
 }
 
@@ -467,101 +497,124 @@ pub(crate) fn export_file(service: &str, setting: &str, destination: &str) -> Pa
         .join(format!("{}.ndjson", path_component(last)))
 }
 
-enum Msg {
-    Record {
-        line: Vec<u8>,
-        exports: Option<Arc<[PathBuf]>>,
-    },
-    Close,
+/// Records serialised by one thread's requests, waiting for the writer.
+#[derive(Debug, Default)]
+struct Pending {
+    /// NDJSON lines for `audit.ndjson`.
+    lines: Vec<u8>,
+    /// Lines (byte ranges of `lines`) that also go to export files (relative to the folder).
+    exports: Vec<(Arc<[PathBuf]>, std::ops::Range<usize>)>,
 }
 
-/// The audit log: a bounded queue in front of the writer thread.
+/// Cache-line aligned, so that two threads' buffers never share a line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Slot(Mutex<Pending>);
+
+/// The audit log: the pending buffers and the writer thread that empties them.
 pub(crate) struct AuditLog {
-    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    slots: Box<[Slot]>,
+    closed: AtomicBool,
     dropped: AtomicU64,
-    write_errors: Arc<AtomicU64>,
+    write_errors: AtomicU64,
     started: Instant,
     /// Seconds since `started` of the last warning about dropped records (+1; 0: none).
     last_warning: AtomicU64,
-    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AuditLog {
     /// Creates the folder (mode 0700) and starts the writer thread.
     pub(crate) fn start(dir: &Path) -> std::io::Result<AuditLog> {
         create_private_dir(dir)?;
-        let (tx, rx) = sync_channel(QUEUE);
-        let write_errors = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            slots: (0..SHARDS).map(|_| Slot::default()).collect(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            started: Instant::now(),
+            last_warning: AtomicU64::new(0),
+        });
         let writer = Writer {
             dir: dir.to_path_buf(),
             files: HashMap::new(),
-            errors: write_errors.clone(),
+            shared: shared.clone(),
             last_warning: None,
         };
         let handle = std::thread::Builder::new()
             .name("fhirlink-audit".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || writer.run())?;
         Ok(AuditLog {
-            tx,
-            dropped: AtomicU64::new(0),
-            write_errors,
-            started: Instant::now(),
-            last_warning: AtomicU64::new(0),
+            shared,
             writer: Mutex::new(Some(handle)),
         })
     }
 
-    /// Queues `record` for `audit.ndjson` and for the `exports` files (relative to the
-    /// folder). Never blocks.
+    /// Adds `record` to this thread's pending buffer, for `audit.ndjson` and for the
+    /// `exports` files (relative to the folder). Never waits for the writer.
     pub(crate) fn write(&self, record: &Record<'_>, exports: Option<Arc<[PathBuf]>>) {
-        let mut line = Vec::with_capacity(512);
-        if let Err(e) = serde_json::to_writer(&mut line, record) {
+        let shared = &*self.shared;
+        let slot = &shared.slots[thread_shard() % shared.slots.len()];
+        let mut pending = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.lines.len() >= MAX_PENDING || shared.closed.load(Ordering::Relaxed) {
+            drop(pending);
+            let total = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            self.warn_dropped(total);
+            return;
+        }
+        let start = pending.lines.len();
+        if let Err(e) = serde_json::to_writer(&mut pending.lines, record) {
             // Only a failing writer or serializer could get here; neither exists for a Vec.
+            pending.lines.truncate(start);
+            drop(pending);
             tracing::error!(error = %e, "audit record not serialised");
             return;
         }
-        line.push(b'\n');
-        match self.tx.try_send(Msg::Record { line, exports }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                self.warn_dropped(total);
-            }
+        pending.lines.push(b'\n');
+        if let Some(exports) = exports {
+            let end = pending.lines.len();
+            pending.exports.push((exports, start..end));
         }
     }
 
     fn warn_dropped(&self, total: u64) {
-        let now = self.started.elapsed().as_secs() + 1;
-        let last = self.last_warning.load(Ordering::Relaxed);
+        let shared = &*self.shared;
+        let now = shared.started.elapsed().as_secs() + 1;
+        let last = shared.last_warning.load(Ordering::Relaxed);
         if (last == 0 || now >= last + WARN_EVERY_SECS)
-            && self
+            && shared
                 .last_warning
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             tracing::warn!(
                 dropped_total = total,
-                "audit queue full (or closed): records dropped"
+                "audit records dropped: the writer is behind (or the log is closed)"
             );
         }
     }
 
-    /// Records dropped because the queue was full (or the log closed).
+    /// Records dropped because the writer was behind (or the log closed).
     pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Records (times files) that could not be written.
     pub(crate) fn write_errors(&self) -> u64 {
-        self.write_errors.load(Ordering::Relaxed)
+        self.shared.write_errors.load(Ordering::Relaxed)
     }
 
-    /// Writes what is queued, syncs the files to disk and stops the writer (at shutdown).
+    /// Writes what is pending, syncs the files to disk and stops the writer (at shutdown).
+    /// Records after this are dropped (and counted).
     pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
-            // Blocking send: the writer is draining the queue, so there is room soon.
-            let _ = self.tx.send(Msg::Close);
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
@@ -571,33 +624,43 @@ impl AuditLog {
 struct Writer {
     dir: PathBuf,
     files: HashMap<PathBuf, BufWriter<File>>,
-    errors: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     last_warning: Option<Instant>,
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Msg>) {
+    fn run(mut self) {
         let main = PathBuf::from("audit.ndjson");
+        // Swapped with each slot's buffer in turn: buffers keep their capacity and circulate,
+        // so that steady traffic allocates nothing.
+        let mut spare = Pending::default();
         loop {
-            let mut written = 0;
-            let mut closing = false;
-            while written < BATCH {
-                match rx.try_recv() {
-                    Ok(Msg::Record { line, exports }) => {
-                        self.append(&main, &line);
-                        for file in exports.iter().flat_map(|e| e.iter()) {
-                            self.append(file, &line);
-                        }
-                        written += 1;
+            // Read before emptying the slots: a record written after `closed` was set is
+            // dropped by `write`, one written before is in a slot by now.
+            let closing = self.shared.closed.load(Ordering::SeqCst);
+            let mut wrote = false;
+            for i in 0..self.shared.slots.len() {
+                {
+                    let slot = &self.shared.slots[i];
+                    let mut pending = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    if pending.lines.is_empty() {
+                        continue;
                     }
-                    Ok(Msg::Close) | Err(TryRecvError::Disconnected) => {
-                        closing = true;
-                        break;
-                    }
-                    Err(TryRecvError::Empty) => break,
+                    std::mem::swap(&mut *pending, &mut spare);
                 }
+                self.append(&main, &spare.lines);
+                for (files, range) in &spare.exports {
+                    if let Some(line) = spare.lines.get(range.clone()) {
+                        for file in files.iter() {
+                            self.append(file, line);
+                        }
+                    }
+                }
+                spare.lines.clear();
+                spare.exports.clear();
+                wrote = true;
             }
-            if written > 0 || closing {
+            if wrote || closing {
                 self.flush();
             }
             if closing {
@@ -606,9 +669,7 @@ impl Writer {
                 }
                 return;
             }
-            if written < BATCH {
-                std::thread::sleep(FLUSH_INTERVAL);
-            }
+            std::thread::park_timeout(FLUSH_INTERVAL);
         }
     }
 
@@ -647,7 +708,7 @@ impl Writer {
     }
 
     fn failed(&mut self, file: &Path, e: &std::io::Error) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
         let due = self
             .last_warning
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(WARN_EVERY_SECS));
@@ -919,6 +980,21 @@ mod tests {
             export_file("a", "b", "/x/.."),
             Path::new("diagnostics/a/b/_..ndjson")
         );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        for (secs, nanos) in [
+            (0, 0),
+            (1_764_581_888, 520_999_999),
+            (1_764_581_889, 1_000_000),
+        ] {
+            let t = UNIX_EPOCH + Duration::new(secs, nanos);
+            let want = chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let got = serde_json::to_value(Timestamp(t)).expect("serialise");
+            assert_eq!(got, want.as_str());
+        }
     }
 
     #[test]

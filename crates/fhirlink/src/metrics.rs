@@ -25,10 +25,8 @@
 //! from input (Host, ARM paths) are mapped to `unknown` unless the plan or fhirlink's own
 //! type list knows them, so no client can grow the series without bound.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,14 +38,12 @@ use link_dns::DnsServer;
 use link_model::Principal;
 
 use crate::audit::{ArmVerb, Interaction};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{thread_shard, Telemetry, SHARDS};
 
 /// Bucket bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// Shards of the tables: threads are spread over them, so that two threads rarely share one.
-const SHARDS: usize = 16;
 
 /// What a request is counted as (the interaction label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,23 +147,9 @@ impl Default for Metrics {
     }
 }
 
-/// This thread's shard, handed out round-robin on a thread's first request.
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SHARD.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
-        }
-        s.get()
-    })
-}
-
 impl Metrics {
     pub(crate) fn record(&self, s: &Sample) {
-        let shard = &self.shards[shard_index() % self.shards.len()];
+        let shard = &self.shards[thread_shard() % self.shards.len()];
         let mut t = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
         *t.requests
             .entry((s.service, s.kind, s.status, s.path))
