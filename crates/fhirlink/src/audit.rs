@@ -16,7 +16,8 @@
 //! `/delete`, `/<name>/action`). `networkPath` is `public`, the private endpoint's
 //! (lowercase) resource id, or `management`. `verdict` is the gateway's access decision on the
 //! data plane (`allowed`, `public-access-disabled`, …) and, on the management plane,
-//! `allowed`, `unauthenticated` (401) or `forbidden` (403).
+//! `allowed`, `unauthenticated` (401) or `forbidden` (403). A data-plane request whose client
+//! went away before the answer is recorded with status 499 when the gateway drops it.
 //!
 //! Files, under the audit folder (`--audit-dir`, default `<data>/audit`), mode 0600:
 //!
