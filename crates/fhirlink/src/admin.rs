@@ -149,7 +149,7 @@ pub(crate) fn router(
                 .with_state((control_plane.clone(), telemetry.clone(), dns)),
         )
         .merge(link_api::router(control_plane))
-        .layer(axum::middleware::from_fn(telemetry::principal_to_response))
+        .layer(axum::middleware::from_fn(telemetry::remember_principal))
         .layer(axum::middleware::from_fn_with_state(verifier, authenticate))
         .layer(axum::middleware::from_fn_with_state(
             telemetry,

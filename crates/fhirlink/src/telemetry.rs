@@ -257,51 +257,162 @@ struct ManagementExchange<'a> {
     principal: Option<&'a Principal>,
 }
 
+/// Where [`remember_principal`], inside authentication, leaves the verified principal for
+/// [`management`] outside it (a request extension both see).
+#[derive(Debug, Clone, Default)]
+struct PrincipalSlot(Arc<Mutex<Option<Principal>>>);
+
+/// One management request on its way through, so that it is recorded exactly once: with
+/// its response, or — when the client goes away first and the request's future is dropped —
+/// with status 499 as it is dropped.
+struct Seen<'a> {
+    telemetry: &'a Telemetry,
+    started: Instant,
+    correlation_id: String,
+    method: axum::http::Method,
+    path: String,
+    query: Option<String>,
+    source: Option<SocketAddr>,
+    principal: PrincipalSlot,
+    told: bool,
+}
+
+impl Seen<'_> {
+    fn tell(&mut self, status: StatusCode) {
+        self.told = true;
+        let principal = self
+            .principal
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.telemetry.management_request(&ManagementExchange {
+            method: &self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            source: self.source,
+            status,
+            duration: self.started.elapsed(),
+            correlation_id: &self.correlation_id,
+            principal: principal.as_ref(),
+        });
+    }
+}
+
+impl Drop for Seen<'_> {
+    fn drop(&mut self) {
+        if !self.told {
+            let status = StatusCode::from_u16(link_gateway::CLIENT_CLOSED_REQUEST)
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            self.tell(status);
+        }
+    }
+}
+
 /// The management plane's layer, outside authentication: a correlation id for the request
 /// (`x-request-id`, and ARM's `x-ms-request-id` and `x-ms-correlation-request-id`, so that
 /// one id names the request everywhere), then one audit record and its metrics once the
 /// response is ready — whether authentication let the request through or not.
 pub(crate) async fn management(
     State(telemetry): State<Arc<Telemetry>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let correlation_id = uuid::Uuid::new_v4().to_string();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let principal = PrincipalSlot::default();
+    req.extensions_mut().insert(principal.clone());
+    let mut seen = Seen {
+        telemetry: &telemetry,
+        started: Instant::now(),
+        correlation_id: uuid::Uuid::new_v4().to_string(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        source: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        principal,
+        told: false,
+    };
     let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+    if let Ok(v) = HeaderValue::from_str(&seen.correlation_id) {
         let h = resp.headers_mut();
         h.insert("x-request-id", v.clone());
         h.insert("x-ms-request-id", v.clone());
         h.insert("x-ms-correlation-request-id", v);
     }
-    telemetry.management_request(&ManagementExchange {
-        method: &method,
-        path: &path,
-        query: query.as_deref(),
-        source,
-        status: resp.status(),
-        duration: started.elapsed(),
-        correlation_id: &correlation_id,
-        principal: resp.extensions().get::<Principal>(),
-    });
+    seen.tell(resp.status());
     resp
 }
 
-/// Inside authentication: hands the verified [`Principal`] back out on the response, for
-/// [`management`]'s record.
-pub(crate) async fn principal_to_response(req: Request, next: Next) -> Response {
-    let who = req.extensions().get::<Principal>().cloned();
-    let mut resp = next.run(req).await;
-    if let Some(who) = who {
-        resp.extensions_mut().insert(who);
+/// Inside authentication: hands the verified [`Principal`] out to [`management`]'s record.
+pub(crate) async fn remember_principal(req: Request, next: Next) -> Response {
+    if let (Some(who), Some(slot)) = (
+        req.extensions().get::<Principal>(),
+        req.extensions().get::<PrincipalSlot>(),
+    ) {
+        *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(who.clone());
     }
-    resp
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+
+    // Regression: a management request whose client goes away before the answer (its
+    // future dropped) still leaves its one record.
+    #[test]
+    fn an_abandoned_management_request_is_recorded_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let telemetry = Telemetry::start(dir.path()).expect("start");
+        let app = Router::new()
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .route("/fast", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(remember_principal))
+            .layer(axum::middleware::from_fn(
+                |mut req: Request, next: Next| async move {
+                    req.extensions_mut().insert(Principal {
+                        id: "alice".into(),
+                        issuer: "test".into(),
+                    });
+                    next.run(req).await
+                },
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                telemetry.clone(),
+                management,
+            ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let slow = Request::get("/slow").body(Body::empty()).expect("request");
+            let dropped =
+                tokio::time::timeout(Duration::from_millis(50), app.clone().oneshot(slow)).await;
+            assert!(dropped.is_err(), "the slow route never answers");
+            let fast = Request::get("/fast").body(Body::empty()).expect("request");
+            let resp = app.oneshot(fast).await.expect("infallible");
+            assert_eq!(resp.status(), StatusCode::OK);
+        });
+        telemetry.close();
+        let text = std::fs::read_to_string(dir.path().join("audit.ndjson")).expect("audit");
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(records.len(), 2, "{text}");
+        let slow = &records[0];
+        assert_eq!(slow["path"], "/slow");
+        assert_eq!(slow["status"], 499);
+        assert_eq!(slow["principal"], "alice");
+        assert_eq!(records[1]["status"], 200);
+    }
 }
