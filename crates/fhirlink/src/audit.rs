@@ -16,8 +16,9 @@
 //! `/delete`, `/<name>/action`). `networkPath` is `public`, the private endpoint's
 //! (lowercase) resource id, or `management`. `verdict` is the gateway's access decision on the
 //! data plane (`allowed`, `public-access-disabled`, …) and, on the management plane,
-//! `allowed`, `unauthenticated` (401) or `forbidden` (403). A data-plane request whose client
-//! went away before the answer is recorded with status 499 when the gateway drops it.
+//! `allowed`, `unauthenticated` (401) or `forbidden` (403). A request whose client went away
+//! before the answer is recorded with status 499 (nginx's "client closed request") as the
+//! server drops it.
 //!
 //! Files, under the audit folder (`--audit-dir`, default `<data>/audit`), mode 0600:
 //!
