@@ -24,9 +24,9 @@ use crate::AppState;
 /// How an admitted request continues.
 pub(crate) enum Admitted {
     /// As it came.
-    AsIs(Body),
+    AsIs,
     /// A type search narrowed to a Patient's compartment: run it as `Patient/<id>/<type>`.
-    InCompartment(String, Body),
+    InCompartment(String),
 }
 
 fn forbid(r: Refusal) -> FhirError {
@@ -41,7 +41,8 @@ fn patient_only(what: &str) -> FhirError {
     )
 }
 
-/// Checks one request; `segs` are its path segments.
+/// Checks one request; `segs` are its path segments. A check that reads the body (a write
+/// in a compartment) puts it back as it was; a refusal leaves it unread.
 pub(crate) async fn authorize(
     state: &AppState,
     service: &str,
@@ -49,20 +50,20 @@ pub(crate) async fn authorize(
     method: &Method,
     segs: &[&str],
     params: &[(String, String)],
-    body: Body,
+    body: &mut Body,
 ) -> Result<Admitted, FhirError> {
     let defs = state.inner.defs;
     let typed = |t: &str| defs.is_resource_type(t);
     let read_like = matches!(*method, Method::GET | Method::HEAD);
     match segs {
         // The CapabilityStatement needs no token (the network rules still apply).
-        ["metadata"] => Ok(Admitted::AsIs(body)),
+        ["metadata"] => Ok(Admitted::AsIs),
         // Batches and transactions: each entry is checked as the interaction it names
         // (bundle.rs).
-        [] if *method == Method::POST => Ok(Admitted::AsIs(body)),
+        [] if *method == Method::POST => Ok(Admitted::AsIs),
         [] | ["_search"] | ["_history"] => {
             access.check_all_types(Op::Search).map_err(forbid)?;
-            Ok(Admitted::AsIs(body))
+            Ok(Admitted::AsIs)
         }
         [t, rest @ ..] if typed(t) => {
             let t = *t;
@@ -73,19 +74,22 @@ pub(crate) async fn authorize(
                 }
                 (m, [] | ["_search"]) if read_like || (*m == Method::POST && !rest.is_empty()) => {
                     match access.check(t, Op::Search).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs(body)),
+                        Reach::All => Ok(Admitted::AsIs),
                         Reach::Patient(p) => {
                             narrowing_allowed(params)?;
                             if !rest.is_empty() {
                                 // POST _search: the form body holds more parameters.
-                                let bytes =
-                                    read_body(body, state.inner.config.max_body_bytes).await?;
+                                let bytes = read_body(
+                                    std::mem::take(body),
+                                    state.inner.config.max_body_bytes,
+                                )
+                                .await?;
                                 let form: Vec<(String, String)> =
                                     form_urlencoded::parse(&bytes).into_owned().collect();
+                                *body = Body::from(bytes);
                                 narrowing_allowed(&form)?;
-                                return compartment_search(t, p, Body::from(bytes));
                             }
-                            compartment_search(t, p, body)
+                            compartment_search(t, p)
                         }
                     }
                 }
@@ -101,21 +105,21 @@ pub(crate) async fn authorize(
                         "a conditional delete"
                     };
                     match (access.check(t, op), access.check(t, Op::Search)) {
-                        (Ok(Reach::All), Ok(Reach::All)) => Ok(Admitted::AsIs(body)),
+                        (Ok(Reach::All), Ok(Reach::All)) => Ok(Admitted::AsIs),
                         (Err(e), _) | (_, Err(e)) => Err(forbid(e)),
                         _ => Err(patient_only(what)),
                     }
                 }
                 // Before `[id]`: `_history` is not an id.
                 (_, ["_history"]) => match access.check(t, Op::Read).map_err(forbid)? {
-                    Reach::All => Ok(Admitted::AsIs(body)),
+                    Reach::All => Ok(Admitted::AsIs),
                     Reach::Patient(_) => Err(patient_only("type history")),
                 },
                 (m, [id]) if read_like || *m == Method::DELETE => {
                     let op = if read_like { Op::Read } else { Op::Delete };
                     let reach = access.check(t, op).map_err(forbid)?;
                     stored_in_reach(state, service, &reach, t, id).await?;
-                    Ok(Admitted::AsIs(body))
+                    Ok(Admitted::AsIs)
                 }
                 (m, [id]) if *m == Method::PUT => {
                     let reach = access.check(t, Op::Update).map_err(forbid)?;
@@ -129,28 +133,28 @@ pub(crate) async fn authorize(
                 }
                 (m, [_]) if *m == Method::PATCH => {
                     match access.check(t, Op::Update).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs(body)),
+                        Reach::All => Ok(Admitted::AsIs),
                         Reach::Patient(_) => Err(patient_only("PATCH")),
                     }
                 }
                 (m, []) if *m == Method::PATCH => {
                     match access.check(t, Op::Update).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs(body)),
+                        Reach::All => Ok(Admitted::AsIs),
                         Reach::Patient(_) => Err(patient_only("a conditional PATCH")),
                     }
                 }
                 (_, [id, "_history", ..]) => {
                     let reach = access.check(t, Op::Read).map_err(forbid)?;
                     stored_in_reach(state, service, &reach, t, id).await?;
-                    Ok(Admitted::AsIs(body))
+                    Ok(Admitted::AsIs)
                 }
                 // Compartment search: `Patient/123/Observation`.
                 (_, [id, ct, ..]) if typed(ct) => {
                     match access.check(ct, Op::Search).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs(body)),
+                        Reach::All => Ok(Admitted::AsIs),
                         Reach::Patient(p) if t == "Patient" && *id == p => {
                             narrowing_allowed(params)?;
-                            Ok(Admitted::AsIs(body))
+                            Ok(Admitted::AsIs)
                         }
                         Reach::Patient(_) => Err(forbid(Refusal(format!(
                             "a patient/ scope reaches only its own patient's compartment, not {t}/{id}"
@@ -158,10 +162,10 @@ pub(crate) async fn authorize(
                     }
                 }
                 // Anything else is not an interaction; the router answers it.
-                _ => Ok(Admitted::AsIs(body)),
+                _ => Ok(Admitted::AsIs),
             }
         }
-        _ => Ok(Admitted::AsIs(body)),
+        _ => Ok(Admitted::AsIs),
     }
 }
 
@@ -176,13 +180,13 @@ fn narrowing_allowed(params: &[(String, String)]) -> Result<(), FhirError> {
     Ok(())
 }
 
-fn compartment_search(t: &str, patient: String, body: Body) -> Result<Admitted, FhirError> {
+fn compartment_search(t: &str, patient: String) -> Result<Admitted, FhirError> {
     if t != "Patient" && fhir_search::compartment::params("Patient", t).is_empty() {
         return Err(forbid(Refusal(format!(
             "{t} is not in the Patient compartment, so a patient/ scope cannot reach it"
         ))));
     }
-    Ok(Admitted::InCompartment(patient, body))
+    Ok(Admitted::InCompartment(patient))
 }
 
 /// Whether a resource's content puts it in `patient`'s compartment (FHIR R4
@@ -249,18 +253,19 @@ async fn body_in_reach(
     reach: &Reach,
     t: &str,
     id: Option<&str>,
-    body: Body,
+    body: &mut Body,
 ) -> Result<Admitted, FhirError> {
     let Reach::Patient(p) = reach else {
-        return Ok(Admitted::AsIs(body));
+        return Ok(Admitted::AsIs);
     };
-    let bytes = read_body(body, state.inner.config.max_body_bytes).await?;
+    let bytes = read_body(std::mem::take(body), state.inner.config.max_body_bytes).await?;
     let resource: Value = serde_json::from_slice(&bytes)
         .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
+    *body = Body::from(bytes);
     if !in_patient_compartment(&resource, t, id, p) {
         return Err(forbid(Refusal(format!(
             "a patient/ scope may only write resources in the compartment of Patient/{p}"
         ))));
     }
-    Ok(Admitted::AsIs(Body::from(bytes)))
+    Ok(Admitted::AsIs)
 }

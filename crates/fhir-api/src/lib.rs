@@ -30,6 +30,7 @@ use fhir_store::Store;
 
 pub use access::Access;
 pub use error::FhirError;
+pub use request::{drain, DRAIN_LIMIT};
 pub use service::DEFAULT_SERVICE;
 
 /// What the API needs to know about its deployment.

@@ -175,6 +175,20 @@ fn base_url(host: Option<&str>, https: bool) -> String {
     format!("{scheme}://{host}")
 }
 
+/// The most of a refused request's body read (and dropped) before answering.
+pub const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Reads and drops what is left of a request body, up to [`DRAIN_LIMIT`] and for at most
+/// two seconds: a client still sending a body it will not need then reads the answer
+/// instead of a reset. A larger or slower body is cut off.
+pub async fn drain(body: Body) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        axum::body::to_bytes(body, DRAIN_LIMIT),
+    )
+    .await;
+}
+
 /// Reads the whole body, refusing with 413 what exceeds the configured limit.
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, FhirError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {

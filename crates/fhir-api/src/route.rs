@@ -64,20 +64,27 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
     )?;
     let limit = ctx.state.inner.config.max_body_bytes;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let body = match authorize(
+    let mut body = body;
+    let admitted = authorize(
         &ctx.state,
         &ctx.service,
         &access,
         &method,
         &segs,
         &ctx.params,
-        body,
+        &mut body,
     )
-    .await?
-    {
-        Admitted::AsIs(body) => body,
+    .await;
+    match admitted {
+        Err(e) => {
+            // Read what the client is still sending before refusing, so that it hears the
+            // answer instead of a reset stream (HTTP/2) or connection (HTTP/1.1).
+            crate::request::drain(body).await;
+            return Err(e);
+        }
+        Ok(Admitted::AsIs) => {}
         // A patient-scoped type search runs inside the patient's compartment.
-        Admitted::InCompartment(patient, body) => {
+        Ok(Admitted::InCompartment(patient)) => {
             return match segs.as_slice() {
                 ["Patient", rest @ ..] => {
                     ctx.params.push(("_id".into(), patient));
@@ -91,7 +98,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
                 [] => Err(FhirError::bad_request("no type to search")),
             };
         }
-    };
+    }
 
     match segs.as_slice() {
         [] => match method {

@@ -24,6 +24,8 @@ use link_auth::tls::ServerIdentity;
 use link_model::Principal;
 
 use crate::diagnose::Diagnostics;
+use crate::metrics;
+use crate::telemetry::{self, Telemetry};
 
 #[derive(Args)]
 pub(crate) struct AdminArgs {
@@ -66,6 +68,7 @@ impl AdminServer {
         data: &Path,
         control_plane: Arc<link_api::ControlPlane>,
         diagnostics: Arc<Diagnostics>,
+        telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<AdminServer> {
         anyhow::ensure!(
             link_auth::jwt::valid_subject(&args.owner),
@@ -94,7 +97,7 @@ impl AdminServer {
             addr,
             tls,
             ca_path,
-            app: router(control_plane, verifier, diagnostics),
+            app: router(control_plane, verifier, diagnostics, telemetry),
         })
     }
 
@@ -115,7 +118,8 @@ impl AdminServer {
         match self.tls {
             Some(tls) => link_auth::https::serve(self.listener, tls, self.app, shutdown).await,
             None => {
-                if let Err(e) = axum::serve(self.listener, self.app)
+                let app = self.app.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(self.listener, app)
                     .with_graceful_shutdown(shutdown)
                     .await
                 {
@@ -127,17 +131,30 @@ impl AdminServer {
 }
 
 /// The management API behind token authentication, with fhirlink's own diagnosis route
-/// (`GET /fhirlink/diagnose?service=NAME&from=IP`).
+/// (`GET /fhirlink/diagnose?service=NAME&from=IP`) and metrics (`GET /metrics`). Every
+/// request, authenticated or not, leaves one audit record (the outermost layer).
 pub(crate) fn router(
     control_plane: Arc<link_api::ControlPlane>,
     verifier: Arc<Verifier>,
     diagnostics: Arc<Diagnostics>,
+    telemetry: Arc<Telemetry>,
 ) -> Router {
+    let dns = diagnostics.dns.clone();
     Router::new()
         .route("/fhirlink/diagnose", get(diagnose))
         .with_state((control_plane.clone(), diagnostics))
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::route))
+                .with_state((control_plane.clone(), telemetry.clone(), dns)),
+        )
         .merge(link_api::router(control_plane))
+        .layer(axum::middleware::from_fn(telemetry::remember_principal))
         .layer(axum::middleware::from_fn_with_state(verifier, authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            telemetry,
+            telemetry::management,
+        ))
 }
 
 fn arm_error(status: StatusCode, code: &str, message: String) -> Response {

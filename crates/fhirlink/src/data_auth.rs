@@ -307,17 +307,22 @@ pub(crate) async fn authenticate(
     }
     let Some(settings) = settings else {
         // A service the control plane does not know: nothing to authenticate against.
+        fhir_api::drain(req.into_body()).await;
         return unauthorized(&service, "", None);
     };
     let token = match bearer(&req) {
         Ok(Some(t)) => t.to_owned(),
-        Ok(None) => return unauthorized(&service, &settings.audience, None),
+        Ok(None) => {
+            fhir_api::drain(req.into_body()).await;
+            return unauthorized(&service, &settings.audience, None);
+        }
         Err(()) => {
+            fhir_api::drain(req.into_body()).await;
             return unauthorized(
                 &service,
                 &settings.audience,
                 Some("The Authorization header is not one Bearer token"),
-            )
+            );
         }
     };
     let now = unix_now();
@@ -343,6 +348,7 @@ pub(crate) async fn authenticate(
         Ok(i) => i,
         Err(e) => {
             tracing::info!(service = %service, reason = %e, "data-plane request refused: bad token");
+            fhir_api::drain(req.into_body()).await;
             return unauthorized(&service, &settings.audience, Some(e.description()));
         }
     };

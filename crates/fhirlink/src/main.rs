@@ -4,11 +4,14 @@
 //! a running server's ARM-shaped API over HTTPS like any other client.
 
 mod admin;
+mod audit;
 mod cli;
 mod data_auth;
 mod diagnose;
+mod metrics;
 mod network;
 mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 

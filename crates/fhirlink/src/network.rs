@@ -1,6 +1,7 @@
 //! The network plane as the control plane sees it: each new state becomes a plan, which the
-//! DNS server, the data plane's authentication and certificates, and the gateway apply
-//! before the management call that made it answers.
+//! DNS server, the data plane's authentication and certificates, the gateway, and the audit
+//! log (which learns where each service's records are exported) apply before the management
+//! call that made it answers.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -13,6 +14,7 @@ use link_gateway::Gateway;
 use link_model::State;
 
 use crate::data_auth::DataAuth;
+use crate::telemetry::Telemetry;
 
 /// Everything that follows the plan, driven together.
 pub(crate) struct Wire {
@@ -21,6 +23,7 @@ pub(crate) struct Wire {
     pub(crate) auth: Arc<DataAuth>,
     pub(crate) certs: Option<Arc<DataPlaneCertificates>>,
     pub(crate) public_ip: Ipv4Addr,
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 impl NetworkPlane for Wire {
@@ -47,6 +50,7 @@ impl NetworkPlane for Wire {
                 tracing::error!(error = %e, "making the data plane's certificates");
             }
         }
+        self.telemetry.apply(&plan);
         self.gateway.apply(&plan)
     }
 }

@@ -1,7 +1,8 @@
 //! `fhirlink serve`: opens the store once, starts the control plane on it, connects the
 //! network plane (the gateway's listeners and the DNS server) to it, and serves the FHIR
 //! data plane, the management API and DNS side by side until a shutdown signal, which stops
-//! them all gracefully.
+//! them all gracefully. Both HTTP planes report every request to one [`Telemetry`] (audit
+//! records and metrics).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ use crate::admin;
 use crate::data_auth::{self, AuthMode, DataAuth};
 use crate::diagnose::Diagnostics;
 use crate::network::Wire;
+use crate::telemetry::Telemetry;
 use link_auth::service_tls::DataPlaneCertificates;
 
 #[derive(Args)]
@@ -77,6 +79,10 @@ pub(crate) struct ServeArgs {
     /// tokens name unknown keys (a rotated key is picked up on its first use after that).
     #[arg(long, env = "FHIRLINK_OIDC_REFRESH_INTERVAL", default_value_t = 30)]
     oidc_refresh_interval: u64,
+    /// Folder of the audit log (`audit.ndjson`, and `diagnostics/` for the exports of
+    /// diagnostic settings); default `<data>/audit`.
+    #[arg(long, env = "FHIRLINK_AUDIT_DIR")]
+    audit_dir: Option<PathBuf>,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -164,6 +170,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => Ipv4Addr::LOCALHOST,
     });
 
+    // One audit record and the metrics of every request, on both planes.
+    let audit_dir = args
+        .audit_dir
+        .clone()
+        .unwrap_or_else(|| args.data.join("audit"));
+    let telemetry = Telemetry::start(&audit_dir)
+        .with_context(|| format!("starting the audit log in {}", audit_dir.display()))?;
+
     // The network plane: the gateway in front of the data plane, and DNS. Attaching it
     // applies the stored state (endpoint listeners bound) before anything is served.
     let certs = match (&args.tls_cert, &args.tls_key) {
@@ -180,7 +194,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .context("the data plane's TLS certificates")?,
         ),
     };
-    let gateway = Gateway::new(
+    let gateway = Gateway::observed(
         app,
         GatewayConfig {
             dns_suffix: args.dns_suffix.clone(),
@@ -190,6 +204,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 None => None,
             },
         },
+        telemetry.clone(),
     );
     let dns = DnsServer::new(
         DnsConfig {
@@ -210,6 +225,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             auth: auth.clone(),
             certs: certs.clone(),
             public_ip,
+            telemetry: telemetry.clone(),
         }))
         .await;
     let diagnostics = Arc::new(Diagnostics {
@@ -218,8 +234,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dns_suffix: args.dns_suffix.clone(),
         public: SocketAddr::from((public_ip, addr.port())),
     });
-    let admin =
-        admin::AdminServer::bind(&args.admin, &args.data, control_plane, diagnostics).await?;
+    let admin = admin::AdminServer::bind(
+        &args.admin,
+        &args.data,
+        control_plane,
+        diagnostics,
+        telemetry.clone(),
+    )
+    .await?;
 
     // Tests and scripts read these lines to find ephemeral ports; the data plane's comes
     // first. Whoever reads them may close the pipe afterwards: that is not an error here.
@@ -269,6 +291,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         endpoints.close_endpoints();
     };
     tokio::join!(data_plane, admin_plane, dns_plane, close_endpoints);
+    // The last records of the requests that just finished, synced to disk.
+    let _ = tokio::task::spawn_blocking(move || telemetry.close()).await;
     Ok(())
 }
 

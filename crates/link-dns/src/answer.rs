@@ -162,7 +162,8 @@ impl DnsView {
         })
     }
 
-    fn network_of(&self, ip: IpAddr) -> Option<usize> {
+    /// The index of the network `ip` is in (the first whose prefixes hold it).
+    pub(crate) fn network_of(&self, ip: IpAddr) -> Option<usize> {
         let ip = match ip {
             IpAddr::V4(v4) => v4,
             IpAddr::V6(v6) => v6.to_ipv4_mapped()?,
@@ -171,6 +172,11 @@ impl DnsView {
         self.networks
             .iter()
             .position(|n| n.prefixes.iter().any(|p| p.contains_ip(ip)))
+    }
+
+    /// The names of the networks, by index.
+    pub(crate) fn network_names(&self) -> impl Iterator<Item = &str> {
+        self.networks.iter().map(|n| n.name.as_str())
     }
 
     /// The view a client at `ip` gets.

@@ -2,10 +2,11 @@
 //! [`DnsView::answer`] decides what they say. The view is swapped whole when the control
 //! plane publishes a new state, before the management call that changed it answers.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -29,23 +30,77 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// The UDP payload size we offer with EDNS (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
 
-/// Counters of answered questions, by outcome.
+/// The response codes counted apart, as `dig` names them; any other counts as `other`.
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::Refused, "REFUSED"),
+];
+const SLOTS: usize = RCODES.len() + 1;
+/// Rows of counters per view: one per serving thread ([`DnsSockets::bind`] makes at most 8).
+const ROWS: usize = 8;
+
+/// One thread's counts of one view, by response code, alone on its cache line: the serving
+/// threads never write to the same line, so counting costs one uncontended atomic add.
+#[repr(align(64))]
 #[derive(Debug, Default)]
-pub struct DnsCounters {
-    pub answered: AtomicU64,
-    pub nxdomain: AtomicU64,
-    pub refused: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub failed: AtomicU64,
+struct Row([AtomicU64; SLOTS]);
+
+/// The queries answered from one view.
+#[derive(Debug, Default)]
+struct ViewCounters([Row; ROWS]);
+
+impl ViewCounters {
+    fn add(&self, row: usize, code: ResponseCode) {
+        let slot = RCODES
+            .iter()
+            .position(|(c, _)| *c == code)
+            .unwrap_or(RCODES.len());
+        self.0[row % ROWS].0[slot].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Queries answered from one view with one response code, since the server started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryCount {
+    /// The virtual network's name, or `public`.
+    pub view: String,
+    /// `NOERROR`, `NXDOMAIN`, `REFUSED`, `SERVFAIL`, `FORMERR`, `NOTIMP` or `other`.
+    pub rcode: &'static str,
+    pub count: u64,
+}
+
+/// The view answers come from, with the counters of its networks (by network index) and of
+/// the public view, so that a query finds its counters without a lookup by name.
+struct Live {
+    view: Arc<DnsView>,
+    networks: Box<[Arc<ViewCounters>]>,
+    public: Arc<ViewCounters>,
+}
+
+impl Live {
+    fn counters(&self, source: IpAddr) -> &ViewCounters {
+        self.view
+            .network_of(source)
+            .and_then(|n| self.networks.get(n))
+            .unwrap_or(&self.public)
+    }
 }
 
 /// The split-horizon DNS server's state: the current view and where to forward.
 pub struct DnsServer {
     config: DnsConfig,
     upstream: Option<SocketAddr>,
-    view: ArcSwap<DnsView>,
+    live: ArcSwap<Live>,
     serial: AtomicU32,
-    counters: DnsCounters,
+    /// The counters of every network view ever served, by name (a network that is deleted
+    /// keeps its counts; one that comes back continues them). Locked only by `apply` and
+    /// [`DnsServer::query_counts`].
+    views: Mutex<BTreeMap<String, Arc<ViewCounters>>>,
+    public: Arc<ViewCounters>,
 }
 
 impl DnsServer {
@@ -53,30 +108,68 @@ impl DnsServer {
     /// DNS suffix is not a valid domain name.
     pub fn new(config: DnsConfig, upstream: Option<SocketAddr>) -> Option<Arc<DnsServer>> {
         let view = DnsView::new(&Plan::default(), &config, 1)?;
+        let public = Arc::new(ViewCounters::default());
         Some(Arc::new(DnsServer {
             config,
             upstream,
-            view: ArcSwap::from_pointee(view),
+            live: ArcSwap::from_pointee(Live {
+                view: Arc::new(view),
+                networks: Box::new([]),
+                public: public.clone(),
+            }),
             serial: AtomicU32::new(1),
-            counters: DnsCounters::default(),
+            views: Mutex::new(BTreeMap::new()),
+            public,
         }))
     }
 
     /// Answers from `plan` from now on (a new SOA serial).
     pub fn apply(&self, plan: &Plan) {
         let serial = self.serial.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
-        if let Some(view) = DnsView::new(plan, &self.config, serial) {
-            self.view.store(Arc::new(view));
-        }
+        let Some(view) = DnsView::new(plan, &self.config, serial) else {
+            return;
+        };
+        let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+        let networks = view
+            .network_names()
+            .map(|name| views.entry(name.to_owned()).or_default().clone())
+            .collect();
+        self.live.store(Arc::new(Live {
+            view: Arc::new(view),
+            networks,
+            public: self.public.clone(),
+        }));
     }
 
     /// The view answers come from now.
     pub fn view(&self) -> Arc<DnsView> {
-        self.view.load_full()
+        self.live.load().view.clone()
     }
 
-    pub fn counters(&self) -> &DnsCounters {
-        &self.counters
+    /// Queries answered so far, by view and response code (counts of zero left out; a
+    /// network named `public` is counted with the public view).
+    pub fn query_counts(&self) -> Vec<QueryCount> {
+        let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sums: BTreeMap<(&str, usize), u64> = BTreeMap::new();
+        for (name, counters) in views
+            .iter()
+            .map(|(n, c)| (n.as_str(), c))
+            .chain([("public", &self.public)])
+        {
+            for row in &counters.0 {
+                for (slot, n) in row.0.iter().enumerate() {
+                    *sums.entry((name, slot)).or_default() += n.load(Ordering::Relaxed);
+                }
+            }
+        }
+        sums.into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|((view, slot), count)| QueryCount {
+                view: view.to_owned(),
+                rcode: RCODES.get(slot).map_or("other", |(_, name)| name),
+                count,
+            })
+            .collect()
     }
 
     /// Serves DNS on `sockets` until `shutdown` completes.
@@ -106,7 +199,7 @@ impl DnsServer {
                         }
                     };
                     runtime.block_on(async move {
-                        let mut dns = Server::new(Handler(server));
+                        let mut dns = Server::new(Handler { server, row: i });
                         match UdpSocket::from_std(udp) {
                             Ok(udp) => dns.register_socket(udp),
                             Err(e) => tracing::error!(error = %e, "DNS: UDP socket"),
@@ -217,16 +310,37 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-struct Handler(Arc<DnsServer>);
+/// One serving thread's handler: `row` is the thread's row of counters.
+struct Handler {
+    server: Arc<DnsServer>,
+    row: usize,
+}
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let info = self.respond(request, response).await;
+        // Counted once the response code is known, by the view of the client's address now.
+        self.server
+            .live
+            .load()
+            .counters(request.src().ip())
+            .add(self.row, info.response_code);
+        info
+    }
+}
+
+impl Handler {
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
         mut response: R,
     ) -> ResponseInfo {
-        let server = &self.0;
+        let server = &self.server;
         let mut builder = MessageResponseBuilder::from_message_request(request);
         let edns = request.edns.as_ref().map(|_| {
             let mut e = Edns::new();
@@ -247,20 +361,14 @@ impl RequestHandler for Handler {
         let qname = info.query.original().name().clone();
         let qtype = info.query.query_type();
         let answer = if info.query.query_class() == DNSClass::IN {
-            server.view.load().answer(source, &qname, qtype)
+            server.live.load().view.answer(source, &qname, qtype)
         } else {
             Answer::NotOurs
         };
         match answer {
             Answer::Authoritative { code, answers, soa } => {
-                let counter = if code == ResponseCode::NXDomain {
-                    &server.counters.nxdomain
-                } else {
-                    &server.counters.answered
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let view = match server.view.load().view_of(source) {
+                    let view = match server.live.load().view.view_of(source) {
                         ViewName::Network(n) => n,
                         ViewName::Public => "public".into(),
                     };
@@ -274,10 +382,8 @@ impl RequestHandler for Handler {
             }
             Answer::NotOurs => {
                 let Some(upstream) = server.upstream else {
-                    server.counters.refused.fetch_add(1, Ordering::Relaxed);
                     return send_error(&mut response, builder, meta, ResponseCode::Refused).await;
                 };
-                server.counters.forwarded.fetch_add(1, Ordering::Relaxed);
                 match server.forward(upstream, request.as_slice()).await {
                     Some(reply) if reply.metadata.id == meta.id => {
                         let mut m = Metadata::response_from_request(meta);
@@ -294,7 +400,6 @@ impl RequestHandler for Handler {
                         send(&mut response, resp, meta).await
                     }
                     _ => {
-                        server.counters.failed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%upstream, %qname, "DNS upstream did not answer");
                         send_error(&mut response, builder, meta, ResponseCode::ServFail).await
                     }
@@ -337,5 +442,73 @@ async fn send<'a, R: ResponseHandler>(
             }
             .into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use link_model::{NetworkPlan, Prefix};
+
+    fn network(name: &str, prefix: &str) -> NetworkPlan {
+        NetworkPlan {
+            id: format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/{name}"),
+            name: name.into(),
+            location: "westus2".into(),
+            prefixes: vec![Prefix::parse(prefix).expect("prefix")],
+            subnets: vec![],
+            peers: vec![],
+            peerings: vec![],
+            linked_zones: vec![],
+        }
+    }
+
+    fn count(server: &DnsServer, from: &str, row: usize, code: ResponseCode) {
+        let ip: IpAddr = from.parse().expect("ip");
+        server.live.load().counters(ip).add(row, code);
+    }
+
+    #[test]
+    fn queries_are_counted_by_view_and_response_code_across_rows_and_plans() {
+        let server = DnsServer::new(
+            DnsConfig {
+                dns_suffix: "azurehealthcareapis.com".into(),
+                public_ip: "127.0.0.1".parse().expect("ip"),
+                extra_services: vec![],
+            },
+            None,
+        )
+        .expect("server");
+        let plan = |nets: Vec<NetworkPlan>| Plan {
+            networks: nets,
+            ..Plan::default()
+        };
+        server.apply(&plan(vec![network("hub", "127.10.0.0/16")]));
+        count(&server, "127.10.2.5", 0, ResponseCode::NoError);
+        count(&server, "127.10.2.5", 1, ResponseCode::NoError);
+        count(&server, "127.10.2.5", 9, ResponseCode::NXDomain);
+        count(&server, "127.99.0.1", 0, ResponseCode::Refused);
+        count(&server, "127.99.0.1", 0, ResponseCode::YXDomain);
+        // A new plan keeps hub's counts; a network named `public` adds to the public view.
+        server.apply(&plan(vec![
+            network("public", "127.20.0.0/16"),
+            network("hub", "127.10.0.0/16"),
+        ]));
+        count(&server, "127.10.2.5", 0, ResponseCode::NoError);
+        count(&server, "127.20.0.1", 0, ResponseCode::Refused);
+        let counts: Vec<(String, &str, u64)> = server
+            .query_counts()
+            .into_iter()
+            .map(|q| (q.view, q.rcode, q.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("hub".to_owned(), "NOERROR", 3),
+                ("hub".to_owned(), "NXDOMAIN", 1),
+                ("public".to_owned(), "REFUSED", 2),
+                ("public".to_owned(), "other", 1),
+            ]
+        );
     }
 }

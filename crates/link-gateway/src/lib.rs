@@ -20,5 +20,7 @@ mod serve;
 mod view;
 
 pub use decide::{decide, Connection, Decision, Denial, Listener, Verdict};
-pub use serve::{Admission, Caller, Exchange, Gateway, GatewayConfig, Observer};
+pub use serve::{
+    Admission, Caller, Exchange, Gateway, GatewayConfig, Observer, CLIENT_CLOSED_REQUEST,
+};
 pub use view::GatewayView;

@@ -79,7 +79,9 @@ pub struct Exchange<'a> {
     pub caller: Option<&'a Caller>,
 }
 
-/// Told of every request once its response is ready, allowed or refused.
+/// Told of every request exactly once: when its response is ready, allowed or refused, or,
+/// when the client goes away before that, as the request is dropped (status
+/// [`CLIENT_CLOSED_REQUEST`]).
 pub trait Observer: Send + Sync {
     fn observe(&self, exchange: &Exchange<'_>);
 }
@@ -346,59 +348,53 @@ impl Gateway {
         local: SocketAddr,
         req: Request<Incoming>,
     ) -> Response {
-        let started = std::time::Instant::now();
-        let correlation_id = uuid::Uuid::new_v4().to_string();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().map(str::to_owned);
-        let (verdict, service, mut resp) =
-            self.decide_and_serve(&listener, source, local, req).await;
-        if let Ok(v) = http::HeaderValue::from_str(&correlation_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
-        self.observer.observe(&Exchange {
-            service: &service,
+        let decision = self.decide_request(&listener, source, local, &req);
+        let mut seen = Seen {
+            observer: &*self.observer,
             listener: &listener,
             source,
-            method: &method,
-            path: &path,
-            query: query.as_deref(),
-            status: resp.status(),
-            duration: started.elapsed(),
-            verdict,
-            correlation_id: &correlation_id,
-            caller: resp.extensions().get::<Caller>(),
-        });
+            started: std::time::Instant::now(),
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            service: decision.service.clone(),
+            verdict: decision.reason(),
+            told: false,
+        };
+        let mut resp = self.serve(decision, &listener, source, req).await;
+        if let Ok(v) = http::HeaderValue::from_str(&seen.correlation_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        seen.tell(resp.status(), resp.extensions().get::<Caller>());
         resp
     }
 
-    async fn decide_and_serve(
+    /// The access decision for one request, logged.
+    fn decide_request(
         &self,
-        listener: &Arc<Listener>,
+        listener: &Listener,
         source: SocketAddr,
         local: SocketAddr,
-        mut req: Request<Incoming>,
-    ) -> (&'static str, String, Response) {
-        let decision = {
-            let view = self.view.load();
-            // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header;
-            // fhir-api reads them in the same order, but it is this decision that counts.
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()));
-            decide(
-                &view,
-                &Connection {
-                    listener,
-                    source,
-                    local,
-                    host,
-                },
-            )
-        };
-        let verdict = decision.reason();
+        req: &Request<Incoming>,
+    ) -> crate::Decision {
+        let view = self.view.load();
+        // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header;
+        // fhir-api reads them in the same order, but it is this decision that counts.
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let decision = decide(
+            &view,
+            &Connection {
+                listener,
+                source,
+                local,
+                host,
+            },
+        );
         tracing::info!(
             target: "fhirlink::access",
             service = %decision.service,
@@ -409,23 +405,83 @@ impl Gateway {
             verdict = decision.reason(),
             "access decision"
         );
+        decision
+    }
+
+    /// A refusal, or the data plane's answer with the admitted service.
+    async fn serve(
+        &self,
+        decision: crate::Decision,
+        listener: &Arc<Listener>,
+        source: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> Response {
         if let Some(message) = decision.message() {
-            let resp = FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, message)
+            // Let the client finish sending before it is refused, so that it reads the 403.
+            fhir_api::drain(Body::new(req.into_body())).await;
+            return FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, message)
                 .into_response();
-            return (verdict, decision.service, resp);
         }
-        let service = decision.service.clone();
         let extensions = req.extensions_mut();
         extensions.insert(AdmittedService(decision.service));
         extensions.insert(Admission {
             listener: listener.clone(),
             source,
         });
-        let resp = match self.app.clone().oneshot(req.map(Body::new)).await {
+        match self.app.clone().oneshot(req.map(Body::new)).await {
             Ok(resp) => resp,
             Err(never) => match never {},
-        };
-        (verdict, service, resp)
+        }
+    }
+}
+
+/// The status an exchange is reported with when the client went away before its response
+/// was ready (nginx's "client closed request").
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// One request on its way through, so that the observer is told of it exactly once: with
+/// its response, or — when the client goes away first and hyper drops the request's future
+/// — with [`CLIENT_CLOSED_REQUEST`] as it is dropped.
+struct Seen<'a> {
+    observer: &'a dyn Observer,
+    listener: &'a Listener,
+    source: SocketAddr,
+    started: std::time::Instant,
+    correlation_id: String,
+    method: http::Method,
+    path: String,
+    query: Option<String>,
+    service: String,
+    verdict: &'static str,
+    told: bool,
+}
+
+impl Seen<'_> {
+    fn tell(&mut self, status: StatusCode, caller: Option<&Caller>) {
+        self.told = true;
+        self.observer.observe(&Exchange {
+            service: &self.service,
+            listener: self.listener,
+            source: self.source,
+            method: &self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            status,
+            duration: self.started.elapsed(),
+            verdict: self.verdict,
+            correlation_id: &self.correlation_id,
+            caller,
+        });
+    }
+}
+
+impl Drop for Seen<'_> {
+    fn drop(&mut self) {
+        if !self.told {
+            let status =
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST);
+            self.tell(status, None);
+        }
     }
 }
 

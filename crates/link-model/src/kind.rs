@@ -73,6 +73,11 @@ pub(crate) const NAMESPACES: &[&str] = &[
 ];
 
 impl Kind {
+    /// Every resource type fhirlink serves.
+    pub fn all() -> &'static [Kind] {
+        ALL
+    }
+
     /// The ARM `type`, e.g. `Microsoft.Network/virtualNetworks/subnets`.
     pub fn type_name(self) -> &'static str {
         match self {

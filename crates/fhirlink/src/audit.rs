@@ -1,0 +1,1043 @@
+//! Audit records: one per request on either plane, written as NDJSON by a background thread.
+//!
+//! Every record has the same keys (absent values are `null`):
+//!
+//! ```json
+//! {"time":"2026-12-01T09:30:00.123Z","service":"myfhir","action":"read",
+//!  "resourceType":"Patient","resourceId":"p1","method":"GET","path":"/Patient/p1",
+//!  "query":"_elements=name","networkPath":"public","sourceAddress":"127.0.0.1",
+//!  "sourcePort":40112,"status":200,"durationMs":0.412,
+//!  "correlationId":"4f3c…","principal":"alice","clientId":null,"verdict":"allowed"}
+//! ```
+//!
+//! `time` is when the request arrived (RFC 3339, UTC, milliseconds); `durationMs` runs until
+//! the response head was ready. `action` is the FHIR interaction ([`Interaction`]) on the
+//! data plane, and on the management plane the ARM action (`<resource type>/read`, `/write`,
+//! `/delete`, `/<name>/action`). `networkPath` is `public`, the private endpoint's
+//! (lowercase) resource id, or `management`. `verdict` is the gateway's access decision on the
+//! data plane (`allowed`, `public-access-disabled`, …) and, on the management plane,
+//! `allowed`, `unauthenticated` (401) or `forbidden` (403). A request whose client went away
+//! before the answer is recorded with status 499 (nginx's "client closed request") as the
+//! server drops it.
+//!
+//! Files, under the audit folder (`--audit-dir`, default `<data>/audit`), mode 0600:
+//!
+//! - `audit.ndjson`: every record of both planes.
+//! - `diagnostics/<service>/<setting>/<destination>.ndjson`: the data-plane records of a
+//!   FHIR service, once more for each of its diagnostic settings with the `AuditLogs`
+//!   category enabled; `<destination>` is the last segment of the setting's destination id
+//!   (`storageAccountId`, `workspaceId`, …). Every component is user input and is reduced to
+//!   `[A-Za-z0-9._-]` ([`path_component`]), so no name can climb out of the folder.
+//!
+//! A request never waits for the disk, nor for another thread: the record is serialised on
+//! the request's thread straight into that thread's pending buffer (one of [`SHARDS`], each
+//! behind its own lock, so threads do not contend and no record is allocated on its own);
+//! every [`FLUSH_INTERVAL`] the writer thread swaps each buffer for an empty one and appends
+//! it to the files. A buffer that already holds [`MAX_PENDING`] bytes (the writer is stuck:
+//! a slow or full disk) drops the record, counts it (`fhirlink_audit_dropped_total`) and logs
+//! a warning. Lines are in order per thread; records of different threads within one
+//! interval may be out of order (sort by `time`). Records reach the operating system within
+//! the interval and are synced to disk when the server stops; a power loss can lose the last
+//! moments, a crash of the process the last interval.
+//!
+//! The query string goes to these files only: application logs never carry it.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::Method;
+use serde::Serialize;
+
+use crate::telemetry::{thread_shard, SHARDS};
+
+/// How long a record may wait in a pending buffer before the writer appends it.
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(25);
+/// The bytes one pending buffer holds before it drops records: at 40,000 requests/s on one
+/// thread (about 16 MB/s of records), half a second of a stuck writer.
+const MAX_PENDING: usize = 8 << 20;
+/// The longest path component a name becomes.
+const MAX_COMPONENT: usize = 100;
+/// At most one warning per this many seconds about dropped records or failed writes.
+const WARN_EVERY_SECS: u64 = 10;
+
+/// One audit record, borrowed from the request it describes.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Record<'a> {
+    pub(crate) time: Timestamp,
+    pub(crate) service: Option<Cow<'a, str>>,
+    pub(crate) action: Cow<'a, str>,
+    pub(crate) resource_type: Option<Cow<'a, str>>,
+    pub(crate) resource_id: Option<&'a str>,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) network_path: &'a str,
+    pub(crate) source_address: Option<std::net::IpAddr>,
+    pub(crate) source_port: Option<u16>,
+    pub(crate) status: u16,
+    pub(crate) duration_ms: f64,
+    pub(crate) correlation_id: &'a str,
+    pub(crate) principal: Option<&'a str>,
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) verdict: &'a str,
+}
+
+impl Record<'_> {
+    /// When a request that took `duration` arrived.
+    pub(crate) fn arrival(duration: Duration) -> Timestamp {
+        let now = SystemTime::now();
+        Timestamp(now.checked_sub(duration).unwrap_or(now))
+    }
+
+    /// Milliseconds with microsecond precision.
+    pub(crate) fn millis(duration: Duration) -> f64 {
+        duration.as_micros() as f64 / 1000.0
+    }
+
+    pub(crate) fn source(addr: Option<SocketAddr>) -> (Option<std::net::IpAddr>, Option<u16>) {
+        (addr.map(|a| a.ip()), addr.map(|a| a.port()))
+    }
+}
+
+/// An instant, serialised as RFC 3339 UTC with milliseconds (`2026-12-01T09:38:08.520Z`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timestamp(pub(crate) SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        thread_local! {
+            // The date and time of the last second formatted on this thread: records of one
+            // second share it, so a record formats only its milliseconds.
+            static SECOND: std::cell::RefCell<(u64, String)> =
+                const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        }
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (secs, millis) = (since.as_secs(), since.subsec_millis());
+        SECOND.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.0 != secs {
+                let t =
+                    chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(secs));
+                cache.1 = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+                cache.0 = secs;
+            }
+            let mut buf = [0u8; 48];
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{}.{millis:03}Z", cache.1);
+            let used = 48 - w.len();
+            s.serialize_str(std::str::from_utf8(&buf[..used]).unwrap_or_default())
+        })
+    }
+}
+
+/// A FHIR interaction (FHIR R4 http.html §3.1.0), as audit records and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Interaction {
+    Read,
+    Vread,
+    Update,
+    Patch,
+    Delete,
+    HistoryInstance,
+    HistoryType,
+    HistorySystem,
+    Create,
+    SearchType,
+    SearchSystem,
+    SearchCompartment,
+    /// `POST /`: which of the two only the body says, and the body is not read here.
+    BatchTransaction,
+    /// `GET /metadata` (and SMART's `/.well-known/smart-configuration`).
+    Capabilities,
+    /// `$name` at the system, type or instance level.
+    Operation,
+    /// Nothing FHIR defines at this method and path.
+    Unknown,
+}
+
+impl Interaction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::Update => "update",
+            Interaction::Patch => "patch",
+            Interaction::Delete => "delete",
+            Interaction::HistoryInstance => "history-instance",
+            Interaction::HistoryType => "history-type",
+            Interaction::HistorySystem => "history-system",
+            Interaction::Create => "create",
+            Interaction::SearchType => "search-type",
+            Interaction::SearchSystem => "search-system",
+            Interaction::SearchCompartment => "search-compartment",
+            Interaction::BatchTransaction => "batch/transaction",
+            Interaction::Capabilities => "capabilities",
+            Interaction::Operation => "operation",
+            Interaction::Unknown => "unknown",
+        }
+    }
+}
+
+/// What a data-plane request line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FhirAction<'a> {
+    pub(crate) interaction: Interaction,
+    pub(crate) resource_type: Option<&'a str>,
+    pub(crate) resource_id: Option<&'a str>,
+}
+
+/// The interaction of a data-plane request, and the resource type and id its path names,
+/// from the method and the path alone (the routing of `fhir-api`, without its store or
+/// definitions: a resource type is any name that starts with an upper-case letter).
+pub(crate) fn fhir_action<'a>(method: &Method, path: &'a str) -> FhirAction<'a> {
+    use Interaction as I;
+    let trimmed = path.trim_start_matches('/');
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let mut segs = [""; 5];
+    let mut n = 0;
+    if !trimmed.is_empty() {
+        for s in trimmed.split('/') {
+            if n == segs.len() {
+                return unknown();
+            }
+            segs[n] = s;
+            n += 1;
+        }
+    }
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let on = |interaction, t: Option<&'a str>, id: Option<&'a str>| FhirAction {
+        interaction,
+        resource_type: t,
+        resource_id: id,
+    };
+    let none = |interaction| on(interaction, None, None);
+    match &segs[..n] {
+        [] if post => none(I::BatchTransaction),
+        [] if get => none(I::SearchSystem),
+        ["metadata"] if get => none(I::Capabilities),
+        [".well-known", "smart-configuration"] if get => none(I::Capabilities),
+        ["_search"] if post => none(I::SearchSystem),
+        ["_history"] if get => none(I::HistorySystem),
+        [op] if is_operation(op) => none(I::Operation),
+        [t, rest @ ..] if is_type(t) => {
+            let t = Some(*t);
+            match rest {
+                [] if post => on(I::Create, t, None),
+                [] if get => on(I::SearchType, t, None),
+                // Conditional update, delete and patch (FHIR R4 http.html §3.1.0.4.3 …).
+                [] if *method == Method::PUT => on(I::Update, t, None),
+                [] if *method == Method::DELETE => on(I::Delete, t, None),
+                [] if *method == Method::PATCH => on(I::Patch, t, None),
+                ["_history"] if get => on(I::HistoryType, t, None),
+                ["_search"] if post => on(I::SearchType, t, None),
+                [op] if is_operation(op) => on(I::Operation, t, None),
+                [id] if is_id(id) => {
+                    let interaction = if get {
+                        I::Read
+                    } else if *method == Method::PUT {
+                        I::Update
+                    } else if *method == Method::DELETE {
+                        I::Delete
+                    } else if *method == Method::PATCH {
+                        I::Patch
+                    } else {
+                        I::Unknown
+                    };
+                    on(interaction, t, Some(*id))
+                }
+                [id, "_history"] if get && is_id(id) => on(I::HistoryInstance, t, Some(*id)),
+                [id, "_history", _] if get && is_id(id) => on(I::Vread, t, Some(*id)),
+                [id, op] if is_id(id) && is_operation(op) => on(I::Operation, t, Some(*id)),
+                [id, c] if get && is_id(id) && is_type(c) => on(I::SearchCompartment, t, Some(*id)),
+                [id, c, "_search"] if post && is_id(id) && is_type(c) => {
+                    on(I::SearchCompartment, t, Some(*id))
+                }
+                _ => on(I::Unknown, t, None),
+            }
+        }
+        _ => unknown(),
+    }
+}
+
+fn unknown<'a>() -> FhirAction<'a> {
+    FhirAction {
+        interaction: Interaction::Unknown,
+        resource_type: None,
+        resource_id: None,
+    }
+}
+
+fn is_type(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_uppercase())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// FHIR R4 datatypes.html#id: `[A-Za-z0-9\-\.]{1,64}`.
+fn is_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn is_operation(s: &str) -> bool {
+    s.len() > 1 && s.len() <= 64 && s.starts_with('$')
+}
+
+/// An ARM verb, the last word of an ARM action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum ArmVerb {
+    Read,
+    Write,
+    Delete,
+    Action,
+    Other,
+}
+
+impl ArmVerb {
+    pub(crate) fn of(method: &Method) -> ArmVerb {
+        match *method {
+            Method::GET | Method::HEAD => ArmVerb::Read,
+            Method::PUT | Method::PATCH => ArmVerb::Write,
+            Method::DELETE => ArmVerb::Delete,
+            Method::POST => ArmVerb::Action,
+            _ => ArmVerb::Other,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ArmVerb::Read => "read",
+            ArmVerb::Write => "write",
+            ArmVerb::Delete => "delete",
+            ArmVerb::Action => "action",
+            ArmVerb::Other => "other",
+        }
+    }
+}
+
+/// Management paths that are no ARM resource type of `link-model`'s, with the type name
+/// records give them.
+const OTHER_TYPES: &[&str] = &[
+    "Microsoft.Resources/subscriptions",
+    "Microsoft.Resources/providers",
+    "Microsoft.Resources/resources",
+    "Microsoft.Insights/metrics",
+    "fhirlink/diagnose",
+];
+
+/// The canonical spelling of a resource type fhirlink serves (ARM is case-insensitive).
+pub(crate) fn known_type(name: &str) -> Option<&'static str> {
+    link_model::Kind::all()
+        .iter()
+        .map(|k| k.type_name())
+        .chain(OTHER_TYPES.iter().copied())
+        .find(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// What a management request line names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ArmAction<'a> {
+    /// `<resource type>/<verb>`, or `<resource type>/<name>/action` for a POST.
+    pub(crate) action: String,
+    /// The resource type as the path spells it, or its canonical name when fhirlink serves it.
+    pub(crate) resource_type: Option<String>,
+    /// The ARM id, when the path names one resource (for a POST action: the resource acted
+    /// on).
+    pub(crate) resource_id: Option<&'a str>,
+    /// The FHIR service the path is under, if any (lowercase).
+    pub(crate) service: Option<String>,
+    /// For metrics: the canonical type (None: not one fhirlink serves) and the verb.
+    pub(crate) metric: (Option<&'static str>, ArmVerb),
+}
+
+/// The ARM action of a management request: ids alternate type and name segments
+/// (`/subscriptions/{s}/resourceGroups/{g}/providers/{namespace}/{type}/{name}/…`), the type
+/// of an extension resource starts again at its own `providers` segment, and a path that
+/// ends on a type after a resource is a list (GET) or an action (POST).
+pub(crate) fn arm_action<'a>(method: &Method, path: &'a str) -> ArmAction<'a> {
+    let id = path.strip_suffix('/').unwrap_or(path);
+    let segs: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
+    let verb = ArmVerb::of(method);
+    let special = match segs.as_slice() {
+        ["metrics"] => Some("Microsoft.Insights/metrics"),
+        ["fhirlink", "diagnose"] => Some("fhirlink/diagnose"),
+        _ => None,
+    };
+    if let Some(t) = special {
+        return ArmAction {
+            action: format!("{t}/{}", verb.as_str()),
+            resource_type: Some(t.to_owned()),
+            resource_id: None,
+            service: None,
+            metric: (Some(t), verb),
+        };
+    }
+    // Walk the id: `chain` is the type path of the deepest resource so far, from its
+    // namespace; before any `providers` segment, the Microsoft.Resources types
+    // (subscriptions, resource groups), of which only the last names the type.
+    let mut chain: Vec<&str> = Vec::new();
+    let mut under_provider = false;
+    let mut named = false;
+    let mut service = None;
+    let mut i = 0;
+    while i < segs.len() {
+        let seg = segs[i];
+        if seg.eq_ignore_ascii_case("providers") {
+            match segs.get(i + 1) {
+                Some(ns) => {
+                    chain = vec![*ns];
+                    under_provider = true;
+                    // `/providers/{namespace}` names the provider itself.
+                    named = true;
+                    i += 2;
+                }
+                None => {
+                    chain = vec!["Microsoft.Resources", "providers"];
+                    under_provider = false;
+                    named = false;
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        if chain.is_empty() {
+            chain.push("Microsoft.Resources");
+        }
+        chain.push(seg);
+        named = i + 1 < segs.len();
+        if named
+            && under_provider
+            && chain.len() == 2
+            && chain[0].eq_ignore_ascii_case("Microsoft.HealthcareApis")
+            && chain[1].eq_ignore_ascii_case("services")
+        {
+            service = segs.get(i + 1).map(|s| s.to_ascii_lowercase());
+        }
+        i += 2;
+    }
+    if under_provider && chain.len() == 1 {
+        chain = vec!["Microsoft.Resources", "providers"];
+        under_provider = false;
+    }
+    // A POST on `{resource id}/{name}` is the action `name` on that resource.
+    let action_name = (verb == ArmVerb::Action && !named && chain.len() >= 3)
+        .then(|| chain.pop())
+        .flatten();
+    let spelled = match chain.as_slice() {
+        [] | [_] => None,
+        _ if under_provider => Some(chain.join("/")),
+        [.., last] => Some(format!("Microsoft.Resources/{last}")),
+    };
+    let canonical = spelled.as_deref().and_then(known_type);
+    let resource_type = canonical.map(str::to_owned).or(spelled);
+    let action = match (&resource_type, action_name) {
+        (Some(t), Some(name)) => format!("{t}/{name}/action"),
+        (Some(t), None) => format!("{t}/{}", verb.as_str()),
+        (None, _) => verb.as_str().to_owned(),
+    };
+    let resource_id = if action_name.is_some() {
+        id.rsplit_once('/').map(|(parent, _)| parent)
+    } else {
+        named.then_some(id)
+    };
+    ArmAction {
+        action,
+        resource_type,
+        resource_id,
+        service,
+        metric: (canonical, verb),
+    }
+}
+
+/// A name reduced to a safe single path component: `[A-Za-z0-9._-]`, at most
+/// [`MAX_COMPONENT`] characters, never empty, never starting with a dot (so never `.` or
+/// `..`, nor a hidden file).
+pub(crate) fn path_component(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .take(MAX_COMPONENT)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with('.') {
+        s.replace_range(0..1, "_");
+    }
+    if s.is_empty() {
+        s.push('_');
+    }
+    s
+}
+
+/// The file, relative to the audit folder, that the AuditLogs export of `setting` on
+/// `service` to `destination` (an ARM resource id) is written to.
+pub(crate) fn export_file(service: &str, setting: &str, destination: &str) -> PathBuf {
+    let last = destination
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("destination");
+    Path::new("diagnostics")
+        .join(path_component(service))
+        .join(path_component(setting))
+        .join(format!("{}.ndjson", path_component(last)))
+}
+
+/// Records serialised by one thread's requests, waiting for the writer.
+#[derive(Debug, Default)]
+struct Pending {
+    /// NDJSON lines for `audit.ndjson`.
+    lines: Vec<u8>,
+    /// Lines (byte ranges of `lines`) that also go to export files (relative to the folder).
+    exports: Vec<(Arc<[PathBuf]>, std::ops::Range<usize>)>,
+}
+
+/// Cache-line aligned, so that two threads' buffers never share a line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Slot(Mutex<Pending>);
+
+/// The audit log: the pending buffers and the writer thread that empties them.
+pub(crate) struct AuditLog {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    slots: Box<[Slot]>,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+    started: Instant,
+    /// Seconds since `started` of the last warning about dropped records (+1; 0: none).
+    last_warning: AtomicU64,
+}
+
+impl AuditLog {
+    /// Creates the folder (mode 0700) and starts the writer thread.
+    pub(crate) fn start(dir: &Path) -> std::io::Result<AuditLog> {
+        create_private_dir(dir)?;
+        let shared = Arc::new(Shared {
+            slots: (0..SHARDS).map(|_| Slot::default()).collect(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            started: Instant::now(),
+            last_warning: AtomicU64::new(0),
+        });
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            files: HashMap::new(),
+            shared: shared.clone(),
+            last_warning: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("fhirlink-audit".into())
+            .spawn(move || writer.run())?;
+        Ok(AuditLog {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Adds `record` to this thread's pending buffer, for `audit.ndjson` and for the
+    /// `exports` files (relative to the folder). Never waits for the writer.
+    pub(crate) fn write(&self, record: &Record<'_>, exports: Option<Arc<[PathBuf]>>) {
+        let shared = &*self.shared;
+        let slot = &shared.slots[thread_shard() % shared.slots.len()];
+        let mut pending = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.lines.len() >= MAX_PENDING || shared.closed.load(Ordering::Relaxed) {
+            drop(pending);
+            let total = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            self.warn_dropped(total);
+            return;
+        }
+        let start = pending.lines.len();
+        if let Err(e) = serde_json::to_writer(&mut pending.lines, record) {
+            // Only a failing writer or serializer could get here; neither exists for a Vec.
+            pending.lines.truncate(start);
+            drop(pending);
+            tracing::error!(error = %e, "audit record not serialised");
+            return;
+        }
+        pending.lines.push(b'\n');
+        if let Some(exports) = exports {
+            let end = pending.lines.len();
+            pending.exports.push((exports, start..end));
+        }
+    }
+
+    fn warn_dropped(&self, total: u64) {
+        let shared = &*self.shared;
+        let now = shared.started.elapsed().as_secs() + 1;
+        let last = shared.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + WARN_EVERY_SECS)
+            && shared
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped_total = total,
+                "audit records dropped: the writer is behind (or the log is closed)"
+            );
+        }
+    }
+
+    /// Records dropped because the writer was behind (or the log closed).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records (times files) that could not be written.
+    pub(crate) fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Writes what is pending, syncs the files to disk and stops the writer (at shutdown).
+    /// Records after this are dropped (and counted).
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The writer thread's state: the open files, by path relative to the folder.
+struct Writer {
+    dir: PathBuf,
+    files: HashMap<PathBuf, BufWriter<File>>,
+    shared: Arc<Shared>,
+    last_warning: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let main = PathBuf::from("audit.ndjson");
+        // Swapped with each slot's buffer in turn: buffers keep their capacity and circulate,
+        // so that steady traffic allocates nothing.
+        let mut spare = Pending::default();
+        loop {
+            // Read before emptying the slots: a record written after `closed` was set is
+            // dropped by `write`, one written before is in a slot by now.
+            let closing = self.shared.closed.load(Ordering::SeqCst);
+            let mut wrote = false;
+            for i in 0..self.shared.slots.len() {
+                {
+                    let slot = &self.shared.slots[i];
+                    let mut pending = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    if pending.lines.is_empty() {
+                        continue;
+                    }
+                    std::mem::swap(&mut *pending, &mut spare);
+                }
+                self.append(&main, &spare.lines);
+                for (files, range) in &spare.exports {
+                    if let Some(line) = spare.lines.get(range.clone()) {
+                        for file in files.iter() {
+                            self.append(file, line);
+                        }
+                    }
+                }
+                spare.lines.clear();
+                spare.exports.clear();
+                wrote = true;
+            }
+            if wrote || closing {
+                self.flush();
+            }
+            if closing {
+                for f in self.files.values() {
+                    let _ = f.get_ref().sync_data();
+                }
+                return;
+            }
+            std::thread::park_timeout(FLUSH_INTERVAL);
+        }
+    }
+
+    fn append(&mut self, file: &Path, line: &[u8]) {
+        if !self.files.contains_key(file) {
+            match open_append(&self.dir.join(file)) {
+                Ok(f) => {
+                    self.files
+                        .insert(file.to_path_buf(), BufWriter::with_capacity(64 * 1024, f));
+                }
+                Err(e) => return self.failed(file, &e),
+            }
+        }
+        let result = match self.files.get_mut(file) {
+            Some(w) => w.write_all(line),
+            None => return,
+        };
+        if let Err(e) = result {
+            // Opened again on the next record (the folder may have been removed).
+            self.files.remove(file);
+            self.failed(file, &e);
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut failed = Vec::new();
+        for (path, w) in &mut self.files {
+            if let Err(e) = w.flush() {
+                failed.push((path.clone(), e));
+            }
+        }
+        for (path, e) in failed {
+            self.files.remove(&path);
+            self.failed(&path, &e);
+        }
+    }
+
+    fn failed(&mut self, file: &Path, e: &std::io::Error) {
+        self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+        let due = self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(WARN_EVERY_SECS));
+        if due {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(file = %self.dir.join(file).display(), error = %e, "audit records not written");
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fhir(method: Method, path: &str) -> (&'static str, Option<&str>, Option<&str>) {
+        let a = fhir_action(&method, path);
+        (a.interaction.as_str(), a.resource_type, a.resource_id)
+    }
+
+    #[test]
+    fn fhir_interactions_from_method_and_path() {
+        type Case = (
+            Method,
+            &'static str,
+            (&'static str, Option<&'static str>, Option<&'static str>),
+        );
+        let cases: &[Case] = &[
+            (
+                Method::GET,
+                "/Patient/p1",
+                ("read", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::HEAD,
+                "/Patient/p1/",
+                ("read", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::GET,
+                "/Patient/p1/_history/2",
+                ("vread", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::PUT,
+                "/Patient/p1",
+                ("update", Some("Patient"), Some("p1")),
+            ),
+            (Method::PUT, "/Patient", ("update", Some("Patient"), None)),
+            (
+                Method::PATCH,
+                "/Patient/p1",
+                ("patch", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::DELETE,
+                "/Patient/p1",
+                ("delete", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::DELETE,
+                "/Patient",
+                ("delete", Some("Patient"), None),
+            ),
+            (
+                Method::GET,
+                "/Patient/p1/_history",
+                ("history-instance", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::GET,
+                "/Patient/_history",
+                ("history-type", Some("Patient"), None),
+            ),
+            (Method::GET, "/_history", ("history-system", None, None)),
+            (Method::POST, "/Patient", ("create", Some("Patient"), None)),
+            (
+                Method::GET,
+                "/Patient",
+                ("search-type", Some("Patient"), None),
+            ),
+            (
+                Method::POST,
+                "/Patient/_search",
+                ("search-type", Some("Patient"), None),
+            ),
+            (Method::GET, "/", ("search-system", None, None)),
+            (Method::POST, "/_search", ("search-system", None, None)),
+            (
+                Method::GET,
+                "/Patient/p1/Observation",
+                ("search-compartment", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::POST,
+                "/Patient/p1/Observation/_search",
+                ("search-compartment", Some("Patient"), Some("p1")),
+            ),
+            (Method::POST, "/", ("batch/transaction", None, None)),
+            (Method::GET, "/metadata", ("capabilities", None, None)),
+            (
+                Method::GET,
+                "/.well-known/smart-configuration",
+                ("capabilities", None, None),
+            ),
+            (Method::POST, "/$export", ("operation", None, None)),
+            (
+                Method::GET,
+                "/Patient/$everything",
+                ("operation", Some("Patient"), None),
+            ),
+            (
+                Method::GET,
+                "/Patient/p1/$everything",
+                ("operation", Some("Patient"), Some("p1")),
+            ),
+            (
+                Method::POST,
+                "/Patient/p1",
+                ("unknown", Some("Patient"), Some("p1")),
+            ),
+            (Method::GET, "/patient/p1", ("unknown", None, None)),
+            (
+                Method::GET,
+                "/Patient/bad id",
+                ("unknown", Some("Patient"), None),
+            ),
+            (Method::GET, "/a/b/c/d/e/f", ("unknown", None, None)),
+            (Method::DELETE, "/metadata", ("unknown", None, None)),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(fhir(method.clone(), path), *want, "{method} {path}");
+        }
+    }
+
+    fn arm(method: Method, path: &str) -> (String, Option<String>, Option<&str>, Option<String>) {
+        let a = arm_action(&method, path);
+        (a.action, a.resource_type, a.resource_id, a.service)
+    }
+
+    #[test]
+    fn arm_actions_from_method_and_path() {
+        let rg = "/subscriptions/s/resourceGroups/rg1";
+        let svc = format!("{rg}/providers/Microsoft.HealthcareApis/services/MyFhir");
+        let t = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            arm(Method::PUT, &svc),
+            (
+                "Microsoft.HealthcareApis/services/write".into(),
+                t("Microsoft.HealthcareApis/services"),
+                Some(svc.as_str()),
+                t("myfhir")
+            )
+        );
+        // Case-insensitive: the canonical spelling.
+        let lower = svc.to_lowercase();
+        assert_eq!(
+            arm(Method::GET, &lower).0,
+            "Microsoft.HealthcareApis/services/read"
+        );
+        let list = format!("{rg}/providers/Microsoft.HealthcareApis/services");
+        assert_eq!(
+            arm(Method::GET, &list),
+            (
+                "Microsoft.HealthcareApis/services/read".into(),
+                t("Microsoft.HealthcareApis/services"),
+                None,
+                None
+            )
+        );
+        let pec = format!("{svc}/privateEndpointConnections/pe1");
+        assert_eq!(
+            arm(Method::DELETE, &pec).0,
+            "Microsoft.HealthcareApis/services/privateEndpointConnections/delete"
+        );
+        let ds = format!("{svc}/providers/Microsoft.Insights/diagnosticSettings/export");
+        assert_eq!(
+            arm(Method::PUT, &ds),
+            (
+                "Microsoft.Insights/diagnosticSettings/write".into(),
+                t("Microsoft.Insights/diagnosticSettings"),
+                Some(ds.as_str()),
+                t("myfhir")
+            )
+        );
+        assert_eq!(
+            arm(Method::GET, rg).0,
+            "Microsoft.Resources/resourceGroups/read"
+        );
+        assert_eq!(
+            arm(Method::GET, "/subscriptions/s").0,
+            "Microsoft.Resources/subscriptions/read"
+        );
+        let mv = format!("{rg}/moveResources");
+        assert_eq!(
+            arm(Method::POST, &mv),
+            (
+                "Microsoft.Resources/resourceGroups/moveResources/action".into(),
+                t("Microsoft.Resources/resourceGroups"),
+                Some(rg),
+                None
+            )
+        );
+        let ra = "/providers/Microsoft.Authorization/roleAssignments/0000";
+        assert_eq!(
+            arm(Method::PUT, ra).0,
+            "Microsoft.Authorization/roleAssignments/write"
+        );
+        let zone = format!("{rg}/providers/Microsoft.Network/privateDnsZones/z/A/www");
+        assert_eq!(
+            arm(Method::PUT, &zone).0,
+            "Microsoft.Network/privateDnsZones/A/write"
+        );
+        assert_eq!(
+            arm(Method::GET, "/metrics").0,
+            "Microsoft.Insights/metrics/read"
+        );
+        assert_eq!(
+            arm(Method::GET, "/fhirlink/diagnose").0,
+            "fhirlink/diagnose/read"
+        );
+        // Types fhirlink does not serve keep their spelling in the record, and have no
+        // metric label of their own.
+        let odd = format!("{rg}/providers/Contoso.Widgets/gadgets/g1");
+        let a = arm_action(&Method::GET, &odd);
+        assert_eq!(a.action, "Contoso.Widgets/gadgets/read");
+        assert_eq!(a.metric, (None, ArmVerb::Read));
+        assert_eq!(arm_action(&Method::GET, "/").resource_type, None);
+    }
+
+    #[test]
+    fn path_components_cannot_climb_out() {
+        assert_eq!(path_component(".."), "_.");
+        assert_eq!(path_component("."), "_");
+        assert_eq!(path_component(""), "_");
+        assert_eq!(path_component("../../etc/passwd"), "_._.._etc_passwd");
+        assert_eq!(path_component("export 1"), "export_1");
+        assert_eq!(path_component("naïve"), "na_ve");
+        assert_eq!(path_component(&"x".repeat(300)).len(), MAX_COMPONENT);
+        let f = export_file(
+            "myfhir",
+            "to storage",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/logs/",
+        );
+        assert_eq!(f, Path::new("diagnostics/myfhir/to_storage/logs.ndjson"));
+        assert_eq!(
+            export_file("a", "b", ""),
+            Path::new("diagnostics/a/b/destination.ndjson")
+        );
+        assert_eq!(
+            export_file("a", "b", "/x/.."),
+            Path::new("diagnostics/a/b/_..ndjson")
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        for (secs, nanos) in [
+            (0, 0),
+            (1_764_581_888, 520_999_999),
+            (1_764_581_889, 1_000_000),
+        ] {
+            let t = UNIX_EPOCH + Duration::new(secs, nanos);
+            let want = chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let got = serde_json::to_value(Timestamp(t)).expect("serialise");
+            assert_eq!(got, want.as_str());
+        }
+    }
+
+    #[test]
+    fn writer_appends_to_main_and_export_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::start(dir.path()).expect("start");
+        let exports: Arc<[PathBuf]> = vec![export_file("svc", "ds", "/x/acct")].into();
+        let record = Record {
+            time: Record::arrival(Duration::from_millis(3)),
+            service: Some("svc".into()),
+            action: "read".into(),
+            resource_type: Some("Patient".into()),
+            resource_id: Some("p1"),
+            method: "GET",
+            path: "/Patient/p1",
+            query: Some("a=b"),
+            network_path: "public",
+            source_address: Some([127, 0, 0, 1].into()),
+            source_port: Some(1),
+            status: 200,
+            duration_ms: 3.0,
+            correlation_id: "c1",
+            principal: None,
+            client_id: None,
+            verdict: "allowed",
+        };
+        log.write(&record, Some(exports));
+        log.write(&record, None);
+        log.close();
+        let main = std::fs::read_to_string(dir.path().join("audit.ndjson")).expect("main");
+        assert_eq!(main.lines().count(), 2);
+        let v: serde_json::Value =
+            serde_json::from_str(main.lines().next().unwrap_or("")).expect("json");
+        assert_eq!(v["query"], "a=b");
+        assert_eq!(v["principal"], serde_json::Value::Null);
+        let export = std::fs::read_to_string(dir.path().join("diagnostics/svc/ds/acct.ndjson"))
+            .expect("export");
+        assert_eq!(export.lines().count(), 1);
+        assert_eq!(log.dropped(), 0);
+        // After close nothing is written, and that is counted.
+        log.write(&record, None);
+        assert_eq!(log.dropped(), 1);
+    }
+}
