@@ -395,16 +395,30 @@ impl Gateway {
                 host,
             },
         );
-        tracing::info!(
-            target: "fhirlink::access",
-            service = %decision.service,
-            path = %listener,
-            source = %source,
-            method = %req.method(),
-            uri = %req.uri().path(),
-            verdict = decision.reason(),
-            "access decision"
-        );
+        // Every decision is in the audit log (with the request's path and query, which
+        // application logs never carry). Refusals are logged here too, for operators;
+        // admissions only at debug, so that a busy server does not log each request twice.
+        if decision.allowed() {
+            tracing::debug!(
+                target: "fhirlink::access",
+                service = %decision.service,
+                path = %listener,
+                source = %source,
+                method = %req.method(),
+                verdict = decision.reason(),
+                "access decision"
+            );
+        } else {
+            tracing::info!(
+                target: "fhirlink::access",
+                service = %decision.service,
+                path = %listener,
+                source = %source,
+                method = %req.method(),
+                verdict = decision.reason(),
+                "access refused"
+            );
+        }
         decision
     }
 
