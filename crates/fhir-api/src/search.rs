@@ -9,7 +9,7 @@
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use fhir_model::{operation_outcome, Issue, IssueCode, Severity, Summary};
 use fhir_search::{Cond, ParamType, ParseOptions, SearchQuery, Test};
 use fhir_store::{StoredResource, WriteTx};
@@ -144,12 +144,21 @@ pub(crate) async fn search(
         links.push(json!({"relation": "previous", "url": url(Some(p))}));
     }
     let elements = query.elements.clone();
+    // Without a view to apply, each resource goes out as the bytes the store holds (compact
+    // JSON it wrote itself), spliced into the Bundle: no parse and re-serialisation per entry.
+    let raw = summary.is_none() && elements.is_none() && !ctx.pretty;
     let mut entries = Vec::new();
-    for r in &page.matches {
-        entries.push(entry(ctx, r, "match", summary, elements.as_deref())?);
-    }
-    for r in &page.includes {
-        entries.push(entry(ctx, r, "include", summary, elements.as_deref())?);
+    for (r, mode) in page
+        .matches
+        .iter()
+        .map(|r| (r, "match"))
+        .chain(page.includes.iter().map(|r| (r, "include")))
+    {
+        entries.push(if raw {
+            Entry::Raw(r, mode)
+        } else {
+            Entry::Json(entry(ctx, r, mode, summary, elements.as_deref())?)
+        });
     }
     let mut issues: Vec<Issue> = query
         .unknown
@@ -170,10 +179,10 @@ pub(crate) async fn search(
         });
     }
     if !issues.is_empty() {
-        entries.push(json!({
+        entries.push(Entry::Json(json!({
             "resource": operation_outcome(&issues),
             "search": {"mode": "outcome"},
-        }));
+        })));
     }
     let mut bundle = Map::new();
     bundle.insert("resourceType".into(), json!("Bundle"));
@@ -182,10 +191,68 @@ pub(crate) async fn search(
         bundle.insert("total".into(), json!(total));
     }
     bundle.insert("link".into(), Value::Array(links));
-    if !entries.is_empty() {
-        bundle.insert("entry".into(), Value::Array(entries));
+    if !raw {
+        let entries: Vec<Value> = entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Json(v) => Some(v),
+                Entry::Raw(..) => None,
+            })
+            .collect();
+        if !entries.is_empty() {
+            bundle.insert("entry".into(), Value::Array(entries));
+        }
+        return Ok(respond::json(ctx, StatusCode::OK, &Value::Object(bundle)));
     }
-    Ok(respond::json(ctx, StatusCode::OK, &Value::Object(bundle)))
+    let body = splice_bundle(ctx, &Value::Object(bundle), &entries);
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(ctx.repr.content_type()),
+    );
+    Ok(resp)
+}
+
+/// An entry of a searchset: built as JSON, or a stored resource to splice in as it is.
+enum Entry<'a> {
+    Json(Value),
+    Raw(&'a StoredResource, &'static str),
+}
+
+/// The compact JSON of `bundle` with `"entry": [...]` appended, raw entries written around
+/// their stored bytes. The keys come out in the order the Bundle has them elsewhere.
+fn splice_bundle(ctx: &Ctx, bundle: &Value, entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut out = serde_json::to_vec(bundle).unwrap_or_default();
+    if entries.is_empty() {
+        return out;
+    }
+    // Reopen the object: drop its closing brace.
+    out.pop();
+    out.extend_from_slice(b",\"entry\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match e {
+            Entry::Json(v) => {
+                let _ = serde_json::to_writer(&mut out, v);
+            }
+            Entry::Raw(r, mode) => {
+                out.extend_from_slice(b"{\"fullUrl\":");
+                let full = format!("{}/{}/{}", ctx.base, r.resource_type, r.id);
+                let _ = serde_json::to_writer(&mut out, &full);
+                if let Some(body) = &r.body {
+                    out.extend_from_slice(b",\"resource\":");
+                    out.extend_from_slice(body);
+                }
+                out.extend_from_slice(b",\"search\":{\"mode\":");
+                let _ = serde_json::to_writer(&mut out, mode);
+                out.extend_from_slice(b"}}");
+            }
+        }
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 fn entry(

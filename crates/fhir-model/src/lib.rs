@@ -5,11 +5,13 @@
 mod model;
 pub mod outcome;
 mod primitive;
+pub mod terminology;
 mod validate;
 pub mod vendor;
 mod view;
 
 pub use outcome::{operation_outcome, Issue, IssueCode, Severity};
+pub use terminology::terminology;
 pub use vendor::search_parameters_bundle;
 
 use serde_json::Value;

@@ -39,3 +39,38 @@ fn the_146_concrete_resource_types_are_known() {
     assert!(!defs.is_resource_type("Resource"));
     assert!(!defs.is_resource_type("patient"));
 }
+
+#[test]
+fn embedded_terminology_equals_a_fresh_extraction() {
+    use std::io::Read;
+    let tgz = core_dir().join("../fhir-r4-expansions/hl7.fhir.r4.expansions-4.0.1.tgz");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&tgz).unwrap(),
+    ));
+    let mut expansions = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".json") && !name.ends_with("package.json") {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text).unwrap();
+            if let Ok(v) = serde_json::from_slice(&text) {
+                expansions.push(v);
+            }
+        }
+    }
+    let valuesets = vendor::read_json(&core_dir().join("valuesets.json.gz")).unwrap();
+    let fresh = fhir_model::terminology::build(&valuesets, &expansions);
+    let embedded = vendor::read_json(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(fhir_model::terminology::TERMINOLOGY_FILE),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&fresh).unwrap(),
+        embedded,
+        "data/r4-terminology.json.gz is stale: run the vendor example"
+    );
+    assert!(fresh.value_sets.len() > 400 && fresh.hierarchies.len() > 20);
+}

@@ -76,6 +76,9 @@ pub enum Test {
     },
     /// `:text`: folded prefix of the display or text.
     TokenText(String),
+    /// Any of these (system, code) pairs: what `:in` (a ValueSet's expansion), `:below` and
+    /// `:above` (a code and the codes below or above it) become; negated for `:not-in`.
+    TokenIn(Vec<(String, String)>),
     /// A local reference; `ttype` is `None` for a bare id.
     Reference {
         ttype: Option<String>,
@@ -722,6 +725,42 @@ fn parse_value(
                 token(raw)
             }
             Some("text") => Test::TokenText(fold(&unescape(raw))),
+            // FHIR R4 §3.1.1.4.4: membership in a ValueSet, answered from the expansions this
+            // binary embeds (fhir_model::terminology); an unknown one is an error, not "none".
+            Some(m @ ("in" | "not-in")) => {
+                let url = unescape(raw);
+                let codes = fhir_model::terminology().expansion(&url).ok_or_else(|| {
+                    err(
+                        key,
+                        format!("ValueSet '{url}' has no complete expansion known to this server"),
+                    )
+                })?;
+                negate = m == "not-in";
+                Test::TokenIn(codes.to_vec())
+            }
+            // Subsumption: the code and those below (above) it in its code system's hierarchy.
+            Some(m @ ("below" | "above")) => {
+                let parts = split_escaped(raw, '|');
+                let [system, code] = parts.as_slice() else {
+                    return Err(err(key, format!("':{m}' takes system|code")));
+                };
+                let (system, code) = (unescape(system), unescape(code));
+                let t = fhir_model::terminology();
+                let codes = if m == "below" {
+                    t.descendants_or_self(&system, &code)
+                } else {
+                    t.ancestors_or_self(&system, &code)
+                }
+                .ok_or_else(|| {
+                    err(
+                        key,
+                        format!(
+                            "no hierarchy holding '{code}' is known to this server for '{system}'"
+                        ),
+                    )
+                })?;
+                Test::TokenIn(codes.into_iter().map(|c| (system.clone(), c)).collect())
+            }
             Some("of-type") => {
                 let parts = split_escaped(raw, '|');
                 let [ts, tc, value] = parts.as_slice() else {

@@ -102,6 +102,24 @@ fn simple(b: &mut Builder, c: &Cond) -> Result<Option<(&'static str, String)>> {
             }
             ("ix_token", w)
         }
+        Test::TokenIn(codes) => {
+            if codes.is_empty() {
+                ("ix_token", "0".into())
+            } else {
+                let pairs: Vec<String> = codes
+                    .iter()
+                    .map(|(system, code)| {
+                        let c = b.p(code.clone());
+                        let s = b.p(system.clone());
+                        format!("({c}, {s})")
+                    })
+                    .collect();
+                (
+                    "ix_token",
+                    format!("(code, system) IN (VALUES {})", pairs.join(", ")),
+                )
+            }
+        }
         Test::TokenText(t) => {
             let lo = b.p(t.clone());
             let hi = b.p(format!("{t}{MAX_CHAR}"));
@@ -309,7 +327,7 @@ fn drive_score(filter: &[Cond]) -> Option<u8> {
             Test::Uri {
                 mode: UriMode::Eq, ..
             } => 1,
-            Test::Quantity { code: Some(_), .. } => 2,
+            Test::Quantity { code: Some(_), .. } | Test::TokenIn(_) => 2,
             Test::StringStarts(p) if p.len() >= 2 => 2,
             Test::Date {
                 prefix: Prefix::Eq | Prefix::Ap,

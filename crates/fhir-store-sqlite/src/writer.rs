@@ -35,8 +35,11 @@ use crate::backend;
 const MAX_GROUP: usize = 16;
 
 /// WAL frames (pages) after which the checkpointer restarts the WAL, waiting for the writer
-/// to be between groups: about 256 MiB at 4 KiB pages.
-const RESTART_FRAMES: i64 = 65_536;
+/// to be between groups: about 1 GiB at 4 KiB pages. A safety valve only: passive rounds
+/// copy everything while the writer works, and the writer starts the WAL over by itself
+/// whenever it finds it all copied (during the Synthea ingest the WAL peaked near 600 MiB
+/// and was restarted every few seconds), while a restarting round makes the writer wait.
+const RESTART_FRAMES: i64 = 262_144;
 
 /// How often the checkpointer looks at the WAL when nobody tells it to.
 const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);

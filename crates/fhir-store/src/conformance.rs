@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             sorted_search_pages_by_position_while_writing,
             search_chains_has_and_includes,
             search_composites_match_within_one_tuple,
+            search_tokens_in_value_sets_and_hierarchies,
             transaction_matching_sees_its_own_writes,
         );
 
@@ -1617,6 +1618,87 @@ pub async fn search_composites_match_within_one_tuple(store: &dyn Store) {
     assert_eq!(
         ids(&[("code-value-quantity", "http://loinc.org|8302-2$gt179")]).await,
         ["height"]
+    );
+}
+
+/// `:in`, `:not-in`, `:below` and `:above` become sets of codes (FHIR R4 §3.1.1.4.4); the store
+/// matches a resource when any of its codings is in the set (none of them, negated).
+pub async fn search_tokens_in_value_sets_and_hierarchies(store: &dyn Store) {
+    service(store, "s").await;
+    let cc = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    let condition = |system: &str, code: &str| {
+        json!({"resourceType": "Condition",
+               "clinicalStatus": {"coding": [{"system": system, "code": code}]},
+               "subject": {"reference": "Patient/p"}})
+    };
+    put(
+        store,
+        "s",
+        "Condition",
+        "resolved",
+        condition(cc, "resolved"),
+    )
+    .await;
+    put(
+        store,
+        "s",
+        "Condition",
+        "remission",
+        condition(cc, "remission"),
+    )
+    .await;
+    put(store, "s", "Condition", "active", condition(cc, "active")).await;
+    put(
+        store,
+        "s",
+        "Condition",
+        "foreign",
+        condition("urn:x", "resolved"),
+    )
+    .await;
+    let below = format!("{cc}|inactive");
+    assert_eq!(
+        search_ids(
+            store,
+            "s",
+            "Condition",
+            &[("clinical-status:below", &below)]
+        )
+        .await,
+        ["remission", "resolved"]
+    );
+    let above = format!("{cc}|resolved");
+    assert_eq!(
+        search_ids(
+            store,
+            "s",
+            "Condition",
+            &[("clinical-status:above", &above)]
+        )
+        .await,
+        ["resolved"]
+    );
+    let vs = "http://hl7.org/fhir/ValueSet/condition-clinical";
+    assert_eq!(
+        search_ids(store, "s", "Condition", &[("clinical-status:in", vs)]).await,
+        ["active", "remission", "resolved"]
+    );
+    assert_eq!(
+        search_ids(store, "s", "Condition", &[("clinical-status:not-in", vs)]).await,
+        ["foreign"]
+    );
+    assert_eq!(
+        search_ids(
+            store,
+            "s",
+            "Condition",
+            &[
+                ("clinical-status:in", vs),
+                ("clinical-status:below", &below)
+            ]
+        )
+        .await,
+        ["remission", "resolved"]
     );
 }
 

@@ -369,6 +369,53 @@ fn synthea_sample_searches() {
         tall
     );
 
+    // Token subsumption in an R4 code system's hierarchy (FHIR R4 §3.1.1.4.4 :below/:above):
+    // condition-clinical has inactive above remission and resolved, active above recurrence
+    // and relapse. Counted from the sample's clinicalStatus codes.
+    let cc = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    let with_status = |codes: &[&str]| {
+        ids_of(l.of_type("Condition").filter(|c| {
+            c["clinicalStatus"]["coding"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["system"] == cc && codes.contains(&x["code"].as_str().unwrap_or("")))
+        }))
+    };
+    let inactive = with_status(&["inactive", "remission", "resolved"]);
+    assert!(!inactive.is_empty());
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            &format!("Condition?clinical-status:below={cc}|inactive&_count=500")
+        )),
+        inactive
+    );
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            &format!("Condition?clinical-status:above={cc}|resolved&_count=500")
+        )),
+        with_status(&["resolved", "inactive"])
+    );
+    assert_eq!(
+        sorted(all_ids(
+            s,
+            &format!("Condition?clinical-status:below={cc}|active&_count=500")
+        )),
+        with_status(&["active", "recurrence", "relapse"])
+    );
+    for bad in [
+        "Condition?code:below=http://snomed.info/sct|44054006".to_string(),
+        format!("Condition?clinical-status:below={cc}|no-such-code"),
+        "Condition?clinical-status:below=inactive".to_string(),
+    ] {
+        let (st, v) = status_json(s.get(&bad).send().unwrap());
+        assert_eq!(st, 400, "{bad}: {v}");
+        let key = bad.split(['?', '=']).nth(1).unwrap();
+        common::assert_outcome(&v, "invalid", Some(key));
+    }
+
     // Chaining, one and two levels.
     let patient_of_family: HashMap<String, String> = l
         .of_type("Patient")
@@ -894,6 +941,60 @@ fn own_absolute_references_search_as_relative() {
         ),
         [foreign["id"].as_str().unwrap()]
     );
+}
+
+/// `:in` and `:not-in` test membership in a ValueSet's expansion (FHIR R4 §3.1.1.4.4), here
+/// http://hl7.org/fhir/ValueSet/observation-category, whose nine codes are those of
+/// http://terminology.hl7.org/CodeSystem/observation-category; a ValueSet this server cannot
+/// expand completely is a 400, not an empty answer.
+#[test]
+fn token_in_and_not_in_a_value_set() {
+    let s = Server::start();
+    let cat = "http://terminology.hl7.org/CodeSystem/observation-category";
+    let obs = |category: Option<(&str, &str)>| {
+        let mut o = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}});
+        if let Some((system, code)) = category {
+            o["category"] = json!([{"coding": [{"system": system, "code": code}]}]);
+        }
+        s.create(&o)["id"].as_str().unwrap().to_string()
+    };
+    let vital = obs(Some((cat, "vital-signs")));
+    let lab = obs(Some((cat, "laboratory")));
+    let other_system = obs(Some(("http://example.org/categories", "laboratory")));
+    let not_in_set = obs(Some((cat, "no-such-category")));
+    let none = obs(None);
+    let vs = "http://hl7.org/fhir/ValueSet/observation-category";
+    assert_eq!(
+        sorted(all_ids(&s, &format!("Observation?category:in={vs}"))),
+        sorted(vec![vital.clone(), lab.clone()])
+    );
+    assert_eq!(
+        sorted(all_ids(&s, &format!("Observation?category:in={vs}|4.0.1"))),
+        sorted(vec![vital.clone(), lab.clone()]),
+        "a version on the canonical"
+    );
+    assert_eq!(
+        sorted(all_ids(&s, &format!("Observation?category:not-in={vs}"))),
+        sorted(vec![other_system, not_in_set, none])
+    );
+    assert_eq!(
+        all_ids(
+            &s,
+            &format!("Observation?category:in={vs}&category={cat}|laboratory")
+        ),
+        [lab]
+    );
+    for bad in [
+        // Published with a partial (SNOMED CT) expansion.
+        "Observation?code:in=http://hl7.org/fhir/ValueSet/substance-code",
+        "Observation?category:in=http://example.org/ValueSet/unknown",
+    ] {
+        let (st, v) = status_json(s.get(bad).send().unwrap());
+        assert_eq!(st, 400, "{bad}: {v}");
+        let key = bad.split(['?', '=']).nth(1).unwrap();
+        common::assert_outcome(&v, "invalid", Some(key));
+    }
 }
 
 /// `_sort` pages by position: patients that sort before the page being read arrive, one
