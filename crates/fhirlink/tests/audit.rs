@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use common::admin::{AdminServer, SUB};
 use serde_json::{json, Value};
 
-const ZONE: &str = "privatelink.azurehealthcareapis.com";
 const SUFFIX: &str = "azurehealthcareapis.com";
 const HUB_VM: &str = "127.10.2.5";
 const ENDPOINT_IP: &str = "127.10.1.4";
@@ -221,86 +220,8 @@ fn services(s: &AdminServer, names: &[&str]) {
 /// and an approved endpoint `pe1` for `service` at 127.10.1.4 (which turns its public access
 /// off).
 fn private_endpoint(s: &AdminServer, service: &str) {
-    cli(
-        s,
-        &[
-            "network",
-            "vnet",
-            "create",
-            "-n",
-            "hub",
-            "--address-prefixes",
-            "127.10.0.0/16",
-            "--subnet-name",
-            "endpoints",
-            "--subnet-prefix",
-            "127.10.1.0/24",
-        ],
-    );
-    cli(
-        s,
-        &[
-            "network",
-            "vnet",
-            "subnet",
-            "create",
-            "--vnet-name",
-            "hub",
-            "-n",
-            "vms",
-            "--address-prefixes",
-            "127.10.2.0/24",
-        ],
-    );
-    cli(s, &["network", "private-dns", "zone", "create", "-n", ZONE]);
-    cli(
-        s,
-        &[
-            "network",
-            "private-dns",
-            "link",
-            "vnet",
-            "create",
-            "--zone-name",
-            ZONE,
-            "-n",
-            "hub-link",
-            "-v",
-            "hub",
-            "-e",
-            "false",
-        ],
-    );
-    let pe = cli(
-        s,
-        &[
-            "network",
-            "private-endpoint",
-            "create",
-            "-n",
-            "pe1",
-            "--vnet-name",
-            "hub",
-            "--subnet",
-            "endpoints",
-            "--service",
-            service,
-        ],
-    );
-    assert_eq!(pe["properties"]["provisioningState"], "Succeeded", "{pe}");
-    cli(
-        s,
-        &[
-            "network",
-            "private-endpoint",
-            "dns-zone-group",
-            "create",
-            "--endpoint-name",
-            "pe1",
-            "--private-dns-zone",
-            ZONE,
-        ],
-    );
+    common::seed::hub(s);
+    common::seed::endpoint(s, "pe1", service);
 }
 
 /// A diagnostic setting of `service` exporting to `destination` (a storage account id).

@@ -10,9 +10,8 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
 
 use common::admin::{AdminServer, SUB};
+use common::seed::ZONE;
 use serde_json::{json, Value};
-
-const ZONE: &str = "privatelink.azurehealthcareapis.com";
 const SVC: &str = "myfhir";
 const FQDN: &str = "myfhir.azurehealthcareapis.com";
 const HUB_VM: &str = "127.10.2.5";
@@ -173,80 +172,11 @@ fn fixes(d: &Value) -> String {
 /// The seed's setup: service, hub with endpoint and VM subnets, the private zone linked to
 /// hub. `auto`: an approved endpoint pe1 with its zone group.
 fn seed(s: &AdminServer, auto: bool) {
-    let g = ["-g", "rg1"];
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(g);
-        s.cli_json(&all)
-    };
-    cli(&["group", "create", "-n", "rg1", "-l", "westus2"]);
-    cli(&["fhir", "create", "-n", SVC]);
-    cli(&[
-        "network",
-        "vnet",
-        "create",
-        "-n",
-        "hub",
-        "--address-prefixes",
-        "127.10.0.0/16",
-        "--subnet-name",
-        "endpoints",
-        "--subnet-prefix",
-        "127.10.1.0/24",
-    ]);
-    cli(&[
-        "network",
-        "vnet",
-        "subnet",
-        "create",
-        "--vnet-name",
-        "hub",
-        "-n",
-        "vms",
-        "--address-prefixes",
-        "127.10.2.0/24",
-    ]);
-    cli(&["network", "private-dns", "zone", "create", "-n", ZONE]);
-    cli(&[
-        "network",
-        "private-dns",
-        "link",
-        "vnet",
-        "create",
-        "--zone-name",
-        ZONE,
-        "-n",
-        "hub-link",
-        "-v",
-        "hub",
-        "-e",
-        "false",
-    ]);
+    s.cli_json(&["group", "create", "-n", "rg1", "-l", "westus2"]);
+    s.cli_json(&["fhir", "create", "-g", "rg1", "-n", SVC]);
+    common::seed::hub(s);
     if auto {
-        let pe = cli(&[
-            "network",
-            "private-endpoint",
-            "create",
-            "-n",
-            "pe1",
-            "--vnet-name",
-            "hub",
-            "--subnet",
-            "endpoints",
-            "--service",
-            SVC,
-        ]);
-        assert_eq!(pe["properties"]["provisioningState"], "Succeeded", "{pe}");
-        cli(&[
-            "network",
-            "private-endpoint",
-            "dns-zone-group",
-            "create",
-            "--endpoint-name",
-            "pe1",
-            "--private-dns-zone",
-            ZONE,
-        ]);
+        common::seed::endpoint(s, "pe1", SVC);
     }
 }
 
@@ -468,35 +398,7 @@ fn seed_hub_and_spoke_with_dig_nslookup_and_curl() {
 }
 
 fn seed_endpoint(s: &AdminServer) {
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-g", "rg1"]);
-        s.cli_json(&all)
-    };
-    let pe = cli(&[
-        "network",
-        "private-endpoint",
-        "create",
-        "-n",
-        "pe1",
-        "--vnet-name",
-        "hub",
-        "--subnet",
-        "endpoints",
-        "--service",
-        SVC,
-    ]);
-    assert_eq!(pe["properties"]["provisioningState"], "Succeeded", "{pe}");
-    cli(&[
-        "network",
-        "private-endpoint",
-        "dns-zone-group",
-        "create",
-        "--endpoint-name",
-        "pe1",
-        "--private-dns-zone",
-        ZONE,
-    ]);
+    common::seed::endpoint(s, "pe1", SVC);
 }
 
 // Client-supplied headers never widen access; neither does a source outside the networks.

@@ -186,26 +186,14 @@ fn decide_public(view: &GatewayView, conn: &Connection<'_>) -> Decision {
     // The outbound rules of the client's own subnet: a subnet that denies `Internet`
     // cannot reach the public endpoint.
     if let Some((n, Some(s))) = view.locate(src) {
-        let subnet = &view.networks[n].subnets[s];
-        if let Some(rules) = &subnet.rules {
-            let flow = Flow {
-                src,
-                src_port: conn.source.port(),
-                dst,
-                dst_port: conn.local.port(),
-            };
-            let v = nsg::evaluate(rules, Direction::Outbound, flow, view, n);
-            if !v.allowed {
-                return deny(
-                    service,
-                    Denial::SecurityRule {
-                        subnet: subnet.name.clone(),
-                        rule: v.rule,
-                        priority: v.priority,
-                        direction: Direction::Outbound.as_str(),
-                    },
-                );
-            }
+        let flow = Flow {
+            src,
+            src_port: conn.source.port(),
+            dst,
+            dst_port: conn.local.port(),
+        };
+        if let Some(d) = security_denial(view, n, s, Direction::Outbound, flow) {
+            return deny(service, d);
         }
     }
     Decision {
@@ -262,41 +250,37 @@ fn decide_endpoint(view: &GatewayView, conn: &Connection<'_>, id: &str) -> Decis
         dst_port: conn.local.port(),
     };
     // The client subnet's outbound rules, then the endpoint subnet's inbound rules.
-    if let Some((n, Some(s))) = located {
-        let subnet = &view.networks[n].subnets[s];
-        if let Some(rules) = &subnet.rules {
-            let v = nsg::evaluate(rules, Direction::Outbound, flow, view, n);
-            if !v.allowed {
-                return deny(
-                    service,
-                    Denial::SecurityRule {
-                        subnet: subnet.name.clone(),
-                        rule: v.rule,
-                        priority: v.priority,
-                        direction: Direction::Outbound.as_str(),
-                    },
-                );
-            }
-        }
-    }
-    if let Some(subnet) = ep.subnet.and_then(|s| network.subnets.get(s)) {
-        if let Some(rules) = &subnet.rules {
-            let v = nsg::evaluate(rules, Direction::Inbound, flow, view, ep_net);
-            if !v.allowed {
-                return deny(
-                    service,
-                    Denial::SecurityRule {
-                        subnet: subnet.name.clone(),
-                        rule: v.rule,
-                        priority: v.priority,
-                        direction: Direction::Inbound.as_str(),
-                    },
-                );
-            }
+    let outbound = located.and_then(|(n, s)| Some((n, s?)));
+    let inbound = ep.subnet.map(|s| (ep_net, s));
+    for (place, direction) in [
+        (outbound, Direction::Outbound),
+        (inbound, Direction::Inbound),
+    ] {
+        if let Some(d) = place.and_then(|(n, s)| security_denial(view, n, s, direction, flow)) {
+            return deny(service, d);
         }
     }
     Decision {
         service,
         verdict: Verdict::Allow,
     }
+}
+
+/// The denial of the security group of subnet `s` of network `n` for `flow`, if it denies.
+fn security_denial(
+    view: &GatewayView,
+    n: usize,
+    s: usize,
+    direction: Direction,
+    flow: Flow,
+) -> Option<Denial> {
+    let subnet = view.networks.get(n)?.subnets.get(s)?;
+    let rules = subnet.rules.as_ref()?;
+    let v = nsg::evaluate(rules, direction, flow, view, n);
+    (!v.allowed).then(|| Denial::SecurityRule {
+        subnet: subnet.name.clone(),
+        rule: v.rule,
+        priority: v.priority,
+        direction: direction.as_str(),
+    })
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod seed;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
