@@ -23,7 +23,7 @@ pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Res
 }
 
 async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header.
     let host = parts
         .headers
@@ -39,8 +39,8 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
             "FHIR service '{service}' does not exist"
         )));
     }
-    let access = match parts.extensions.get::<Access>() {
-        Some(a) => a.clone(),
+    let access = match parts.extensions.remove::<Access>() {
+        Some(a) => a,
         None if state.inner.config.require_access => {
             return Err(FhirError::new(
                 StatusCode::FORBIDDEN,
@@ -60,7 +60,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
         parts.headers,
         host.as_deref(),
         parts.uri.query(),
-        access.clone(),
+        access,
     )?;
     let limit = ctx.state.inner.config.max_body_bytes;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -68,7 +68,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
     let admitted = authorize(
         &ctx.state,
         &ctx.service,
-        &access,
+        &ctx.access,
         &method,
         &segs,
         &ctx.params,

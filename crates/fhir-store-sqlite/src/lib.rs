@@ -41,6 +41,11 @@ pub struct SqliteStore {
     _checkpointer: Option<writer::Checkpointer>,
     readers: ReaderPool,
     clock: Arc<MonotonicClock>,
+    /// The names of the services in the store. Every request asks whether its service
+    /// exists, and the folder lock makes this store the only one that creates or deletes
+    /// services, so the set is kept here, loaded at open and changed after each commit,
+    /// instead of being looked up in the database per request.
+    known_services: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Held open and locked for the store's life: one store per data folder, so that one
     /// clock stamps every version (see [`schema`]). The OS releases it when the process dies.
     _folder_lock: std::fs::File,
@@ -95,6 +100,16 @@ impl SqliteStore {
         if let Some(newest) = newest {
             clock.advance_past(&micros_to_instant(newest)?);
         }
+        let known_services = {
+            let mut st = writer
+                .prepare("SELECT name FROM services")
+                .map_err(backend)?;
+            let names = st
+                .query_map([], |row| row.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+                .map_err(backend)?;
+            names
+        };
         let size = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
         let conns = (0..size.max(2))
             .map(|_| schema::open_reader(&path).map(std::sync::Mutex::new))
@@ -108,6 +123,7 @@ impl SqliteStore {
                 next: AtomicUsize::new(0),
             },
             clock: Arc::new(clock),
+            known_services: std::sync::RwLock::new(known_services),
             _folder_lock: folder_lock,
         })
     }
@@ -241,42 +257,54 @@ impl Store for SqliteStore {
         if self.service_exists(name).await? {
             return Ok(());
         }
-        let name = name.to_owned();
+        let owned = name.to_owned();
         self.with_writer(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO services (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             )
-            .and_then(|mut st| st.execute([&name]))
+            .and_then(|mut st| st.execute([&owned]))
             .map(drop)
             .map_err(backend)
         })
-        .await
+        .await?;
+        self.known_services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned());
+        Ok(())
     }
 
     async fn delete_service(&self, name: &str) -> Result<bool> {
-        let name = name.to_owned();
-        self.with_writer(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let Some(sid) = service_id(&tx, &name)? else {
-                return Ok(false);
-            };
-            tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
-                .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
-                .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
-                .and_then(|_| {
-                    index::TABLES.iter().try_for_each(|t| {
-                        tx.execute(&format!("DELETE FROM {t} WHERE sid = ?1"), [sid])
-                            .map(drop)
+        let owned = name.to_owned();
+        let deleted = self
+            .with_writer(move |conn| {
+                let name = owned;
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(backend)?;
+                let Some(sid) = service_id(&tx, &name)? else {
+                    return Ok(false);
+                };
+                tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
+                    .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
+                    .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
+                    .and_then(|_| {
+                        index::TABLES.iter().try_for_each(|t| {
+                            tx.execute(&format!("DELETE FROM {t} WHERE sid = ?1"), [sid])
+                                .map(drop)
+                        })
                     })
-                })
-                .and_then(|_| tx.execute("DELETE FROM services WHERE sid = ?1", [sid]))
-                .and_then(|_| tx.commit())
-                .map_err(backend)?;
-            Ok(true)
-        })
-        .await
+                    .and_then(|_| tx.execute("DELETE FROM services WHERE sid = ?1", [sid]))
+                    .and_then(|_| tx.commit())
+                    .map_err(backend)?;
+                Ok(true)
+            })
+            .await?;
+        self.known_services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        Ok(deleted)
     }
 
     async fn list_services(&self) -> Result<Vec<String>> {
@@ -293,8 +321,11 @@ impl Store for SqliteStore {
     }
 
     async fn service_exists(&self, name: &str) -> Result<bool> {
-        self.readers
-            .with(|conn| service_id(conn, name).map(|sid| sid.is_some()))
+        Ok(self
+            .known_services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(name))
     }
 
     async fn read(&self, service: &str, rtype: &str, id: &str) -> Result<Option<StoredResource>> {

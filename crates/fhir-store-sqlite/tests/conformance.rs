@@ -73,6 +73,14 @@ async fn reopening_finds_everything_committed() {
     };
     let store = SqliteStore::open(dir.path()).expect("reopen");
     assert_eq!(store.list_services().await.expect("list"), ["a", "b"]);
+    // The store keeps the set of services in memory: reopening loads it from the file.
+    for name in ["a", "b"] {
+        assert!(
+            store.service_exists(name).await.expect("exists"),
+            "{name} known after reopening"
+        );
+    }
+    assert!(!store.service_exists("c").await.expect("exists"));
     let p = store
         .read("a", "Patient", "p")
         .await

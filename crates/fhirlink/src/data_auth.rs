@@ -39,12 +39,14 @@ pub(crate) enum AuthMode {
     None,
 }
 
-/// One service's authentication settings and grants, from the plan.
-#[derive(Debug, Clone)]
+/// One service's authentication settings and grants, from the plan, and the tokens verified
+/// for it since.
+#[derive(Debug)]
 struct ServiceAuth {
     authority: String,
     audience: String,
     data_access: BTreeMap<String, DataRights>,
+    verified: TokenCache,
 }
 
 /// The data plane's authentication layer.
@@ -52,57 +54,75 @@ pub(crate) struct DataAuth {
     mode: AuthMode,
     local: Arc<Verifier>,
     oidc: OidcIssuers,
-    services: ArcSwap<HashMap<String, ServiceAuth>>,
-    verified: TokenCache,
+    services: ArcSwap<HashMap<String, Arc<ServiceAuth>>>,
 }
 
 /// How long a verified token is taken again without checking its signature (never past its
 /// own `exp`). Short, so that a key withdrawn from an issuer's JWKS stops being trusted soon.
 const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-/// Most tokens remembered; when full, the cache starts over.
+/// Most tokens remembered per service; when full, the cache starts over.
 const VERIFIED_MAX: usize = 10_000;
 
-/// Tokens whose signature was verified, by a hash of (authority, audience, token): a client
-/// sends the same token on every request, and an ES256 or RS256 check costs tens of
-/// microseconds — more than serving a read. Only the verification is remembered; what the
-/// principal may do is decided on every request from the current plan.
+/// What a verified token says about its caller, prepared once for every request it comes on.
+#[derive(Debug)]
+struct Verified {
+    /// `oid`, else `sub`: the principal that grants and audit records name.
+    principal: String,
+    subject: String,
+    client_id: Option<String>,
+    scopes: Option<Scopes>,
+    patient: Option<String>,
+    expires: i64,
+    not_before: Option<i64>,
+    at: std::time::Instant,
+}
+
+impl Verified {
+    fn new(identity: link_auth::jwt::Identity) -> Verified {
+        Verified {
+            principal: identity
+                .object_id
+                .clone()
+                .unwrap_or_else(|| identity.subject.clone()),
+            scopes: Scopes::parse(identity.scopes.iter().map(String::as_str)),
+            subject: identity.subject,
+            client_id: identity.client_id,
+            patient: identity.patient,
+            expires: identity.expires,
+            not_before: identity.not_before,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn current(&self, now: i64) -> bool {
+        self.at.elapsed() < VERIFIED_TTL
+            && now <= self.expires
+            && self.not_before.is_none_or(|nbf| nbf <= now)
+    }
+}
+
+/// The tokens whose signature was verified for one service (its authority and audience, as
+/// one plan set them: a new plan starts a new cache), by the token itself: a client sends the
+/// same token on every request, and an ES256 or RS256 check costs tens of microseconds —
+/// more than serving a read. Only the verification is remembered; what the principal may do
+/// is decided on every request from the current plan.
+#[derive(Debug, Default)]
 struct TokenCache {
-    entries: std::sync::Mutex<HashMap<[u8; 32], (link_auth::jwt::Identity, std::time::Instant)>>,
+    entries: std::sync::RwLock<HashMap<Box<str>, Arc<Verified>>>,
 }
 
 impl TokenCache {
-    fn key(authority: &str, audience: &str, token: &str) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [authority, audience, token] {
-            ctx.update(part.as_bytes());
-            ctx.update(&[0]);
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
+    fn get(&self, token: &str, now: i64) -> Option<Arc<Verified>> {
+        let entries = self.entries.read().ok()?;
+        entries.get(token).filter(|v| v.current(now)).cloned()
     }
 
-    fn get(&self, key: &[u8; 32], now: i64) -> Option<link_auth::jwt::Identity> {
-        let entries = self.entries.lock().ok()?;
-        let (identity, at) = entries.get(key)?;
-        (at.elapsed() < VERIFIED_TTL
-            && now <= identity.expires
-            && identity.not_before.is_none_or(|nbf| nbf <= now))
-        .then(|| identity.clone())
-    }
-
-    fn put(&self, key: [u8; 32], identity: &link_auth::jwt::Identity) {
-        if let Ok(mut entries) = self.entries.lock() {
+    fn put(&self, token: &str, verified: Arc<Verified>) {
+        if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= VERIFIED_MAX {
                 entries.clear();
             }
-            entries.insert(key, (identity.clone(), std::time::Instant::now()));
-        }
-    }
-
-    fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
+            entries.insert(token.into(), verified);
         }
     }
 }
@@ -131,25 +151,25 @@ impl DataAuth {
                 ..OidcConfig::default()
             }),
             services: ArcSwap::from_pointee(HashMap::new()),
-            verified: TokenCache {
-                entries: std::sync::Mutex::new(HashMap::new()),
-            },
         })
     }
 
-    /// Takes the services' settings and grants of a new plan.
+    /// Takes the services' settings and grants of a new plan. Each service starts a new
+    /// token cache: a changed authority or audience must not find tokens verified under the
+    /// old one.
     pub(crate) fn apply(&self, plan: &Plan) {
-        let services: HashMap<String, ServiceAuth> = plan
+        let services: HashMap<String, Arc<ServiceAuth>> = plan
             .services
             .iter()
             .map(|s| {
                 (
                     s.name.to_lowercase(),
-                    ServiceAuth {
+                    Arc::new(ServiceAuth {
                         authority: s.authority.trim().to_owned(),
                         audience: s.audience.clone(),
                         data_access: s.data_access.clone(),
-                    },
+                        verified: TokenCache::default(),
+                    }),
                 )
             })
             .collect();
@@ -160,8 +180,6 @@ impl DataAuth {
             .collect();
         self.oidc.retain(|a| authorities.iter().any(|k| k == a));
         self.services.store(Arc::new(services));
-        // A changed authority or audience must not find tokens verified under the old one.
-        self.verified.clear();
     }
 
     fn authority(&self, configured: &str) -> Result<Authority, TokenError> {
@@ -326,9 +344,8 @@ pub(crate) async fn authenticate(
         }
     };
     let now = unix_now();
-    let key = TokenCache::key(&settings.authority, &settings.audience, &token);
-    let verified = match auth.verified.get(&key, now) {
-        Some(identity) => Ok(identity),
+    let verified = match settings.verified.get(&token, now) {
+        Some(verified) => Ok(verified),
         None => {
             let checked = match auth.authority(&settings.authority) {
                 Ok(authority) => {
@@ -338,41 +355,38 @@ pub(crate) async fn authenticate(
                 }
                 Err(e) => Err(e),
             };
-            if let Ok(identity) = &checked {
-                auth.verified.put(key, identity);
-            }
-            checked
+            checked.map(|identity| {
+                let verified = Arc::new(Verified::new(identity));
+                settings.verified.put(&token, verified.clone());
+                verified
+            })
         }
     };
-    let identity = match verified {
-        Ok(i) => i,
+    let verified = match verified {
+        Ok(v) => v,
         Err(e) => {
             tracing::info!(service = %service, reason = %e, "data-plane request refused: bad token");
             fhir_api::drain(req.into_body()).await;
             return unauthorized(&service, &settings.audience, Some(e.description()));
         }
     };
-    let principal = identity
-        .object_id
-        .clone()
-        .unwrap_or_else(|| identity.subject.clone());
     let granted = settings
         .data_access
-        .get(&principal)
-        .or_else(|| settings.data_access.get(&identity.subject))
+        .get(&verified.principal)
+        .or_else(|| settings.data_access.get(&verified.subject))
         .copied()
         .unwrap_or_default();
     let access = Access {
-        principal: principal.clone(),
+        principal: verified.principal.clone(),
         rights: rights(granted),
-        scopes: Scopes::parse(identity.scopes.iter().map(String::as_str)),
-        patient: identity.patient.clone(),
+        scopes: verified.scopes.clone(),
+        patient: verified.patient.clone(),
     };
     req.extensions_mut().insert(access);
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(Caller {
-        principal,
-        client_id: identity.client_id,
+        principal: verified.principal.clone(),
+        client_id: verified.client_id.clone(),
     });
     resp
 }

@@ -15,6 +15,12 @@ mod telemetry;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many small buffers on
+/// whichever worker thread serves it, and the ingest's index rows likewise; measured in
+/// BENCHMARKS.md (reads, ingest).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fhirlink",
