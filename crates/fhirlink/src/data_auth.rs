@@ -106,9 +106,13 @@ impl Verified {
 /// same token on every request, and an ES256 or RS256 check costs tens of microseconds —
 /// more than serving a read. Only the verification is remembered; what the principal may do
 /// is decided on every request from the current plan.
+///
+/// Hashed with foldhash rather than SipHash: a token is hundreds of bytes, hashed on every
+/// request, and only tokens whose signature verified are ever inserted, so no client can
+/// choose the keys.
 #[derive(Debug, Default)]
 struct TokenCache {
-    entries: std::sync::RwLock<HashMap<Box<str>, Arc<Verified>>>,
+    entries: std::sync::RwLock<HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>>,
 }
 
 impl TokenCache {
@@ -205,20 +209,29 @@ fn open_path(method: &Method, path: &str) -> bool {
         && (path == "/metadata" || path == "/.well-known/smart-configuration")
 }
 
-/// The RFC 6750 bearer token of a request, if it carries exactly one well-formed one.
+/// The RFC 6750 bearer token of a request, if it carries exactly one well-formed one: the
+/// scheme `Bearer` (any case), then the token, printable ASCII without spaces (§2.1's
+/// b64token is narrower; the verifier refuses anything that is not a JWT). One pass over the
+/// bytes: this runs on every request.
 fn bearer(req: &Request) -> Result<Option<&str>, ()> {
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
         (Some(v), None) => {
-            let v = v.to_str().map_err(|_| ())?;
-            let (scheme, token) = v.split_once(' ').ok_or(())?;
-            let token = token.trim();
-            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ') {
-                Ok(Some(token))
-            } else {
-                Err(())
+            let v = v.as_bytes();
+            let (scheme, rest) = v.split_at_checked(7).ok_or(())?;
+            if !scheme.eq_ignore_ascii_case(b"bearer ") {
+                return Err(());
             }
+            let token = rest.trim_ascii();
+            // Without short-circuiting, so that the check is vectorised.
+            let printable = token
+                .iter()
+                .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e));
+            if token.is_empty() || !printable {
+                return Err(());
+            }
+            std::str::from_utf8(token).map(Some).map_err(|_| ())
         }
         _ => Err(()),
     }
@@ -389,4 +402,53 @@ pub(crate) async fn authenticate(
         client_id: verified.client_id.clone(),
     });
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&[u8]]) -> Request {
+        let mut req = Request::new(axum::body::Body::empty());
+        for v in values {
+            req.headers_mut().append(
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(v).expect("header value"),
+            );
+        }
+        req
+    }
+
+    #[test]
+    fn bearer_takes_exactly_one_well_formed_token() {
+        assert_eq!(bearer(&with(&[])), Ok(None));
+        assert_eq!(
+            bearer(&with(&[b"Bearer abc.def.ghi"])),
+            Ok(Some("abc.def.ghi"))
+        );
+        assert_eq!(bearer(&with(&[b"bEaReR   abc  "])), Ok(Some("abc")));
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer    ",
+            b"Basic dXNlcjpwYXNz",
+            b"Bearer a b",
+            b"Bearer a\tb",
+            b"Bearer\tabc",
+            b"Bearerabc",
+            b"Bearer abc\x80",
+        ] {
+            assert_eq!(
+                bearer(&with(&[bad])),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            bearer(&with(&[b"Bearer a", b"Bearer a"])),
+            Err(()),
+            "two Authorization headers"
+        );
+    }
 }
