@@ -181,7 +181,18 @@ impl DnsServer {
         let (stop, stopped) = watch::channel(false);
         let mut tcp = Some(sockets.tcp);
         let mut threads = Vec::new();
-        for (i, udp) in sockets.udp.into_iter().enumerate() {
+        let all = sockets.udp;
+        for i in 0..all.len() {
+            // Every thread reads every socket: SO_REUSEPORT hashes each client to one
+            // socket, and a few busy clients hashed to the same one would leave the other
+            // thread idle.
+            let udp: Vec<std::net::UdpSocket> = (0..all.len())
+                .map(|k| all[(i + k) % all.len()].try_clone())
+                .filter_map(|s| {
+                    s.map_err(|e| tracing::error!(error = %e, "DNS: UDP socket"))
+                        .ok()
+                })
+                .collect();
             let server = self.clone();
             let tcp = tcp.take();
             let mut stopped = stopped.clone();
@@ -200,9 +211,11 @@ impl DnsServer {
                     };
                     runtime.block_on(async move {
                         let mut dns = Server::new(Handler { server, row: i });
-                        match UdpSocket::from_std(udp) {
-                            Ok(udp) => dns.register_socket(udp),
-                            Err(e) => tracing::error!(error = %e, "DNS: UDP socket"),
+                        for udp in udp {
+                            match UdpSocket::from_std(udp) {
+                                Ok(udp) => dns.register_socket(udp),
+                                Err(e) => tracing::error!(error = %e, "DNS: UDP socket"),
+                            }
                         }
                         if let Some(tcp) = tcp {
                             match TcpListener::from_std(tcp) {
