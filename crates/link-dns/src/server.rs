@@ -174,9 +174,11 @@ impl DnsServer {
 
     /// Serves DNS on `sockets` until `shutdown` completes.
     ///
-    /// Each UDP socket gets a thread of its own with a single-threaded runtime: a query is
-    /// received, answered and sent on one thread, with no wake-ups across threads (on two
-    /// cores those cost more than the answer itself). TCP is served on the first.
+    /// One thread per UDP socket, each with a single-threaded runtime that reads every
+    /// socket: a query is received, answered and sent on one thread, with no wake-ups across
+    /// threads (on two cores those cost more than the answer itself), and whichever thread
+    /// is free takes the next query, however the kernel hashed the clients over the sockets.
+    /// TCP is served on the first.
     pub async fn serve(self: Arc<Self>, sockets: DnsSockets, shutdown: impl Future<Output = ()>) {
         let (stop, stopped) = watch::channel(false);
         let mut tcp = Some(sockets.tcp);
@@ -264,8 +266,8 @@ impl DnsServer {
 }
 
 /// The DNS server's sockets: one UDP socket per core on the same address
-/// (`SO_REUSEPORT`, so the kernel spreads clients over them and each has its own receive
-/// loop), and a TCP listener on the same port.
+/// (`SO_REUSEPORT`, so the kernel spreads clients over them), and a TCP listener on the
+/// same port.
 pub struct DnsSockets {
     udp: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
