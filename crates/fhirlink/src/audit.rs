@@ -37,8 +37,9 @@
 //! a slow or full disk) drops the record, counts it (`fhirlink_audit_dropped_total`) and logs
 //! a warning. Lines are in order per thread; records of different threads within one
 //! interval may be out of order (sort by `time`). Records reach the operating system within
-//! the interval and are synced to disk when the server stops; a power loss can lose the last
-//! moments, a crash of the process the last interval.
+//! the interval, and the files written to are synced to disk ([`SYNC_INTERVAL`], on the
+//! writer thread, never in a request) every second and when the server stops: a crash of
+//! the process can lose the last interval, a power loss the last second.
 //!
 //! The query string goes to these files only: application logs never carry it.
 
@@ -63,6 +64,8 @@ pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// The bytes one pending buffer holds before it drops records: at 40,000 requests/s on one
 /// thread (about 16 MB/s of records), half a second of a stuck writer.
 const MAX_PENDING: usize = 8 << 20;
+/// How often the writer syncs the files it wrote to (`fdatasync`).
+pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest path component a name becomes.
 const MAX_COMPONENT: usize = 100;
 /// At most one warning per this many seconds about dropped records or failed writes.
@@ -544,6 +547,8 @@ impl AuditLog {
         let writer = Writer {
             dir: dir.to_path_buf(),
             files: HashMap::new(),
+            unsynced: std::collections::HashSet::new(),
+            last_sync: Instant::now(),
             shared: shared.clone(),
             last_warning: None,
         };
@@ -626,6 +631,9 @@ impl AuditLog {
 struct Writer {
     dir: PathBuf,
     files: HashMap<PathBuf, BufWriter<File>>,
+    /// Files written to since they were last synced, and when the last sync was.
+    unsynced: std::collections::HashSet<PathBuf>,
+    last_sync: Instant,
     shared: Arc<Shared>,
     last_warning: Option<Instant>,
 }
@@ -665,10 +673,10 @@ impl Writer {
             if wrote || closing {
                 self.flush();
             }
+            if closing || self.last_sync.elapsed() >= SYNC_INTERVAL {
+                self.sync();
+            }
             if closing {
-                for f in self.files.values() {
-                    let _ = f.get_ref().sync_data();
-                }
                 return;
             }
             std::thread::park_timeout(FLUSH_INTERVAL);
@@ -689,6 +697,9 @@ impl Writer {
             Some(w) => w.write_all(line),
             None => return,
         };
+        if !self.unsynced.contains(file) {
+            self.unsynced.insert(file.to_path_buf());
+        }
         if let Err(e) = result {
             // Opened again on the next record (the folder may have been removed).
             self.files.remove(file);
@@ -706,6 +717,20 @@ impl Writer {
         for (path, e) in failed {
             self.files.remove(&path);
             self.failed(&path, &e);
+        }
+    }
+
+    /// Syncs the files written to since the last sync (after [`Writer::flush`]).
+    fn sync(&mut self) {
+        self.last_sync = Instant::now();
+        for path in std::mem::take(&mut self.unsynced) {
+            let Some(w) = self.files.get(&path) else {
+                continue;
+            };
+            if let Err(e) = w.get_ref().sync_data() {
+                self.files.remove(&path);
+                self.failed(&path, &e);
+            }
         }
     }
 
@@ -997,6 +1022,44 @@ mod tests {
             let got = serde_json::to_value(Timestamp(t)).expect("serialise");
             assert_eq!(got, want.as_str());
         }
+    }
+
+    #[test]
+    fn writer_syncs_the_files_it_wrote_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = Arc::new(Shared {
+            slots: (0..1).map(|_| Slot::default()).collect(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            started: Instant::now(),
+            last_warning: AtomicU64::new(0),
+        });
+        let mut w = Writer {
+            dir: dir.path().to_path_buf(),
+            files: HashMap::new(),
+            unsynced: std::collections::HashSet::new(),
+            last_sync: Instant::now(),
+            shared,
+            last_warning: None,
+        };
+        w.append(Path::new("a.ndjson"), b"{}\n");
+        w.append(Path::new("b.ndjson"), b"{}\n");
+        w.append(Path::new("a.ndjson"), b"{}\n");
+        assert_eq!(w.unsynced.len(), 2, "both files wait for a sync");
+        w.flush();
+        w.sync();
+        assert!(w.unsynced.is_empty(), "synced");
+        assert_eq!(w.files.len(), 2, "files stay open");
+        assert_eq!(w.shared.write_errors.load(Ordering::Relaxed), 0);
+        let a = std::fs::read_to_string(dir.path().join("a.ndjson")).expect("a");
+        assert_eq!(a, "{}\n{}\n");
+        w.append(Path::new("b.ndjson"), b"{}\n");
+        assert_eq!(
+            w.unsynced.iter().collect::<Vec<_>>(),
+            [Path::new("b.ndjson")],
+            "only what was written since"
+        );
     }
 
     #[test]
