@@ -112,16 +112,16 @@ impl Verified {
 /// choose the keys.
 #[derive(Debug, Default)]
 struct TokenCache {
-    entries: std::sync::RwLock<HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>>,
+    entries: std::sync::RwLock<HashMap<Box<[u8]>, Arc<Verified>, foldhash::fast::RandomState>>,
 }
 
 impl TokenCache {
-    fn get(&self, token: &str, now: i64) -> Option<Arc<Verified>> {
+    fn get(&self, token: &[u8], now: i64) -> Option<Arc<Verified>> {
         let entries = self.entries.read().ok()?;
         entries.get(token).filter(|v| v.current(now)).cloned()
     }
 
-    fn put(&self, token: &str, verified: Arc<Verified>) {
+    fn put(&self, token: &[u8], verified: Arc<Verified>) {
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= VERIFIED_MAX {
                 entries.clear();
@@ -207,6 +207,19 @@ fn open_path(method: &Method, path: &str) -> bool {
     let path = path.trim_end_matches('/');
     matches!(*method, Method::GET | Method::HEAD)
         && (path == "/metadata" || path == "/.well-known/smart-configuration")
+}
+
+/// The bytes after `Bearer ` of a request's one Authorization header, unchecked: only for
+/// finding a token verified before ([`bearer`] checks a new one).
+fn remembered_token(req: &Request) -> Option<&[u8]> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let (scheme, rest) = v.as_bytes().split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
 }
 
 /// The RFC 6750 bearer token of a request, if it carries exactly one well-formed one: the
@@ -341,25 +354,28 @@ pub(crate) async fn authenticate(
         fhir_api::drain(req.into_body()).await;
         return unauthorized(&service, "", None);
     };
-    let token = match bearer(&req) {
-        Ok(Some(t)) => t.to_owned(),
-        Ok(None) => {
-            fhir_api::drain(req.into_body()).await;
-            return unauthorized(&service, &settings.audience, None);
-        }
-        Err(()) => {
-            fhir_api::drain(req.into_body()).await;
-            return unauthorized(
-                &service,
-                &settings.audience,
-                Some("The Authorization header is not one Bearer token"),
-            );
-        }
-    };
     let now = unix_now();
-    let verified = match settings.verified.get(&token, now) {
+    // A token verified before is found by its bytes before any parsing: a client sends the
+    // same header on every request, and a byte-for-byte match is the token that passed.
+    let remembered = remembered_token(&req).and_then(|t| settings.verified.get(t, now));
+    let verified = match remembered {
         Some(verified) => Ok(verified),
         None => {
+            let token = match bearer(&req) {
+                Ok(Some(t)) => t.to_owned(),
+                Ok(None) => {
+                    fhir_api::drain(req.into_body()).await;
+                    return unauthorized(&service, &settings.audience, None);
+                }
+                Err(()) => {
+                    fhir_api::drain(req.into_body()).await;
+                    return unauthorized(
+                        &service,
+                        &settings.audience,
+                        Some("The Authorization header is not one Bearer token"),
+                    );
+                }
+            };
             let checked = match auth.authority(&settings.authority) {
                 Ok(authority) => {
                     authority
@@ -370,7 +386,7 @@ pub(crate) async fn authenticate(
             };
             checked.map(|identity| {
                 let verified = Arc::new(Verified::new(identity));
-                settings.verified.put(&token, verified.clone());
+                settings.verified.put(token.as_bytes(), verified.clone());
                 verified
             })
         }
@@ -450,5 +466,39 @@ mod tests {
             Err(()),
             "two Authorization headers"
         );
+    }
+
+    #[test]
+    fn a_remembered_token_is_found_by_its_exact_bytes_only() {
+        let cache = TokenCache::default();
+        let verified = Arc::new(Verified {
+            principal: "p".into(),
+            subject: "p".into(),
+            client_id: None,
+            scopes: None,
+            patient: None,
+            expires: 2_000,
+            not_before: Some(1_000),
+            at: std::time::Instant::now(),
+        });
+        cache.put(b"abc.def.ghi", verified);
+        let found =
+            |values: &[&[u8]], now| remembered_token(&with(values)).and_then(|t| cache.get(t, now));
+        assert!(found(&[b"Bearer abc.def.ghi"], 1_500).is_some());
+        assert!(found(&[b"bearer  abc.def.ghi "], 1_500).is_some());
+        assert!(
+            found(&[b"Bearer abc.def.gh"], 1_500).is_none(),
+            "another token"
+        );
+        assert!(
+            found(&[b"Bearer abc.def.ghiX"], 1_500).is_none(),
+            "another token"
+        );
+        assert!(
+            found(&[b"Bearer abc.def.ghi", b"Bearer abc.def.ghi"], 1_500).is_none(),
+            "two headers are never taken from the cache"
+        );
+        assert!(found(&[b"Bearer abc.def.ghi"], 2_001).is_none(), "past exp");
+        assert!(found(&[b"Bearer abc.def.ghi"], 999).is_none(), "before nbf");
     }
 }
