@@ -3,7 +3,7 @@
 //! segments rather than 146 axum routes.
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fhir_model::IssueCode;
 
@@ -12,7 +12,7 @@ use crate::authorize::{authorize, Admitted};
 use crate::error::FhirError;
 use crate::request::Ctx;
 use crate::search::{self, Scope};
-use crate::service::{service_for_host, AdmittedService};
+use crate::service::{request_host, service_for_host, AdmittedService};
 use crate::{bundle, capabilities, history, read, write, AppState};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
@@ -24,12 +24,7 @@ pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Res
 
 async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
     let (mut parts, body) = req.into_parts();
-    // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let host = request_host(&parts.headers, &parts.uri);
     let service = match parts.extensions.get::<AdmittedService>() {
         Some(AdmittedService(name)) => name.clone(),
         None => service_for_host(host, &state.inner.config.dns_suffix),

@@ -11,6 +11,16 @@ pub const DEFAULT_SERVICE: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmittedService(pub String);
 
+/// The host a request names: the Host header (HTTP/1.1), else the URI's authority (HTTP/2
+/// carries it in `:authority`). It chooses a service and is echoed in links; it never
+/// grants access.
+pub fn request_host<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
 /// The service named by a Host header value (port ignored, case-insensitive), else
 /// `default`.
 pub fn service_for_host(host: Option<&str>, dns_suffix: &str) -> String {

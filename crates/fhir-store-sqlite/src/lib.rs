@@ -100,16 +100,13 @@ impl SqliteStore {
         if let Some(newest) = newest {
             clock.advance_past(&micros_to_instant(newest)?);
         }
-        let known_services = {
-            let mut st = writer
-                .prepare("SELECT name FROM services")
-                .map_err(backend)?;
-            let names = st
-                .query_map([], |row| row.get::<_, String>(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
-                .map_err(backend)?;
-            names
-        };
+        let known_services = writer
+            .prepare("SELECT name FROM services")
+            .and_then(|mut st| {
+                st.query_map([], |row| row.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(backend)?;
         let size = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
         let conns = (0..size.max(2))
             .map(|_| schema::open_reader(&path).map(std::sync::Mutex::new))

@@ -547,7 +547,6 @@ impl AuditLog {
         let writer = Writer {
             dir: dir.to_path_buf(),
             files: HashMap::new(),
-            unsynced: std::collections::HashSet::new(),
             last_sync: Instant::now(),
             shared: shared.clone(),
             last_warning: None,
@@ -627,12 +626,16 @@ impl AuditLog {
     }
 }
 
+/// A file the writer appends to, and whether it was written to since its last sync.
+struct OpenFile {
+    out: BufWriter<File>,
+    unsynced: bool,
+}
+
 /// The writer thread's state: the open files, by path relative to the folder.
 struct Writer {
     dir: PathBuf,
-    files: HashMap<PathBuf, BufWriter<File>>,
-    /// Files written to since they were last synced, and when the last sync was.
-    unsynced: std::collections::HashSet<PathBuf>,
+    files: HashMap<PathBuf, OpenFile>,
     last_sync: Instant,
     shared: Arc<Shared>,
     last_warning: Option<Instant>,
@@ -687,19 +690,25 @@ impl Writer {
         if !self.files.contains_key(file) {
             match open_append(&self.dir.join(file)) {
                 Ok(f) => {
-                    self.files
-                        .insert(file.to_path_buf(), BufWriter::with_capacity(64 * 1024, f));
+                    let out = BufWriter::with_capacity(64 * 1024, f);
+                    self.files.insert(
+                        file.to_path_buf(),
+                        OpenFile {
+                            out,
+                            unsynced: false,
+                        },
+                    );
                 }
                 Err(e) => return self.failed(file, &e),
             }
         }
         let result = match self.files.get_mut(file) {
-            Some(w) => w.write_all(line),
+            Some(f) => {
+                f.unsynced = true;
+                f.out.write_all(line)
+            }
             None => return,
         };
-        if !self.unsynced.contains(file) {
-            self.unsynced.insert(file.to_path_buf());
-        }
         if let Err(e) = result {
             // Opened again on the next record (the folder may have been removed).
             self.files.remove(file);
@@ -709,8 +718,8 @@ impl Writer {
 
     fn flush(&mut self) {
         let mut failed = Vec::new();
-        for (path, w) in &mut self.files {
-            if let Err(e) = w.flush() {
+        for (path, f) in &mut self.files {
+            if let Err(e) = f.out.flush() {
                 failed.push((path.clone(), e));
             }
         }
@@ -723,14 +732,16 @@ impl Writer {
     /// Syncs the files written to since the last sync (after [`Writer::flush`]).
     fn sync(&mut self) {
         self.last_sync = Instant::now();
-        for path in std::mem::take(&mut self.unsynced) {
-            let Some(w) = self.files.get(&path) else {
-                continue;
-            };
-            if let Err(e) = w.get_ref().sync_data() {
-                self.files.remove(&path);
-                self.failed(&path, &e);
+        let mut failed = Vec::new();
+        for (path, f) in self.files.iter_mut().filter(|(_, f)| f.unsynced) {
+            f.unsynced = false;
+            if let Err(e) = f.out.get_ref().sync_data() {
+                failed.push((path.clone(), e));
             }
+        }
+        for (path, e) in failed {
+            self.files.remove(&path);
+            self.failed(&path, &e);
         }
     }
 
@@ -1038,7 +1049,6 @@ mod tests {
         let mut w = Writer {
             dir: dir.path().to_path_buf(),
             files: HashMap::new(),
-            unsynced: std::collections::HashSet::new(),
             last_sync: Instant::now(),
             shared,
             last_warning: None,
@@ -1046,17 +1056,27 @@ mod tests {
         w.append(Path::new("a.ndjson"), b"{}\n");
         w.append(Path::new("b.ndjson"), b"{}\n");
         w.append(Path::new("a.ndjson"), b"{}\n");
-        assert_eq!(w.unsynced.len(), 2, "both files wait for a sync");
+        let unsynced = |w: &Writer| {
+            let mut v: Vec<_> = w
+                .files
+                .iter()
+                .filter(|(_, f)| f.unsynced)
+                .map(|(p, _)| p.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(unsynced(&w).len(), 2, "both files wait for a sync");
         w.flush();
         w.sync();
-        assert!(w.unsynced.is_empty(), "synced");
+        assert!(unsynced(&w).is_empty(), "synced");
         assert_eq!(w.files.len(), 2, "files stay open");
         assert_eq!(w.shared.write_errors.load(Ordering::Relaxed), 0);
         let a = std::fs::read_to_string(dir.path().join("a.ndjson")).expect("a");
         assert_eq!(a, "{}\n{}\n");
         w.append(Path::new("b.ndjson"), b"{}\n");
         assert_eq!(
-            w.unsynced.iter().collect::<Vec<_>>(),
+            unsynced(&w),
             [Path::new("b.ndjson")],
             "only what was written since"
         );

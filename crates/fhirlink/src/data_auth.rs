@@ -209,45 +209,40 @@ fn open_path(method: &Method, path: &str) -> bool {
         && (path == "/metadata" || path == "/.well-known/smart-configuration")
 }
 
-/// The bytes after `Bearer ` of a request's one Authorization header, unchecked: only for
-/// finding a token verified before ([`bearer`] checks a new one).
-fn remembered_token(req: &Request) -> Option<&[u8]> {
-    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-    let (Some(v), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    let (scheme, rest) = v.as_bytes().split_at_checked(7)?;
-    scheme
-        .eq_ignore_ascii_case(b"bearer ")
-        .then(|| rest.trim_ascii())
-}
-
-/// The RFC 6750 bearer token of a request, if it carries exactly one well-formed one: the
-/// scheme `Bearer` (any case), then the token, printable ASCII without spaces (§2.1's
-/// b64token is narrower; the verifier refuses anything that is not a JWT). One pass over the
-/// bytes: this runs on every request.
-fn bearer(req: &Request) -> Result<Option<&str>, ()> {
+/// What follows `Bearer ` (any case; surrounding spaces trimmed) in a request's one
+/// Authorization header: `Ok(None)` without one, `Err` for several or another scheme. Not
+/// checked further: enough to find a token verified before, byte for byte.
+fn bearer_bytes(req: &Request) -> Result<Option<&[u8]>, ()> {
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
         (Some(v), None) => {
-            let v = v.as_bytes();
-            let (scheme, rest) = v.split_at_checked(7).ok_or(())?;
-            if !scheme.eq_ignore_ascii_case(b"bearer ") {
-                return Err(());
+            let (scheme, rest) = v.as_bytes().split_at_checked(7).ok_or(())?;
+            if scheme.eq_ignore_ascii_case(b"bearer ") {
+                Ok(Some(rest.trim_ascii()))
+            } else {
+                Err(())
             }
-            let token = rest.trim_ascii();
-            // Without short-circuiting, so that the check is vectorised.
-            let printable = token
-                .iter()
-                .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e));
-            if token.is_empty() || !printable {
-                return Err(());
-            }
-            std::str::from_utf8(token).map(Some).map_err(|_| ())
         }
         _ => Err(()),
     }
+}
+
+/// The RFC 6750 bearer token of a request, if it carries exactly one well-formed one: the
+/// scheme `Bearer` (any case), then the token, printable ASCII without spaces (§2.1's
+/// b64token is narrower; the verifier refuses anything that is not a JWT).
+fn bearer(req: &Request) -> Result<Option<&str>, ()> {
+    let Some(token) = bearer_bytes(req)? else {
+        return Ok(None);
+    };
+    // Without short-circuiting, so that the check is vectorised.
+    let printable = token
+        .iter()
+        .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e));
+    if token.is_empty() || !printable {
+        return Err(());
+    }
+    std::str::from_utf8(token).map(Some).map_err(|_| ())
 }
 
 /// 401 with an OperationOutcome and the challenge (RFC 6750 §3: no error code when the
@@ -357,7 +352,10 @@ pub(crate) async fn authenticate(
     let now = unix_now();
     // A token verified before is found by its bytes before any parsing: a client sends the
     // same header on every request, and a byte-for-byte match is the token that passed.
-    let remembered = remembered_token(&req).and_then(|t| settings.verified.get(t, now));
+    let remembered = bearer_bytes(&req)
+        .ok()
+        .flatten()
+        .and_then(|t| settings.verified.get(t, now));
     let verified = match remembered {
         Some(verified) => Ok(verified),
         None => {
@@ -482,8 +480,12 @@ mod tests {
             at: std::time::Instant::now(),
         });
         cache.put(b"abc.def.ghi", verified);
-        let found =
-            |values: &[&[u8]], now| remembered_token(&with(values)).and_then(|t| cache.get(t, now));
+        let found = |values: &[&[u8]], now| {
+            bearer_bytes(&with(values))
+                .ok()
+                .flatten()
+                .and_then(|t| cache.get(t, now))
+        };
         assert!(found(&[b"Bearer abc.def.ghi"], 1_500).is_some());
         assert!(found(&[b"bearer  abc.def.ghi "], 1_500).is_some());
         assert!(

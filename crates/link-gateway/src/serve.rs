@@ -19,7 +19,7 @@ use axum::Router;
 use fhir_api::service::AdmittedService;
 use fhir_api::FhirError;
 use fhir_model::IssueCode;
-use http::{header, Request, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -379,13 +379,8 @@ impl Gateway {
         req: &Request<Incoming>,
     ) -> crate::Decision {
         let view = self.view.load();
-        // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in the Host header;
-        // fhir-api reads them in the same order, but it is this decision that counts.
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        // Read as fhir-api reads it, but it is this decision that counts.
+        let host = fhir_api::service::request_host(req.headers(), req.uri());
         let decision = decide(
             &view,
             &Connection {
