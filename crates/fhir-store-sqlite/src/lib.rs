@@ -275,11 +275,10 @@ impl Store for SqliteStore {
         let owned = name.to_owned();
         let deleted = self
             .with_writer(move |conn| {
-                let name = owned;
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(backend)?;
-                let Some(sid) = service_id(&tx, &name)? else {
+                let Some(sid) = service_id(&tx, &owned)? else {
                     return Ok(false);
                 };
                 tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
