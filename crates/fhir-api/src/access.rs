@@ -1,7 +1,8 @@
 //! What a caller may do with a FHIR service's data, and the check of one interaction
 //! against it. The layer that authenticates a request (in the binary) builds an [`Access`]
 //! from the token and the service's role assignments and hands it over as a request
-//! extension; this crate enforces it on every interaction, bundle entries included.
+//! extension (`Arc<Access>`: one is prepared per verified token and shared by its requests);
+//! this crate enforces it on every interaction, bundle entries included.
 //!
 //! Two things must both allow an interaction (Azure API for FHIR, then SMART on FHIR):
 //! - the principal's data rights on the service (FHIR Data Reader/Writer/Contributor/

@@ -30,8 +30,9 @@ pub(crate) struct Ctx {
     pub(crate) pretty: bool,
     /// `Prefer: return=…` when the client said it.
     pub(crate) prefer_return: Option<Return>,
-    /// What the caller may do (checked per interaction, and per bundle entry).
-    pub(crate) access: crate::access::Access,
+    /// What the caller may do (checked per interaction, and per bundle entry); shared with
+    /// the authentication layer, which prepares one per verified token.
+    pub(crate) access: std::sync::Arc<crate::access::Access>,
 }
 
 impl Ctx {
@@ -41,7 +42,7 @@ impl Ctx {
         headers: HeaderMap,
         host: Option<&str>,
         query: Option<&str>,
-        access: crate::access::Access,
+        access: std::sync::Arc<crate::access::Access>,
     ) -> Result<Ctx, FhirError> {
         let params: Vec<(String, String)> = query
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())

@@ -2,6 +2,8 @@
 //! and call its module. Resource types are data (146 of them), so routing is a match on path
 //! segments rather than 146 axum routes.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +36,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
             "FHIR service '{service}' does not exist"
         )));
     }
-    let access = match parts.extensions.remove::<Access>() {
+    let access = match parts.extensions.remove::<Arc<Access>>() {
         Some(a) => a,
         None if state.inner.config.require_access => {
             return Err(FhirError::new(
@@ -43,7 +45,7 @@ async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
                 "no identity was established for this request",
             ))
         }
-        None => Access::unrestricted("anonymous"),
+        None => Arc::new(Access::unrestricted("anonymous")),
     };
     let security = parts.extensions.get::<crate::access::Security>().cloned();
     let segments = decode_segments(parts.uri.path())?;

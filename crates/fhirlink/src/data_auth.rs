@@ -43,6 +43,8 @@ pub(crate) enum AuthMode {
 /// for it since.
 #[derive(Debug)]
 struct ServiceAuth {
+    /// The service's name, lower case (the key it is found by).
+    name: String,
     authority: String,
     audience: String,
     data_access: BTreeMap<String, DataRights>,
@@ -54,7 +56,11 @@ pub(crate) struct DataAuth {
     mode: AuthMode,
     local: Arc<Verifier>,
     oidc: OidcIssuers,
-    services: ArcSwap<HashMap<String, Arc<ServiceAuth>>>,
+    services: ArcSwap<HashMap<String, Arc<ServiceAuth>, foldhash::fast::RandomState>>,
+    /// `--auth none`: everyone may do everything.
+    everyone: Arc<Access>,
+    /// The open paths without a token: no rights at all.
+    nobody: Arc<Access>,
 }
 
 /// How long a verified token is taken again without checking its signature (never past its
@@ -63,62 +69,95 @@ const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most tokens remembered per service; when full, the cache starts over.
 const VERIFIED_MAX: usize = 10_000;
 
-/// What a verified token says about its caller, prepared once for every request it comes on.
+/// What a verified token lets its caller do on one service under one plan, and whom audit
+/// records name, prepared once for every request the token comes on.
 #[derive(Debug)]
 struct Verified {
-    /// `oid`, else `sub`: the principal that grants and audit records name.
-    principal: String,
-    subject: String,
-    client_id: Option<String>,
-    scopes: Option<Scopes>,
-    patient: Option<String>,
-    expires: i64,
+    access: Arc<Access>,
+    caller: Arc<Caller>,
+    /// Taken again until then (Unix seconds): [`VERIFIED_TTL`] after the check, never past
+    /// the token's `exp`.
+    until: i64,
     not_before: Option<i64>,
-    at: std::time::Instant,
 }
 
 impl Verified {
-    fn new(identity: link_auth::jwt::Identity) -> Verified {
+    /// `now`: when the signature was checked. The principal is `oid`, else `sub`; its rights
+    /// are those `grants` give it under that name, else under its subject.
+    fn new(
+        identity: link_auth::jwt::Identity,
+        grants: &BTreeMap<String, DataRights>,
+        now: i64,
+    ) -> Verified {
+        let principal = identity
+            .object_id
+            .clone()
+            .unwrap_or_else(|| identity.subject.clone());
+        let granted = grants
+            .get(&principal)
+            .or_else(|| grants.get(&identity.subject))
+            .copied()
+            .unwrap_or_default();
         Verified {
-            principal: identity
-                .object_id
-                .clone()
-                .unwrap_or_else(|| identity.subject.clone()),
-            scopes: Scopes::parse(identity.scopes.iter().map(String::as_str)),
-            subject: identity.subject,
-            client_id: identity.client_id,
-            patient: identity.patient,
-            expires: identity.expires,
+            access: Arc::new(Access {
+                principal: principal.clone(),
+                rights: rights(granted),
+                scopes: Scopes::parse(identity.scopes.iter().map(String::as_str)),
+                patient: identity.patient,
+            }),
+            caller: Arc::new(Caller {
+                principal,
+                client_id: identity.client_id,
+            }),
+            until: identity
+                .expires
+                .min(now.saturating_add(VERIFIED_TTL.as_secs() as i64)),
             not_before: identity.not_before,
-            at: std::time::Instant::now(),
         }
     }
 
     fn current(&self, now: i64) -> bool {
-        self.at.elapsed() < VERIFIED_TTL
-            && now <= self.expires
-            && self.not_before.is_none_or(|nbf| nbf <= now)
+        now <= self.until && self.not_before.is_none_or(|nbf| nbf <= now)
     }
 }
 
 /// The tokens whose signature was verified for one service (its authority and audience, as
 /// one plan set them: a new plan starts a new cache), by the token itself: a client sends the
 /// same token on every request, and an ES256 or RS256 check costs tens of microseconds —
-/// more than serving a read. Only the verification is remembered; what the principal may do
-/// is decided on every request from the current plan.
+/// more than serving a read. What the principal may do is remembered with it: the cache
+/// belongs to one plan's settings of the service, so those are the current grants.
 ///
-/// Hashed with foldhash rather than SipHash: a token is hundreds of bytes, hashed on every
-/// request, and only tokens whose signature verified are ever inserted, so no client can
-/// choose the keys.
+/// A token is hundreds of bytes to a few kilobytes, looked up on every request: it is hashed
+/// by its last [`TOKEN_TAIL`] bytes only (with foldhash rather than SipHash), and found by
+/// comparing all of them. A JWT ends in its signature, which differs between any two tokens
+/// and which no client can choose for a token that verifies; only such tokens are ever
+/// inserted, so no client can crowd a bucket.
 #[derive(Debug, Default)]
 struct TokenCache {
-    entries: std::sync::RwLock<HashMap<Box<[u8]>, Arc<Verified>, foldhash::fast::RandomState>>,
+    entries: std::sync::RwLock<hashbrown::HashTable<Remembered>>,
+    hasher: foldhash::fast::RandomState,
 }
 
+/// A token's bytes and what its verification found.
+type Remembered = (Box<[u8]>, Arc<Verified>);
+
+/// How many of a token's last bytes its hash covers (a base64url ES256 signature is 86).
+const TOKEN_TAIL: usize = 32;
+
 impl TokenCache {
+    fn hash(&self, token: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher
+            .hash_one(&token[token.len().saturating_sub(TOKEN_TAIL)..])
+    }
+
     fn get(&self, token: &[u8], now: i64) -> Option<Arc<Verified>> {
         let entries = self.entries.read().ok()?;
-        entries.get(token).filter(|v| v.current(now)).cloned()
+        entries
+            .find(self.hash(token), |(k, _)| **k == *token)
+            .map(|(_, v)| v)
+            .filter(|v| v.current(now))
+            .cloned()
     }
 
     fn put(&self, token: &[u8], verified: Arc<Verified>) {
@@ -126,7 +165,17 @@ impl TokenCache {
             if entries.len() >= VERIFIED_MAX {
                 entries.clear();
             }
-            entries.insert(token.into(), verified);
+            let entry = entries.entry(
+                self.hash(token),
+                |(k, _)| **k == *token,
+                |(k, _)| self.hash(k),
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = verified,
+                hashbrown::hash_table::Entry::Vacant(e) => {
+                    e.insert((token.into(), verified));
+                }
+            }
         }
     }
 }
@@ -154,7 +203,14 @@ impl DataAuth {
                 min_refresh_interval: oidc_refresh,
                 ..OidcConfig::default()
             }),
-            services: ArcSwap::from_pointee(HashMap::new()),
+            services: ArcSwap::from_pointee(HashMap::default()),
+            everyone: Arc::new(Access::unrestricted("anonymous")),
+            nobody: Arc::new(Access {
+                principal: "anonymous".into(),
+                rights: Rights::default(),
+                scopes: None,
+                patient: None,
+            }),
         })
     }
 
@@ -162,13 +218,15 @@ impl DataAuth {
     /// token cache: a changed authority or audience must not find tokens verified under the
     /// old one.
     pub(crate) fn apply(&self, plan: &Plan) {
-        let services: HashMap<String, Arc<ServiceAuth>> = plan
+        let services: HashMap<String, Arc<ServiceAuth>, _> = plan
             .services
             .iter()
             .map(|s| {
+                let name = s.name.to_lowercase();
                 (
-                    s.name.to_lowercase(),
+                    name.clone(),
                     Arc::new(ServiceAuth {
+                        name,
                         authority: s.authority.trim().to_owned(),
                         audience: s.audience.clone(),
                         data_access: s.data_access.clone(),
@@ -307,18 +365,10 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     if auth.mode == AuthMode::None {
-        req.extensions_mut()
-            .insert(Access::unrestricted("anonymous"));
+        req.extensions_mut().insert(auth.everyone.clone());
         return next.run(req).await;
     }
-    let service = req
-        .extensions()
-        .get::<AdmittedService>()
-        .map(|s| s.0.clone())
-        .unwrap_or_else(|| fhir_api::DEFAULT_SERVICE.to_owned());
-    let services = auth.services.load();
-    let settings = services.get(&service).cloned();
-    drop(services);
+    let settings = auth.services.load().get(admitted(&req)).cloned();
     if open_path(req.method(), req.uri().path()) {
         if req.uri().path().trim_end_matches('/') == "/.well-known/smart-configuration" {
             if let Some(s) = &settings {
@@ -336,16 +386,12 @@ pub(crate) async fn authenticate(
             });
         }
         // No rights at all: fhir-api serves the CapabilityStatement and nothing else.
-        req.extensions_mut().insert(Access {
-            principal: "anonymous".into(),
-            rights: Rights::default(),
-            scopes: None,
-            patient: None,
-        });
+        req.extensions_mut().insert(auth.nobody.clone());
         return next.run(req).await;
     }
     let Some(settings) = settings else {
         // A service the control plane does not know: nothing to authenticate against.
+        let service = admitted(&req).to_owned();
         fhir_api::drain(req.into_body()).await;
         return unauthorized(&service, "", None);
     };
@@ -363,12 +409,12 @@ pub(crate) async fn authenticate(
                 Ok(Some(t)) => t.to_owned(),
                 Ok(None) => {
                     fhir_api::drain(req.into_body()).await;
-                    return unauthorized(&service, &settings.audience, None);
+                    return unauthorized(&settings.name, &settings.audience, None);
                 }
                 Err(()) => {
                     fhir_api::drain(req.into_body()).await;
                     return unauthorized(
-                        &service,
+                        &settings.name,
                         &settings.audience,
                         Some("The Authorization header is not one Bearer token"),
                     );
@@ -383,7 +429,7 @@ pub(crate) async fn authenticate(
                 Err(e) => Err(e),
             };
             checked.map(|identity| {
-                let verified = Arc::new(Verified::new(identity));
+                let verified = Arc::new(Verified::new(identity, &settings.data_access, now));
                 settings.verified.put(token.as_bytes(), verified.clone());
                 verified
             })
@@ -392,30 +438,22 @@ pub(crate) async fn authenticate(
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
-            tracing::info!(service = %service, reason = %e, "data-plane request refused: bad token");
+            tracing::info!(service = %settings.name, reason = %e, "data-plane request refused: bad token");
             fhir_api::drain(req.into_body()).await;
-            return unauthorized(&service, &settings.audience, Some(e.description()));
+            return unauthorized(&settings.name, &settings.audience, Some(e.description()));
         }
     };
-    let granted = settings
-        .data_access
-        .get(&verified.principal)
-        .or_else(|| settings.data_access.get(&verified.subject))
-        .copied()
-        .unwrap_or_default();
-    let access = Access {
-        principal: verified.principal.clone(),
-        rights: rights(granted),
-        scopes: verified.scopes.clone(),
-        patient: verified.patient.clone(),
-    };
-    req.extensions_mut().insert(access);
+    req.extensions_mut().insert(verified.access.clone());
     let mut resp = next.run(req).await;
-    resp.extensions_mut().insert(Caller {
-        principal: verified.principal.clone(),
-        client_id: verified.client_id.clone(),
-    });
+    resp.extensions_mut().insert(verified.caller.clone());
     resp
+}
+
+/// The service the gateway admitted the request to (`default` without a gateway).
+fn admitted(req: &Request) -> &str {
+    req.extensions()
+        .get::<AdmittedService>()
+        .map_or(fhir_api::DEFAULT_SERVICE, |s| s.0.as_str())
 }
 
 #[cfg(test)]
@@ -467,17 +505,64 @@ mod tests {
     }
 
     #[test]
+    fn a_verified_token_is_prepared_with_its_plans_grants_and_lapses_in_time() {
+        let reader = DataRights {
+            read: true,
+            ..DataRights::default()
+        };
+        let grants: BTreeMap<String, DataRights> = [
+            ("oid-1".to_owned(), DataRights::ALL),
+            ("sub-2".to_owned(), reader),
+        ]
+        .into();
+        let identity = |oid: Option<&str>, sub: &str, exp: i64| link_auth::jwt::Identity {
+            subject: sub.into(),
+            object_id: oid.map(str::to_owned),
+            client_id: Some("app".into()),
+            scopes: vec!["patient/Observation.rs".into()],
+            patient: Some("p1".into()),
+            expires: exp,
+            not_before: Some(990),
+            ..Default::default()
+        };
+        let now = 1_000;
+        // The object id names the principal, and its grants win over the subject's.
+        let v = Verified::new(identity(Some("oid-1"), "sub-2", 5_000), &grants, now);
+        assert_eq!(v.access.principal, "oid-1");
+        assert_eq!(v.access.rights, rights(DataRights::ALL));
+        assert!(v.access.scopes.is_some());
+        assert_eq!(v.access.patient.as_deref(), Some("p1"));
+        assert_eq!(
+            *v.caller,
+            Caller {
+                principal: "oid-1".into(),
+                client_id: Some("app".into())
+            }
+        );
+        // Taken again for VERIFIED_TTL at most...
+        assert_eq!(v.until, now + VERIFIED_TTL.as_secs() as i64);
+        assert!(v.current(v.until) && !v.current(v.until + 1));
+        assert!(!v.current(989), "before nbf");
+        // ...and never past the token's exp.
+        let short = Verified::new(identity(None, "sub-2", 1_010), &grants, now);
+        assert_eq!(short.until, 1_010);
+        assert!(!short.current(1_011));
+        // Without an oid, the subject is the principal and its grants apply.
+        assert_eq!(short.access.principal, "sub-2");
+        assert_eq!(short.access.rights, rights(reader));
+        // A principal the plan grants nothing gets no rights.
+        let none = Verified::new(identity(None, "stranger", 5_000), &grants, now);
+        assert_eq!(none.access.rights, Rights::default());
+    }
+
+    #[test]
     fn a_remembered_token_is_found_by_its_exact_bytes_only() {
         let cache = TokenCache::default();
         let verified = Arc::new(Verified {
-            principal: "p".into(),
-            subject: "p".into(),
-            client_id: None,
-            scopes: None,
-            patient: None,
-            expires: 2_000,
+            access: Arc::new(Access::unrestricted("p")),
+            caller: Arc::default(),
+            until: 2_000,
             not_before: Some(1_000),
-            at: std::time::Instant::now(),
         });
         cache.put(b"abc.def.ghi", verified);
         let found = |values: &[&[u8]], now| {
@@ -502,5 +587,28 @@ mod tests {
         );
         assert!(found(&[b"Bearer abc.def.ghi"], 2_001).is_none(), "past exp");
         assert!(found(&[b"Bearer abc.def.ghi"], 999).is_none(), "before nbf");
+
+        // Longer than the hashed tail: a token that ends the same but starts otherwise
+        // shares the bucket and is still not taken.
+        let long = format!("eyJ.{}.{}", "a".repeat(200), "s".repeat(86));
+        let other = format!("eyX.{}.{}", "a".repeat(200), "s".repeat(86));
+        let fresh = |principal: &str| {
+            Arc::new(Verified {
+                access: Arc::new(Access::unrestricted(principal)),
+                caller: Arc::default(),
+                until: 2_000,
+                not_before: None,
+            })
+        };
+        cache.put(long.as_bytes(), fresh("first"));
+        assert!(cache.get(other.as_bytes(), 1_500).is_none());
+        assert!(cache.get(&long.as_bytes()[1..], 1_500).is_none());
+        // Verified again (after its minute), the token's entry is replaced, not doubled.
+        cache.put(long.as_bytes(), fresh("again"));
+        assert_eq!(
+            cache.get(long.as_bytes(), 1_500).unwrap().access.principal,
+            "again"
+        );
+        assert_eq!(cache.entries.read().unwrap().len(), 2);
     }
 }

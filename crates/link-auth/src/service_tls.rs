@@ -18,7 +18,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::tls::{provider, LocalCa, ServerIdentity, TlsError};
+use crate::tls::{provider, server_provider, LocalCa, ServerIdentity, TlsError};
 
 /// The names one certificate must carry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -177,12 +177,11 @@ impl DataPlaneCertificates {
 
     /// The rustls configuration that serves these certificates (HTTP/2 and HTTP/1.1).
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let config = rustls::ServerConfig::builder_with_provider(server_provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(crate::tls::for_listener(config))
     }
 }
 

@@ -62,6 +62,31 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The provider fhirlink's listeners use: ring's suites with AES-128-GCM first. Both AES-GCM
+/// sizes are strong; the 128-bit key runs 10 AES rounds to the 256-bit key's 14, which is a
+/// measurable part of a small keep-alive request (BENCHMARKS.md). Clients that offer only
+/// ChaCha20 or AES-256 still get them.
+pub fn server_provider() -> Arc<CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+        _ => 4,
+    });
+    Arc::new(p)
+}
+
+/// A listener's rustls configuration: the server's suite order wins (AES-128-GCM first, see
+/// [`server_provider`]), and HTTP/2 or HTTP/1.1 by ALPN.
+pub(crate) fn for_listener(mut config: rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    config.ignore_client_order = true;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// A server certificate chain and its key, as the listener serves them.
 pub struct ServerIdentity {
     pub chain: Vec<CertificateDer<'static>>,
@@ -130,12 +155,11 @@ impl ServerIdentity {
 
     /// The rustls configuration that serves this identity (HTTP/2 and HTTP/1.1 by ALPN).
     pub fn server_config(self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let config = rustls::ServerConfig::builder_with_provider(server_provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(self.chain, self.key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(for_listener(config))
     }
 }
 
@@ -295,6 +319,24 @@ pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_prefer_aes_128_gcm_and_keep_every_default_suite() {
+        let ours: Vec<_> = server_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let mut defaults: Vec<_> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(ours[0], rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let mut sorted = ours.clone();
+        sorted.sort_by_key(|s| u16::from(*s));
+        defaults.sort_by_key(|s| u16::from(*s));
+        assert_eq!(sorted, defaults, "the same suites, only reordered");
+        let dir = tempfile::tempdir().unwrap();
+        let id = ServerIdentity::generated(dir.path(), "127.3.0.1".parse().unwrap(), &[]).unwrap();
+        assert!(id.server_config().unwrap().ignore_client_order);
+    }
 
     #[test]
     fn ca_is_made_once_and_server_certificate_verifies() {

@@ -51,8 +51,9 @@ pub struct GatewayConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Who the layers behind the gateway found the caller to be, as a response extension (set
-/// by the authentication layer), for audit records.
+/// Who the layers behind the gateway found the caller to be, as a response extension
+/// (`Arc<Caller>`, set by the authentication layer, which prepares one per verified token),
+/// for audit records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     pub principal: String,
@@ -366,7 +367,10 @@ impl Gateway {
         if let Ok(v) = http::HeaderValue::from_str(&seen.correlation_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
-        seen.tell(resp.status(), resp.extensions().get::<Caller>());
+        seen.tell(
+            resp.status(),
+            resp.extensions().get::<Arc<Caller>>().map(|c| &**c),
+        );
         resp
     }
 
