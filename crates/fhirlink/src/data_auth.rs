@@ -76,7 +76,8 @@ struct Verified {
     access: Arc<Access>,
     caller: Arc<Caller>,
     /// Taken again until then (Unix seconds): [`VERIFIED_TTL`] after the check, never past
-    /// the token's `exp`.
+    /// the token's `exp`. On the wall clock, as `exp` is: a clock set back stretches the
+    /// minute as it stretches the token's own life.
     until: i64,
     not_before: Option<i64>,
 }
