@@ -43,9 +43,10 @@ pub struct SqliteStore {
     clock: Arc<MonotonicClock>,
     /// The names of the services in the store. Every request asks whether its service
     /// exists, and the folder lock makes this store the only one that creates or deletes
-    /// services, so the set is kept here, loaded at open and changed after each commit,
-    /// instead of being looked up in the database per request.
-    known_services: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// services, so the set is kept here, loaded at open and changed on the writer right
+    /// after each commit (so in commit order), instead of being looked up in the database
+    /// per request.
+    known_services: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
     /// Held open and locked for the store's life: one store per data folder, so that one
     /// clock stamps every version (see [`schema`]). The OS releases it when the process dies.
     _folder_lock: std::fs::File,
@@ -120,12 +121,14 @@ impl SqliteStore {
                 next: AtomicUsize::new(0),
             },
             clock: Arc::new(clock),
-            known_services: std::sync::RwLock::new(known_services),
+            known_services: Arc::new(std::sync::RwLock::new(known_services)),
             _folder_lock: folder_lock,
         })
     }
 
-    /// Runs `f` on the writer connection on the blocking pool, for work that commits.
+    /// Runs `f` on the writer connection on the blocking pool, for work that commits, after
+    /// whatever a group left open is committed. One at a time, in order: what `f` changes
+    /// beside the database (the known services) changes in commit order too.
     async fn with_writer<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -254,53 +257,46 @@ impl Store for SqliteStore {
         if self.service_exists(name).await? {
             return Ok(());
         }
-        let owned = name.to_owned();
+        let name = name.to_owned();
+        let known = self.known_services.clone();
         self.with_writer(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO services (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             )
-            .and_then(|mut st| st.execute([&owned]))
-            .map(drop)
-            .map_err(backend)
+            .and_then(|mut st| st.execute([&name]))
+            .map_err(backend)?;
+            write_known(&known).insert(name);
+            Ok(())
         })
-        .await?;
-        self.known_services
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name.to_owned());
-        Ok(())
+        .await
     }
 
     async fn delete_service(&self, name: &str) -> Result<bool> {
-        let owned = name.to_owned();
-        let deleted = self
-            .with_writer(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(backend)?;
-                let Some(sid) = service_id(&tx, &owned)? else {
-                    return Ok(false);
-                };
-                tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
-                    .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
-                    .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
-                    .and_then(|_| {
-                        index::TABLES.iter().try_for_each(|t| {
-                            tx.execute(&format!("DELETE FROM {t} WHERE sid = ?1"), [sid])
-                                .map(drop)
-                        })
+        let name = name.to_owned();
+        let known = self.known_services.clone();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let Some(sid) = service_id(&tx, &name)? else {
+                return Ok(false);
+            };
+            tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
+                .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
+                .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
+                .and_then(|_| {
+                    index::TABLES.iter().try_for_each(|t| {
+                        tx.execute(&format!("DELETE FROM {t} WHERE sid = ?1"), [sid])
+                            .map(drop)
                     })
-                    .and_then(|_| tx.execute("DELETE FROM services WHERE sid = ?1", [sid]))
-                    .and_then(|_| tx.commit())
-                    .map_err(backend)?;
-                Ok(true)
-            })
-            .await?;
-        self.known_services
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(name);
-        Ok(deleted)
+                })
+                .and_then(|_| tx.execute("DELETE FROM services WHERE sid = ?1", [sid]))
+                .and_then(|_| tx.commit())
+                .map_err(backend)?;
+            write_known(&known).remove(&name);
+            Ok(true)
+        })
+        .await
     }
 
     async fn list_services(&self) -> Result<Vec<String>> {
@@ -549,4 +545,14 @@ fn history(
         total: u64::try_from(total).unwrap_or(0),
         next,
     })
+}
+
+/// The known services, to change (a poisoned lock still holds a whole set: each change is
+/// one insert or remove).
+fn write_known(
+    known: &std::sync::RwLock<std::collections::HashSet<String>>,
+) -> std::sync::RwLockWriteGuard<'_, std::collections::HashSet<String>> {
+    known
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

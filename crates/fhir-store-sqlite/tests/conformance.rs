@@ -245,3 +245,36 @@ async fn an_older_index_is_rebuilt_on_open() {
         "the rebuilt index knows the base it was written through"
     );
 }
+
+/// The store answers "does this service exist" from memory; creates and deletes racing on
+/// one name must leave that answer as the database has it. (This catches a change that
+/// forgets the memory on one side; it cannot force the rare interleaving where an update
+/// made after the writer was released lands out of commit order.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_and_deletes_leave_memory_as_the_database() {
+    let (_dir, store) = fresh().await;
+    for round in 0..20 {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        store.create_service("s").await.expect("create");
+                    } else {
+                        store.delete_service("s").await.expect("delete");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let listed = store
+            .list_services()
+            .await
+            .expect("list")
+            .contains(&"s".to_owned());
+        let known = store.service_exists("s").await.expect("exists");
+        assert_eq!(known, listed, "round {round}");
+    }
+}
