@@ -305,9 +305,15 @@ fn bearer(req: &Request) -> Result<Option<&str>, ()> {
 }
 
 /// 401 with an OperationOutcome and the challenge (RFC 6750 §3: no error code when the
-/// request carried no credentials).
-fn unauthorized(service: &str, audience: &str, error: Option<&str>) -> Response {
+/// request carried no credentials). For an external authority the challenge also names it as
+/// `authorization_uri`, as Azure API for FHIR's did, which clients use to find where to get a
+/// token.
+fn unauthorized(service: &str, auth: Option<&ServiceAuth>, error: Option<&str>) -> Response {
     let mut challenge = format!("Bearer realm=\"{service}\"");
+    let (authority, audience) = auth.map_or(("", ""), |a| (&*a.authority, &*a.audience));
+    if !is_local(authority) && !authority.contains(['"', '\\']) {
+        challenge.push_str(&format!(", authorization_uri=\"{authority}\""));
+    }
     if !audience.is_empty() {
         challenge.push_str(&format!(", resource_id=\"{audience}\""));
     }
@@ -394,7 +400,7 @@ pub(crate) async fn authenticate(
         // A service the control plane does not know: nothing to authenticate against.
         let service = admitted(&req).to_owned();
         fhir_api::drain(req.into_body()).await;
-        return unauthorized(&service, "", None);
+        return unauthorized(&service, None, None);
     };
     let now = unix_now();
     // A token verified before is found by its bytes before any parsing: a client sends the
@@ -410,13 +416,13 @@ pub(crate) async fn authenticate(
                 Ok(Some(t)) => t.to_owned(),
                 Ok(None) => {
                     fhir_api::drain(req.into_body()).await;
-                    return unauthorized(&settings.name, &settings.audience, None);
+                    return unauthorized(&settings.name, Some(&*settings), None);
                 }
                 Err(()) => {
                     fhir_api::drain(req.into_body()).await;
                     return unauthorized(
                         &settings.name,
-                        &settings.audience,
+                        Some(&*settings),
                         Some("The Authorization header is not one Bearer token"),
                     );
                 }
@@ -441,7 +447,7 @@ pub(crate) async fn authenticate(
         Err(e) => {
             tracing::info!(service = %settings.name, reason = %e, "data-plane request refused: bad token");
             fhir_api::drain(req.into_body()).await;
-            return unauthorized(&settings.name, &settings.audience, Some(e.description()));
+            return unauthorized(&settings.name, Some(&*settings), Some(e.description()));
         }
     };
     req.extensions_mut().insert(verified.access.clone());

@@ -215,6 +215,10 @@ fn refused_tokens_get_401_with_a_bearer_challenge() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     assert!(!challenge.contains("error="), "{challenge}");
+    assert!(
+        !challenge.contains("authorization_uri"),
+        "fhirlink's own issuer has no authorization endpoint: {challenge}"
+    );
     // The CapabilityStatement and the SMART configuration need none.
     let (status, body, _) = d.send("GET", "metadata", None, None, &[]);
     assert_eq!(
@@ -666,8 +670,15 @@ impl Issuer {
                     h.clear();
                 }
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let tenant = path
+                    .strip_suffix("/.well-known/openid-configuration")
+                    .and_then(|t| t.strip_prefix('/'));
                 let body = if path == "/.well-known/openid-configuration" {
                     json!({"issuer": u, "jwks_uri": format!("{u}/keys")}).to_string()
+                } else if let Some(tenant) = tenant {
+                    // As Entra's v1 document at login.microsoftonline.com/<tenant> answers.
+                    json!({"issuer": format!("https://sts.windows.net/{tenant}/"), "jwks_uri": format!("{u}/keys")})
+                        .to_string()
                 } else if path == "/keys" {
                     j.lock().expect("lock").to_string()
                 } else {
@@ -697,9 +708,13 @@ impl Issuer {
     }
 
     fn token(&self, key: &SigningKey, subject: &str, audience: &str) -> String {
+        Issuer::token_of(&self.url, key, subject, audience)
+    }
+
+    fn token_of(issuer: &str, key: &SigningKey, subject: &str, audience: &str) -> String {
         let now = unix_now();
         key.sign(&Claims {
-            issuer: self.url.clone(),
+            issuer: issuer.into(),
             subject: subject.into(),
             audience: audience.into(),
             issued_at: now,
@@ -707,6 +722,54 @@ impl Issuer {
             expires: now + 600,
         })
         .expect("sign")
+    }
+}
+
+/// A service moved from Azure API for FHIR keeps its authority
+/// `https://login.microsoftonline.com/<tenant>`, whose document names the v1 issuer
+/// `https://sts.windows.net/<tenant>/` that `az account get-access-token` tokens carry.
+#[test]
+fn an_entra_v1_authority_takes_its_tenants_tokens() {
+    let issuer = Issuer::start();
+    let s = AdminServer::start();
+    let d = Data::new(&s);
+    let tenant = "abfde7b2-df0f-47e6-aabf-2462b07508dc";
+    let audience = "https://default.azurehealthcareapis.com";
+    let (status, v, _) = s.call(
+        "PUT",
+        &format!("{}?api-version=2024-03-31", service_id("default")),
+        Some(&s.token("admin")),
+        Some(&json!({"location": "westus2", "kind": "fhir-R4", "properties": {
+            "authenticationConfiguration": {"authority": format!("{}/{tenant}", issuer.url), "audience": audience}}})),
+    );
+    assert_eq!(status, 200, "{v}");
+    grant(&s, "entra-user", "FHIR Data Reader", "default");
+    let (key, _) = SigningKey::generate().expect("key");
+    issuer.publish(&[&key]);
+    let sts = format!("https://sts.windows.net/{tenant}/");
+    assert_eq!(
+        d.get(
+            "Patient",
+            &Issuer::token_of(&sts, &key, "entra-user", audience)
+        )
+        .0,
+        200
+    );
+    // Only that tenant's issuer, compared exactly.
+    for iss in [
+        "https://sts.windows.net/0b7c3d2e-1f4a-4b5c-8d9e-0f1a2b3c4d5e/".to_owned(),
+        format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+        format!("{}/{tenant}", issuer.url),
+    ] {
+        assert_eq!(
+            d.get(
+                "Patient",
+                &Issuer::token_of(&iss, &key, "entra-user", audience)
+            )
+            .0,
+            401,
+            "{iss}"
+        );
     }
 }
 
@@ -744,7 +807,18 @@ fn an_external_oidc_issuer_with_key_rotation() {
             ..TokenRequest::default()
         })
         .expect("mint");
-    assert_eq!(d.get("Patient", &local).0, 401);
+    let (status, _, h) = d.send("GET", "Patient", Some(&local), None, &[]);
+    assert_eq!(status, 401);
+    // The challenge names the authority to get a token from, as Azure's did.
+    let challenge = h
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        challenge.contains(&format!("authorization_uri=\"{}\"", issuer.url))
+            && challenge.contains(&format!("resource_id=\"{audience}\"")),
+        "{challenge}"
+    );
     // Rotation: k2 published, k1 withdrawn. The new kid is fetched on first use.
     issuer.publish(&[&k2]);
     std::thread::sleep(Duration::from_millis(1100));

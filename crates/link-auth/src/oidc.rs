@@ -322,7 +322,7 @@ impl OidcIssuer {
     }
 
     /// The `issuer` and `jwks_uri` of a discovery document (OIDC Discovery §3), the issuer
-    /// checked against the authority (§4.3).
+    /// checked against the authority (§4.3, with [`entra_v1_issuer`]'s one exception).
     fn read_discovery(&self, doc: &Value) -> Result<(String, Url), OidcError> {
         let bad = |reason: &str| OidcError::BadDocument {
             url: printable(self.discovery.as_str()),
@@ -333,10 +333,14 @@ impl OidcIssuer {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("no issuer"))?;
         if issuer.trim_end_matches('/') != self.authority {
-            return Err(OidcError::IssuerMismatch {
-                expected: self.authority.clone(),
-                found: printable(issuer),
-            });
+            if entra_v1_issuer(&self.authority, issuer) {
+                tracing::info!(authority = %self.authority, %issuer, "the authority is Microsoft Entra ID's v1 endpoint: its tokens name the tenant's sts issuer");
+            } else {
+                return Err(OidcError::IssuerMismatch {
+                    expected: self.authority.clone(),
+                    found: printable(issuer),
+                });
+            }
         }
         let jwks_uri = doc
             .get("jwks_uri")
@@ -407,6 +411,45 @@ impl Authority {
     }
 }
 
+/// The hosts of Microsoft Entra ID's v1 issuers: the global cloud's, then the China cloud's.
+const ENTRA_V1_ISSUERS: [&str; 2] = ["https://sts.windows.net/", "https://sts.chinacloudapi.cn/"];
+
+/// Whether `issuer` is Microsoft Entra ID's v1 issuer of the tenant that `authority` names:
+/// the one exception fhirlink makes to OIDC Discovery §4.3's rule that a discovery document's
+/// issuer is the authority it was fetched from.
+///
+/// Azure API for FHIR services are configured with the authority
+/// `https://login.microsoftonline.com/<tenant-id>` (as in the ARM examples), and Entra's
+/// discovery document there names the issuer `https://sts.windows.net/<tenant-id>/`, which
+/// its v1 access tokens (those of `az account get-access-token --resource <fhir-url>`) carry
+/// as `iss`. Azure's FHIR server trusted that document's issuer, and teams moving over keep
+/// their authority, so fhirlink takes it, but only in that exact shape: the authority's path
+/// is one tenant id (a GUID) and the issuer is an Entra STS URL for that same tenant id. The
+/// tenant matters because Entra signs every tenant's tokens with the same keys: only `iss`
+/// tells one tenant's tokens from another's. `/common` and `/organizations` name no tenant
+/// (their documents name `{tenantid}`), so they stay refused, as does an authority given by
+/// domain name rather than id.
+fn entra_v1_issuer(authority: &str, issuer: &str) -> bool {
+    let Some((_, rest)) = authority.split_once("://") else {
+        return false;
+    };
+    let Some((_, tenant)) = rest.trim_end_matches('/').split_once('/') else {
+        return false;
+    };
+    let is_guid = tenant.len() == 36
+        && tenant.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    is_guid
+        && ENTRA_V1_ISSUERS.iter().any(|sts| {
+            issuer
+                .strip_prefix(sts)
+                .map(|t| t.strip_suffix('/').unwrap_or(t))
+                .is_some_and(|t| t.eq_ignore_ascii_case(tenant))
+        })
+}
+
 /// The OIDC issuers in use, one [`OidcIssuer`] (and so one key cache) per authority however
 /// many services name it.
 #[derive(Debug, Default)]
@@ -441,5 +484,85 @@ impl OidcIssuers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|authority, _| keep(authority));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entra_v1_issuer;
+
+    const TENANT: &str = "abfde7b2-df0f-47e6-aabf-2462b07508dc";
+
+    #[test]
+    fn entra_v1_issuer_is_taken_for_its_own_tenant_only() {
+        let authority = format!("https://login.microsoftonline.com/{TENANT}");
+        for issuer in [
+            format!("https://sts.windows.net/{TENANT}/"),
+            format!("https://sts.windows.net/{TENANT}"),
+            format!("https://sts.chinacloudapi.cn/{TENANT}/"),
+        ] {
+            assert!(entra_v1_issuer(&authority, &issuer), "{issuer}");
+            assert!(
+                entra_v1_issuer(&format!("{authority}/"), &issuer),
+                "{issuer}"
+            );
+        }
+        let other = "0b7c3d2e-1f4a-4b5c-8d9e-0f1a2b3c4d5e";
+        for (authority, issuer) in [
+            // Another tenant's issuer.
+            (
+                authority.clone(),
+                format!("https://sts.windows.net/{other}/"),
+            ),
+            // Not Entra's STS, or not only the tenant after it.
+            (
+                authority.clone(),
+                format!("https://sts.example.net/{TENANT}/"),
+            ),
+            (
+                authority.clone(),
+                format!("http://sts.windows.net/{TENANT}/"),
+            ),
+            (
+                authority.clone(),
+                format!("https://sts.windows.net/{TENANT}/x"),
+            ),
+            (
+                authority.clone(),
+                format!("https://sts.windows.net/{TENANT}//"),
+            ),
+            (
+                authority.clone(),
+                format!("https://sts.windows.net.example/{TENANT}/"),
+            ),
+            // v2 authorities name their own issuer; they get no exception.
+            (
+                format!("{authority}/v2.0"),
+                format!("https://sts.windows.net/{TENANT}/"),
+            ),
+            // No tenant: multi-tenant endpoints, domain names, no path.
+            (
+                "https://login.microsoftonline.com/common".into(),
+                "https://sts.windows.net/{tenantid}/".into(),
+            ),
+            (
+                "https://login.microsoftonline.com/common".into(),
+                "https://sts.windows.net/common/".into(),
+            ),
+            (
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com".into(),
+                "https://sts.windows.net/contoso.onmicrosoft.com/".into(),
+            ),
+            (
+                "https://login.microsoftonline.com".into(),
+                "https://sts.windows.net/".into(),
+            ),
+            (TENANT.into(), format!("https://sts.windows.net/{TENANT}/")),
+        ] {
+            assert!(
+                !entra_v1_issuer(&authority, &issuer),
+                "{authority} {issuer}"
+            );
+        }
     }
 }

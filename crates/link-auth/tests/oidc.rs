@@ -284,6 +284,53 @@ async fn discovery_issuer_must_be_the_authority() {
 }
 
 #[tokio::test]
+async fn an_entra_v1_authority_takes_its_tenants_sts_issuer() {
+    let key = Signer::rsa(RSA_A, "k1");
+    let oidc = LocalOidc::start(jwks(&[&key])).await;
+    let tenant = "abfde7b2-df0f-47e6-aabf-2462b07508dc";
+    let other = "0b7c3d2e-1f4a-4b5c-8d9e-0f1a2b3c4d5e";
+    let sts = format!("https://sts.windows.net/{tenant}/");
+    // What Entra's document at https://login.microsoftonline.com/<tenant> says.
+    oidc.set_discovery(json!({
+        "issuer": sts,
+        "jwks_uri": format!("{}/jwks", oidc.issuer()),
+    }));
+    let authority = format!("{}/{tenant}", oidc.issuer());
+    let issuer = OidcIssuer::new(&authority, config()).unwrap();
+    let id = verify(&issuer, &key.sign(&payload(&sts))).await.unwrap();
+    assert_eq!(
+        (id.subject.as_str(), id.issuer.as_str()),
+        ("user-1", sts.as_str())
+    );
+    // `iss` is still compared exactly with the discovered issuer.
+    for iss in [
+        authority.clone(),
+        format!("https://sts.windows.net/{other}/"),
+        format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+        sts.trim_end_matches('/').to_owned(),
+    ] {
+        assert_eq!(
+            verify(&issuer, &key.sign(&payload(&iss))).await,
+            Err(TokenError::WrongIssuer),
+            "{iss}"
+        );
+    }
+    // The same document fetched for an authority of another tenant, or of none, is an
+    // impostor's (§4.3).
+    for authority in [format!("{}/{other}", oidc.issuer()), oidc.issuer()] {
+        let issuer = OidcIssuer::new(&authority, config()).unwrap();
+        let result = verify(&issuer, &key.sign(&payload(&sts))).await;
+        assert!(
+            matches!(
+                &result,
+                Err(TokenError::IssuerUnreachable(OidcError::IssuerMismatch { found, .. })) if *found == sts
+            ),
+            "{authority}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn unreachable_issuer_refuses_tokens() {
     let key = Signer::rsa(RSA_A, "k1");
     // A port nobody listens on.

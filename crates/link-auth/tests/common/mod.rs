@@ -205,6 +205,8 @@ impl LocalOidc {
         *served.jwks.lock().unwrap() = jwks;
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
+            // A tenant's authority under the issuer, as Entra's are: the same document.
+            .route("/{tenant}/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks_doc))
             .with_state(served.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
