@@ -8,9 +8,10 @@
 //! - the principal's data rights on the service (FHIR Data Reader/Writer/Contributor/
 //!   Exporter role assignments, or an `accessPolicies` entry);
 //! - the token's SMART scopes, when it has any (SMART App Launch 2.0 §scopes-and-launch-
-//!   context: `patient/`, `user/`, `system/` + a type or `*` + `cruds`, and the v1 forms
-//!   `read`, `write`, `*`). A `patient/` scope reaches only the compartment of the token's
-//!   `patient`; a `user/` or `system/` scope for the same type lifts that.
+//!   context: `patient/`, `user/`, `system/` + a type or `*` + `cruds`, the v1 forms
+//!   `read`, `write`, `*`, and the forms Azure took, see [`Scopes::parse`]). A `patient/`
+//!   scope reaches only the compartment of the token's `patient`; a `user/` or `system/`
+//!   scope for the same type lifts that.
 //!
 //! Scopes this server cannot honour exactly (v2 scopes with search parameters, unknown
 //! forms) grant nothing: deny when unsure.
@@ -104,19 +105,30 @@ impl Scopes {
     /// The resource scopes among a token's scopes (`openid`, `fhirUser`, `launch/patient`
     /// and the like are not about resources and are left out). Returns `None` when there
     /// are none at all: then the role rights alone decide.
+    ///
+    /// Besides SMART's `patient/Observation.rs`, the forms Azure API for FHIR took are
+    /// resource scopes too: `.` or `$` after the context and `all` for `*`
+    /// (`patient.Observation.read`, `patient.all.read`, `user$Patient.rs`). Microsoft Entra ID
+    /// cannot name a scope with a `/`, so that is what its tokens for a SMART app carry in
+    /// `scp`; left out, they would let such a token do all its roles allow instead of narrowing
+    /// it. A dotted scope without both a type and an access (`user.read`) is none of these.
     pub fn parse<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {
         let mut out = Vec::new();
         let mut any = false;
         for s in scopes {
-            let Some((ctx, rest)) = s.split_once('/') else {
+            let Some(at) = s.find(['/', '.', '$']) else {
                 continue;
             };
+            let (ctx, rest) = (&s[..at], &s[at + 1..]);
             let context = match ctx {
                 "patient" => Context::Patient,
                 "user" => Context::User,
                 "system" => Context::System,
                 _ => continue,
             };
+            if s.as_bytes()[at] != b'/' && !rest.contains('.') {
+                continue;
+            }
             any = true;
             if let Some(scope) = parse_one(context, rest) {
                 out.push(scope);
@@ -134,7 +146,7 @@ fn parse_one(context: Context, rest: &str) -> Option<Scope> {
     }
     let (rtype, perms) = rest.split_once('.')?;
     let rtype = match rtype {
-        "*" => None,
+        "*" | "all" => None,
         t if !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()) => Some(t.to_owned()),
         _ => return None,
     };
@@ -142,7 +154,7 @@ fn parse_one(context: Context, rest: &str) -> Option<Scope> {
         // SMART v1.
         "read" => "rs".to_owned(),
         "write" => "cud".to_owned(),
-        "*" => "cruds".to_owned(),
+        "*" | "all" => "cruds".to_owned(),
         // SMART v2: letters in the order c r u d s, each at most once.
         p if !p.is_empty() && is_cruds(p) => p.to_owned(),
         _ => return None,
@@ -340,6 +352,46 @@ mod tests {
         let a = access(&["user/Observation.write"], None, Rights::ALL);
         assert_eq!(reach(&a, "Observation", Op::Create), "all");
         assert_eq!(reach(&a, "Observation", Op::Read), "denied");
+    }
+
+    #[test]
+    fn azure_scope_forms_narrow_as_smart_ones() {
+        let a = access(
+            &["patient.all.read", "launch.patient"],
+            Some("7"),
+            Rights::ALL,
+        );
+        assert_eq!(reach(&a, "Condition", Op::Search), "patient 7");
+        assert_eq!(reach(&a, "Condition", Op::Create), "denied");
+        let a = access(&["patient.Observation.rs"], Some("7"), Rights::ALL);
+        assert_eq!(reach(&a, "Observation", Op::Read), "patient 7");
+        assert_eq!(reach(&a, "Patient", Op::Read), "denied");
+        let a = access(&["user$Patient.read", "system.all.all"], None, Rights::ALL);
+        assert_eq!(reach(&a, "Patient", Op::Read), "all");
+        assert_eq!(reach(&a, "Encounter", Op::Delete), "all");
+        let a = access(&["user/all.write"], None, Rights::ALL);
+        assert_eq!(reach(&a, "Encounter", Op::Update), "all");
+        assert_eq!(reach(&a, "Encounter", Op::Read), "denied");
+        // Still a patient scope without a patient: nothing, not the roles' all.
+        let a = access(&["patient.all.read"], None, Rights::ALL);
+        assert_eq!(reach(&a, "Observation", Op::Read), "denied");
+        // Malformed dotted resource scopes grant nothing either.
+        for s in [
+            "patient.Observation.x",
+            "user.Obs-ervation.r",
+            "user$.r",
+            "user.all.rr",
+        ] {
+            let a = access(&[s], Some("1"), Rights::ALL);
+            assert_eq!(reach(&a, "Observation", Op::Read), "denied", "{s}");
+        }
+        // Dotted scopes that name no type and access are not resource scopes: roles decide.
+        let a = access(
+            &["user.read", "user_impersonation", "patient.launch"],
+            None,
+            Rights::ALL,
+        );
+        assert_eq!(reach(&a, "Observation", Op::Delete), "all");
     }
 
     #[test]

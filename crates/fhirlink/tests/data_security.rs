@@ -369,6 +369,47 @@ fn two_patients(s: &AdminServer, d: &Data<'_>) {
     grant(s, "app", "FHIR Data Contributor", "default");
 }
 
+/// Entra ID cannot register a scope with a `/`, so the tokens Azure API for FHIR's SMART
+/// apps carried say `patient.all.read`: they narrow exactly as `patient/*.read` does.
+#[test]
+fn azure_shaped_patient_scopes_narrow_too() {
+    let s = AdminServer::start();
+    let d = Data::new(&s);
+    two_patients(&s, &d);
+    let t = data_token_with(
+        &s.data,
+        "app",
+        "default",
+        &["patient.all.read", "launch.patient", "user_impersonation"],
+        &["--patient", "p1"],
+    );
+    assert_eq!(d.get("Patient/p1", &t).0, 200);
+    assert_eq!(d.get("Observation/o1", &t).0, 200);
+    for path in ["Patient/p2", "Observation/o2"] {
+        assert_eq!(d.get(path, &t).0, 404, "{path}");
+    }
+    let (status, v) = d.get("Observation", &t);
+    assert_eq!(
+        (status, ids(&v)),
+        (200, vec!["Observation/o1".to_owned()]),
+        "{v}"
+    );
+    let (status, _, _) = d.send(
+        "PUT",
+        "Observation/o1",
+        Some(&t),
+        Some(
+            &json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"text": "weight"}, "subject": {"reference": "Patient/p1"}}),
+        ),
+        &[],
+    );
+    assert_eq!(status, 403, "read scopes do not write");
+    // Without a patient in its context such a token reaches nothing.
+    let t = data_token_with(&s.data, "app", "default", &["patient.all.read"], &[]);
+    assert_eq!(d.get("Patient/p1", &t).0, 403);
+}
+
 #[test]
 fn a_patient_scope_cannot_reach_another_patient_by_any_route() {
     let s = AdminServer::start();
