@@ -28,7 +28,7 @@ use link_auth::jwt::{TokenError, Verifier};
 use link_auth::oidc::{Authority, OidcConfig, OidcIssuers};
 use link_gateway::Caller;
 use link_model::{DataRights, Plan};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Whether data-plane requests need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -335,17 +335,13 @@ fn unauthorized(service: &str, auth: Option<&ServiceAuth>, error: Option<&str>) 
 }
 
 /// `/.well-known/smart-configuration` (SMART App Launch 2.0 §conformance): which issuer's
-/// tokens the service takes and what they may say. fhirlink is a resource server only: the
-/// authorization and token endpoints are those of the issuer (its own discovery document),
-/// and fhirlink's own issuer has none (tokens come from `fhirlink token`).
-fn smart_configuration(auth: &ServiceAuth) -> Response {
-    let issuer = if is_local(&auth.authority) {
-        LOCAL_ISSUER.to_owned()
-    } else {
-        auth.authority.clone()
-    };
-    let body = json!({
-        "issuer": issuer,
+/// tokens the service takes and what they may say. fhirlink is a resource server only: for an
+/// external authority the endpoints to get a token from are those its discovery document
+/// names (fetched and cached with its keys), and fhirlink's own issuer has none (its tokens
+/// come from `fhirlink token`). An authority that cannot be reached leaves them out.
+async fn smart_configuration(auth: &DataAuth, settings: &ServiceAuth) -> Response {
+    let mut body = json!({
+        "issuer": if is_local(&settings.authority) { LOCAL_ISSUER } else { settings.authority.as_str() },
         "scopes_supported": [
             "openid", "fhirUser", "launch/patient",
             "patient/*.cruds", "user/*.cruds", "system/*.cruds",
@@ -355,8 +351,39 @@ fn smart_configuration(auth: &ServiceAuth) -> Response {
             "permission-v1", "permission-v2", "permission-patient", "permission-user",
             "context-standalone-patient"
         ],
-        "audience": auth.audience,
+        "audience": settings.audience,
     });
+    if let Ok(Authority::Oidc(issuer)) = auth.authority(&settings.authority) {
+        match issuer.metadata().await {
+            Ok(m) => {
+                body["issuer"] = m.issuer.clone().into();
+                body["jwks_uri"] = m.jwks_uri.clone().into();
+                let optional = [
+                    (
+                        "authorization_endpoint",
+                        m.authorization_endpoint.clone().map(Value::from),
+                    ),
+                    ("token_endpoint", m.token_endpoint.clone().map(Value::from)),
+                    (
+                        "grant_types_supported",
+                        m.grant_types_supported.clone().map(Value::from),
+                    ),
+                    (
+                        "code_challenge_methods_supported",
+                        m.code_challenge_methods_supported.clone().map(Value::from),
+                    ),
+                ];
+                for (name, value) in optional {
+                    if let Some(v) = value {
+                        body[name] = v;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = %settings.name, error = %e, "smart-configuration without the authority's endpoints");
+            }
+        }
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -379,7 +406,7 @@ pub(crate) async fn authenticate(
     if open_path(req.method(), req.uri().path()) {
         if req.uri().path().trim_end_matches('/') == "/.well-known/smart-configuration" {
             if let Some(s) = &settings {
-                return smart_configuration(s);
+                return smart_configuration(&auth, s).await;
             }
         }
         if let Some(s) = &settings {

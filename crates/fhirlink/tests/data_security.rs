@@ -715,7 +715,11 @@ impl Issuer {
                     .strip_suffix("/.well-known/openid-configuration")
                     .and_then(|t| t.strip_prefix('/'));
                 let body = if path == "/.well-known/openid-configuration" {
-                    json!({"issuer": u, "jwks_uri": format!("{u}/keys")}).to_string()
+                    json!({"issuer": u, "jwks_uri": format!("{u}/keys"),
+                        "authorization_endpoint": format!("{u}/authorize"),
+                        "token_endpoint": format!("{u}/token"),
+                        "code_challenge_methods_supported": ["S256"]})
+                    .to_string()
                 } else if let Some(tenant) = tenant {
                     // As Entra's v1 document at login.microsoftonline.com/<tenant> answers.
                     json!({"issuer": format!("https://sts.windows.net/{tenant}/"), "jwks_uri": format!("{u}/keys")})
@@ -859,6 +863,27 @@ fn an_external_oidc_issuer_with_key_rotation() {
         challenge.contains(&format!("authorization_uri=\"{}\"", issuer.url))
             && challenge.contains(&format!("resource_id=\"{audience}\"")),
         "{challenge}"
+    );
+    // The SMART configuration, which needs no token, says where tokens come from: the
+    // endpoints of the authority's discovery document.
+    let (status, v, _) = d.send("GET", ".well-known/smart-configuration", None, None, &[]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            &v["issuer"],
+            &v["token_endpoint"],
+            &v["authorization_endpoint"],
+            &v["code_challenge_methods_supported"],
+            &v["jwks_uri"]
+        ),
+        (
+            &json!(issuer.url),
+            &json!(format!("{}/token", issuer.url)),
+            &json!(format!("{}/authorize", issuer.url)),
+            &json!(["S256"]),
+            &json!(format!("{}/keys", issuer.url))
+        ),
+        "{v}"
     );
     // Rotation: k2 published, k1 withdrawn. The new kid is fetched on first use.
     issuer.publish(&[&k2]);

@@ -101,7 +101,63 @@ struct KeySet {
     /// One issuer: the discovered `issuer` with the JWKS's keys, no audiences of its own
     /// (every call names them).
     issuers: Vec<TrustedIssuer>,
+    /// What the discovery document says about getting tokens, for clients.
+    metadata: Arc<IssuerMetadata>,
     fetched_at: Instant,
+}
+
+/// What an issuer's discovery document tells a client about getting tokens (OIDC Discovery
+/// §3, RFC 8414 §2), as far as fhirlink passes it on in a service's
+/// `/.well-known/smart-configuration`. Only well-formed values are kept: URLs the fetch rules
+/// take (https, or http to a loopback host; at most 2048 characters), and short lists of
+/// short names, so that a document cannot make fhirlink serve anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerMetadata {
+    /// The discovered `issuer`: the `iss` of the issuer's tokens.
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub grant_types_supported: Option<Vec<String>>,
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+/// The most names passed on from one of a discovery document's lists, and the longest.
+const MAX_NAMES: usize = 16;
+const MAX_NAME_LEN: usize = 64;
+
+impl IssuerMetadata {
+    fn read(issuer: &str, jwks_uri: &Url, doc: &Value) -> IssuerMetadata {
+        let endpoint = |name: &str| {
+            doc.get(name)
+                .and_then(Value::as_str)
+                .and_then(|u| Url::parse(u).ok())
+                .map(|u| u.as_str().to_owned())
+        };
+        let names = |name: &str| {
+            let list = doc.get(name)?.as_array()?;
+            let names: Vec<String> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|n| {
+                    !n.is_empty()
+                        && n.len() <= MAX_NAME_LEN
+                        && n.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .take(MAX_NAMES)
+                .map(str::to_owned)
+                .collect();
+            (!names.is_empty()).then_some(names)
+        };
+        IssuerMetadata {
+            issuer: issuer.to_owned(),
+            jwks_uri: jwks_uri.as_str().to_owned(),
+            authorization_endpoint: endpoint("authorization_endpoint"),
+            token_endpoint: endpoint("token_endpoint"),
+            grant_types_supported: names("grant_types_supported"),
+            code_challenge_methods_supported: names("code_challenge_methods_supported"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -164,6 +220,12 @@ impl OidcIssuer {
         let mut state = self.refresh.lock().await;
         let keys = self.fetch(&mut state).await?;
         Ok(keys.issuers.iter().map(|i| i.keys.len()).sum())
+    }
+
+    /// What the issuer's discovery document says about getting tokens, fetching it (and the
+    /// keys) when nothing is cached, under the same rate limit as the keys.
+    pub async fn metadata(&self) -> Result<Arc<IssuerMetadata>, OidcError> {
+        Ok(self.keys().await?.metadata.clone())
     }
 
     /// Verifies `token` at `now` (seconds since the Unix epoch) for one of `audiences`,
@@ -288,13 +350,19 @@ impl OidcIssuer {
         let tls = || self.tls_config();
         let known = state.jwks_uri.clone().and_then(|uri| {
             let keys = self.current()?;
-            Some((keys.issuers.first()?.issuer.clone(), uri))
+            Some((
+                keys.issuers.first()?.issuer.clone(),
+                uri,
+                keys.metadata.clone(),
+            ))
         });
-        let (issuer, jwks_uri) = match known {
+        let (issuer, jwks_uri, metadata) = match known {
             Some(known) => known,
             None => {
                 let doc = fetch::get_json(&self.discovery, &limits, tls).await?;
-                self.read_discovery(&doc)?
+                let (issuer, jwks_uri) = self.read_discovery(&doc)?;
+                let metadata = Arc::new(IssuerMetadata::read(&issuer, &jwks_uri, &doc));
+                (issuer, jwks_uri, metadata)
             }
         };
         self.jwks_fetches
@@ -317,6 +385,7 @@ impl OidcIssuer {
                 keys,
                 audiences: Vec::new(),
             }],
+            metadata,
             fetched_at: Instant::now(),
         })
     }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use common::*;
 use link_auth::identity::{unix_now, LocalIssuer, TokenRequest};
 use link_auth::jwt::{Identity, TokenError};
-use link_auth::oidc::{Authority, OidcConfig, OidcError, OidcIssuer, OidcIssuers};
+use link_auth::oidc::{Authority, IssuerMetadata, OidcConfig, OidcError, OidcIssuer, OidcIssuers};
 use link_auth::tls::{self, ServerIdentity};
 use serde_json::json;
 
@@ -328,6 +328,70 @@ async fn an_entra_v1_authority_takes_its_tenants_sts_issuer() {
             "{authority}: {result:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn metadata_passes_on_the_token_endpoints_and_nothing_malformed() {
+    let key = Signer::rsa(RSA_A, "k1");
+    let oidc = LocalOidc::start(jwks(&[&key])).await;
+    let u = oidc.issuer();
+    oidc.set_discovery(json!({
+        "issuer": u,
+        "jwks_uri": format!("{u}/jwks"),
+        "authorization_endpoint": format!("{u}/authorize"),
+        "token_endpoint": format!("{u}/token"),
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+    }));
+    let issuer = issuer(&oidc, config());
+    let m = issuer.metadata().await.unwrap();
+    assert_eq!(
+        *m,
+        IssuerMetadata {
+            issuer: u.clone(),
+            jwks_uri: format!("{u}/jwks"),
+            authorization_endpoint: Some(format!("{u}/authorize")),
+            token_endpoint: Some(format!("{u}/token")),
+            grant_types_supported: Some(vec![
+                "authorization_code".into(),
+                "client_credentials".into()
+            ]),
+            code_challenge_methods_supported: Some(vec!["S256".into()]),
+        }
+    );
+    // Fetched with the keys, once: verifying a token afterwards fetches nothing more.
+    verify(&issuer, &key.sign(&payload(&u))).await.unwrap();
+    assert_eq!((oidc.discovery_hits(), oidc.jwks_hits()), (1, 1));
+
+    // What is not a URL fhirlink would fetch from, or not a short name, is left out.
+    oidc.set_discovery(json!({
+        "issuer": u,
+        "jwks_uri": format!("{u}/jwks"),
+        "authorization_endpoint": "javascript:alert(1)",
+        "token_endpoint": "http://issuer.example/token",
+        "grant_types_supported": [1, "has space", "x".repeat(65), "authorization_code"],
+        "code_challenge_methods_supported": "S256",
+    }));
+    let m = self::issuer(&oidc, config()).metadata().await.unwrap();
+    assert_eq!(
+        (
+            &m.authorization_endpoint,
+            &m.token_endpoint,
+            &m.grant_types_supported,
+            &m.code_challenge_methods_supported
+        ),
+        (
+            &None,
+            &None,
+            &Some(vec!["authorization_code".to_owned()]),
+            &None
+        )
+    );
+    // An issuer that cannot be had has no metadata either.
+    oidc.set_discovery(
+        json!({"issuer": "https://elsewhere.example", "jwks_uri": format!("{u}/jwks")}),
+    );
+    assert!(self::issuer(&oidc, config()).metadata().await.is_err());
 }
 
 #[tokio::test]
