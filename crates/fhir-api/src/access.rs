@@ -187,6 +187,10 @@ fn is_cruds(p: &str) -> bool {
 pub struct Security {
     pub issuer: String,
     pub audience: String,
+    /// Where a client gets a token, for an external issuer whose discovery document says
+    /// (SMART App Launch 1.0's `oauth-uris` extension, which Azure's statement carried).
+    pub authorize_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
 }
 
 /// How far an allowed interaction reaches.

@@ -191,6 +191,18 @@ pub(crate) fn capabilities(
                 sec.issuer, sec.audience, ctx.base
             )
         });
+        // SMART App Launch 1.0 §"Declaring support for OAuth2 endpoints": the token endpoint
+        // is what the extension cannot do without.
+        if let Some(token) = &sec.token_endpoint {
+            let mut uris = vec![json!({"url": "token", "valueUri": token})];
+            if let Some(authorize) = &sec.authorize_endpoint {
+                uris.insert(0, json!({"url": "authorize", "valueUri": authorize}));
+            }
+            statement["rest"][0]["security"]["extension"] = json!([{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": uris
+            }]);
+        }
     }
     let statement = respond::narrow(ctx, statement, ctx.summary()?, ctx.elements().as_deref());
     Ok(respond::json(ctx, StatusCode::OK, &statement))

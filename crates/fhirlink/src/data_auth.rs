@@ -25,7 +25,7 @@ use fhir_api::{Access, FhirError};
 use fhir_model::IssueCode;
 use link_auth::identity::{unix_now, LOCAL_ISSUER};
 use link_auth::jwt::{TokenError, Verifier};
-use link_auth::oidc::{Authority, OidcConfig, OidcIssuers};
+use link_auth::oidc::{Authority, IssuerMetadata, OidcConfig, OidcIssuers};
 use link_gateway::Caller;
 use link_model::{DataRights, Plan};
 use serde_json::{json, Value};
@@ -334,6 +334,22 @@ fn unauthorized(service: &str, auth: Option<&ServiceAuth>, error: Option<&str>) 
     resp
 }
 
+/// What an external authority's discovery document says about getting tokens (fetched when
+/// not cached, with its keys); `None` for fhirlink's own issuer, and for an authority that
+/// cannot be had, whose endpoints are then left out of what clients are told.
+async fn issuer_metadata(auth: &DataAuth, settings: &ServiceAuth) -> Option<Arc<IssuerMetadata>> {
+    let Ok(Authority::Oidc(issuer)) = auth.authority(&settings.authority) else {
+        return None;
+    };
+    issuer
+        .metadata()
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(service = %settings.name, error = %e, "the authority's token endpoints are not known");
+        })
+        .ok()
+}
+
 /// `/.well-known/smart-configuration` (SMART App Launch 2.0 §conformance): which issuer's
 /// tokens the service takes and what they may say. fhirlink is a resource server only: for an
 /// external authority the endpoints to get a token from are those its discovery document
@@ -353,34 +369,27 @@ async fn smart_configuration(auth: &DataAuth, settings: &ServiceAuth) -> Respons
         ],
         "audience": settings.audience,
     });
-    if let Ok(Authority::Oidc(issuer)) = auth.authority(&settings.authority) {
-        match issuer.metadata().await {
-            Ok(m) => {
-                body["issuer"] = m.issuer.clone().into();
-                body["jwks_uri"] = m.jwks_uri.clone().into();
-                let optional = [
-                    (
-                        "authorization_endpoint",
-                        m.authorization_endpoint.clone().map(Value::from),
-                    ),
-                    ("token_endpoint", m.token_endpoint.clone().map(Value::from)),
-                    (
-                        "grant_types_supported",
-                        m.grant_types_supported.clone().map(Value::from),
-                    ),
-                    (
-                        "code_challenge_methods_supported",
-                        m.code_challenge_methods_supported.clone().map(Value::from),
-                    ),
-                ];
-                for (name, value) in optional {
-                    if let Some(v) = value {
-                        body[name] = v;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(service = %settings.name, error = %e, "smart-configuration without the authority's endpoints");
+    if let Some(m) = issuer_metadata(auth, settings).await {
+        body["issuer"] = m.issuer.clone().into();
+        body["jwks_uri"] = m.jwks_uri.clone().into();
+        let optional = [
+            (
+                "authorization_endpoint",
+                m.authorization_endpoint.clone().map(Value::from),
+            ),
+            ("token_endpoint", m.token_endpoint.clone().map(Value::from)),
+            (
+                "grant_types_supported",
+                m.grant_types_supported.clone().map(Value::from),
+            ),
+            (
+                "code_challenge_methods_supported",
+                m.code_challenge_methods_supported.clone().map(Value::from),
+            ),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                body[name] = v;
             }
         }
     }
@@ -410,6 +419,15 @@ pub(crate) async fn authenticate(
             }
         }
         if let Some(s) = &settings {
+            // Only what is known already: the CapabilityStatement never waits for the
+            // authority, so it answers while the identity provider is down.
+            let metadata = match auth.authority(&s.authority) {
+                Ok(Authority::Oidc(issuer)) => issuer.cached_metadata(),
+                _ => None,
+            };
+            let endpoint = |e: fn(&IssuerMetadata) -> &Option<String>| {
+                metadata.as_deref().and_then(|m| e(m).clone())
+            };
             req.extensions_mut().insert(fhir_api::access::Security {
                 issuer: if is_local(&s.authority) {
                     LOCAL_ISSUER.to_owned()
@@ -417,6 +435,8 @@ pub(crate) async fn authenticate(
                     s.authority.clone()
                 },
                 audience: s.audience.clone(),
+                authorize_endpoint: endpoint(|m| &m.authorization_endpoint),
+                token_endpoint: endpoint(|m| &m.token_endpoint),
             });
         }
         // No rights at all: fhir-api serves the CapabilityStatement and nothing else.

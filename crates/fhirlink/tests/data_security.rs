@@ -232,6 +232,10 @@ fn refused_tokens_get_401_with_a_bearer_challenge() {
         "{security}"
     );
     assert!(
+        security.get("extension").is_none(),
+        "fhirlink's own issuer has no token endpoint to name: {security}"
+    );
+    assert!(
         security["description"]
             .as_str()
             .is_some_and(|d| d.contains("the issuer fhirlink") && d.contains(AUD)),
@@ -883,6 +887,21 @@ fn an_external_oidc_issuer_with_key_rotation() {
             &json!(["S256"]),
             &json!(format!("{}/keys", issuer.url))
         ),
+        "{v}"
+    );
+    // So does the CapabilityStatement, in SMART 1.0's oauth-uris extension as Azure's did,
+    // once the authority's document is known (it never waits for the authority).
+    let (status, v, _) = d.send("GET", "metadata", None, None, &[]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["rest"][0]["security"]["extension"],
+        json!([{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "authorize", "valueUri": format!("{}/authorize", issuer.url)},
+                {"url": "token", "valueUri": format!("{}/token", issuer.url)}
+            ]
+        }]),
         "{v}"
     );
     // Rotation: k2 published, k1 withdrawn. The new kid is fetched on first use.

@@ -228,6 +228,11 @@ impl OidcIssuer {
         Ok(self.keys().await?.metadata.clone())
     }
 
+    /// The metadata of the last good fetch, if there was one; never fetches.
+    pub fn cached_metadata(&self) -> Option<Arc<IssuerMetadata>> {
+        self.current().map(|k| k.metadata.clone())
+    }
+
     /// Verifies `token` at `now` (seconds since the Unix epoch) for one of `audiences`,
     /// fetching keys when needed. A token that cannot be parsed never causes a fetch.
     pub async fn verify_for(
