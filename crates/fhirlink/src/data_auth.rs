@@ -51,6 +51,17 @@ struct ServiceAuth {
     verified: TokenCache,
 }
 
+impl ServiceAuth {
+    /// The issuer clients are told to get tokens from: the authority, or fhirlink's own.
+    fn issuer(&self) -> &str {
+        if is_local(&self.authority) {
+            LOCAL_ISSUER
+        } else {
+            &self.authority
+        }
+    }
+}
+
 /// The data plane's authentication layer.
 pub(crate) struct DataAuth {
     mode: AuthMode,
@@ -357,7 +368,7 @@ async fn issuer_metadata(auth: &DataAuth, settings: &ServiceAuth) -> Option<Arc<
 /// come from `fhirlink token`). An authority that cannot be reached leaves them out.
 async fn smart_configuration(auth: &DataAuth, settings: &ServiceAuth) -> Response {
     let mut body = json!({
-        "issuer": if is_local(&settings.authority) { LOCAL_ISSUER } else { settings.authority.as_str() },
+        "issuer": settings.issuer(),
         "scopes_supported": [
             "openid", "fhirUser", "launch/patient",
             "patient/*.cruds", "user/*.cruds", "system/*.cruds",
@@ -421,22 +432,17 @@ pub(crate) async fn authenticate(
         if let Some(s) = &settings {
             // Only what is known already: the CapabilityStatement never waits for the
             // authority, so it answers while the identity provider is down.
-            let metadata = match auth.authority(&s.authority) {
+            let known = match auth.authority(&s.authority) {
                 Ok(Authority::Oidc(issuer)) => issuer.cached_metadata(),
                 _ => None,
             };
-            let endpoint = |e: fn(&IssuerMetadata) -> &Option<String>| {
-                metadata.as_deref().and_then(|m| e(m).clone())
-            };
             req.extensions_mut().insert(fhir_api::access::Security {
-                issuer: if is_local(&s.authority) {
-                    LOCAL_ISSUER.to_owned()
-                } else {
-                    s.authority.clone()
-                },
+                issuer: s.issuer().to_owned(),
                 audience: s.audience.clone(),
-                authorize_endpoint: endpoint(|m| &m.authorization_endpoint),
-                token_endpoint: endpoint(|m| &m.token_endpoint),
+                authorize_endpoint: known
+                    .as_ref()
+                    .and_then(|m| m.authorization_endpoint.clone()),
+                token_endpoint: known.as_ref().and_then(|m| m.token_endpoint.clone()),
             });
         }
         // No rights at all: fhir-api serves the CapabilityStatement and nothing else.

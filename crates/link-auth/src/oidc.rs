@@ -127,7 +127,7 @@ const MAX_NAMES: usize = 16;
 const MAX_NAME_LEN: usize = 64;
 
 impl IssuerMetadata {
-    fn read(issuer: &str, jwks_uri: &Url, doc: &Value) -> IssuerMetadata {
+    fn read(issuer: String, jwks_uri: &Url, doc: &Value) -> IssuerMetadata {
         let endpoint = |name: &str| {
             doc.get(name)
                 .and_then(Value::as_str)
@@ -150,7 +150,7 @@ impl IssuerMetadata {
             (!names.is_empty()).then_some(names)
         };
         IssuerMetadata {
-            issuer: issuer.to_owned(),
+            issuer,
             jwks_uri: jwks_uri.as_str().to_owned(),
             authorization_endpoint: endpoint("authorization_endpoint"),
             token_endpoint: endpoint("token_endpoint"),
@@ -353,21 +353,17 @@ impl OidcIssuer {
             max_bytes: self.config.max_document_bytes,
         };
         let tls = || self.tls_config();
-        let known = state.jwks_uri.clone().and_then(|uri| {
-            let keys = self.current()?;
-            Some((
-                keys.issuers.first()?.issuer.clone(),
-                uri,
-                keys.metadata.clone(),
-            ))
-        });
-        let (issuer, jwks_uri, metadata) = match known {
+        let known = state
+            .jwks_uri
+            .clone()
+            .and_then(|uri| Some((uri, self.current()?.metadata.clone())));
+        let (jwks_uri, metadata) = match known {
             Some(known) => known,
             None => {
                 let doc = fetch::get_json(&self.discovery, &limits, tls).await?;
                 let (issuer, jwks_uri) = self.read_discovery(&doc)?;
-                let metadata = Arc::new(IssuerMetadata::read(&issuer, &jwks_uri, &doc));
-                (issuer, jwks_uri, metadata)
+                let metadata = Arc::new(IssuerMetadata::read(issuer, &jwks_uri, &doc));
+                (jwks_uri, metadata)
             }
         };
         self.jwks_fetches
@@ -386,7 +382,7 @@ impl OidcIssuer {
         state.jwks_uri = Some(jwks_uri);
         Ok(KeySet {
             issuers: vec![TrustedIssuer {
-                issuer,
+                issuer: metadata.issuer.clone(),
                 keys,
                 audiences: Vec::new(),
             }],

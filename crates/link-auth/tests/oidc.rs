@@ -344,7 +344,11 @@ async fn metadata_passes_on_the_token_endpoints_and_nothing_malformed() {
         "code_challenge_methods_supported": ["S256"],
     }));
     let issuer = issuer(&oidc, config());
+    // What is cached is all there is to have without a fetch, and it causes none.
+    assert_eq!(issuer.cached_metadata(), None);
+    assert_eq!(oidc.discovery_hits(), 0);
     let m = issuer.metadata().await.unwrap();
+    assert_eq!(issuer.cached_metadata().as_deref(), Some(&*m));
     assert_eq!(
         *m,
         IssuerMetadata {
