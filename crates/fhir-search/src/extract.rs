@@ -12,6 +12,8 @@
 //! §3.1.1.4.8). A reference's `identifier` is indexed as a token of the same parameter, which is
 //! what `:identifier` searches.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::normalize::{date_range, fold};
@@ -203,16 +205,77 @@ fn extract_tuples(
     }
 }
 
-/// Removes duplicates among `out[from..]` (a code repeated in two codings, say).
+/// Below this many values of one parameter, duplicates are found by comparing each with
+/// those before it: cheaper than hashing for the one to three values most parameters have.
+const DEDUP_BY_SCAN: usize = 16;
+
+/// Removes duplicates among `out[from..]` (a code repeated in two codings, say), keeping the
+/// first of each in order. Linear in the number of values: a Patient with 50,000 `telecom`
+/// entries has 100,000 values of `telecom`, `phone` and `email`, and the pairwise scan this
+/// replaces took 20 s on them (issue #15, defect 2).
 fn dedup_tail(out: &mut Vec<IndexEntry>, from: usize) {
-    let mut i = from;
-    while i < out.len() {
-        if out[from..i].contains(&out[i]) {
-            out.remove(i);
-        } else {
-            i += 1;
-        }
+    let n = out.len().saturating_sub(from);
+    if n < 2 {
+        return;
     }
+    if n <= DEDUP_BY_SCAN {
+        let mut i = from;
+        while i < out.len() {
+            if out[from..i].contains(&out[i]) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        return;
+    }
+    let tail = out.split_off(from);
+    // Hash → positions in `out` of the kept entries with that hash; equality decides, so a
+    // collision only costs a comparison.
+    let mut seen: HashMap<u64, Vec<usize>> = HashMap::with_capacity(tail.len());
+    for e in tail {
+        let slot = seen.entry(entry_hash(&e)).or_default();
+        if slot.iter().any(|&j| out[j] == e) {
+            continue;
+        }
+        slot.push(out.len());
+        out.push(e);
+    }
+}
+
+/// A hash consistent with `IndexEntry`'s `PartialEq`: equal entries hash alike. Floats are
+/// hashed by their bits after adding 0.0, which turns -0.0 (equal to 0.0) into 0.0; a NaN
+/// equals nothing, so whatever it hashes to is kept.
+fn entry_hash(e: &IndexEntry) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    e.param.hash(&mut h);
+    e.group.hash(&mut h);
+    let float =
+        |f: f64, h: &mut std::collections::hash_map::DefaultHasher| (f + 0.0).to_bits().hash(h);
+    match &e.value {
+        IndexValue::String { norm, exact } => (0u8, norm, exact).hash(&mut h),
+        IndexValue::Token { system, code, text } => (1u8, system, code, text).hash(&mut h),
+        IndexValue::Reference { ttype, tid, url } => (2u8, ttype, tid, url).hash(&mut h),
+        IndexValue::Date { lo, hi } => (3u8, lo, hi).hash(&mut h),
+        IndexValue::Number { lo, hi } => {
+            4u8.hash(&mut h);
+            float(*lo, &mut h);
+            float(*hi, &mut h);
+        }
+        IndexValue::Quantity {
+            system,
+            code,
+            lo,
+            hi,
+        } => {
+            (5u8, system, code).hash(&mut h);
+            float(*lo, &mut h);
+            float(*hi, &mut h);
+        }
+        IndexValue::Uri(u) => (6u8, u).hash(&mut h),
+    }
+    h.finish()
 }
 
 fn s(o: &Map<String, Value>, key: &str) -> Option<String> {
@@ -650,6 +713,60 @@ mod tests {
             of(&extract(&obs), "subject")[0],
             IndexValue::Reference { url: Some(_), .. }
         ));
+    }
+
+    // Regression (issue #15, defect 2): extraction was quadratic in the values of one
+    // parameter; this Patient took 20 s to extract before (about 0.3 s in a release build now).
+    #[test]
+    fn regression_15_2_fifty_thousand_telecoms_extract_in_linear_time() {
+        let telecom: Vec<Value> = (0..50_000)
+            .map(|i| json!({"system": "phone", "value": format!("555-{}", i % 40_000)}))
+            .collect();
+        let p = json!({"resourceType": "Patient", "id": "big", "telecom": telecom});
+        let phones = values(p.clone(), "phone");
+        // 10,000 numbers appear twice: each is indexed once, in first-seen order.
+        assert_eq!(phones.len(), 40_000);
+        assert_eq!(
+            phones[39_999],
+            IndexValue::Token {
+                system: Some("phone".into()),
+                code: Some("555-39999".into()),
+                text: None
+            }
+        );
+        assert_eq!(values(p, "telecom").len(), 40_000);
+    }
+
+    #[test]
+    fn dedup_keeps_first_of_each_in_order_above_and_below_the_scan_limit() {
+        for n in [3, DEDUP_BY_SCAN, DEDUP_BY_SCAN + 1, 200] {
+            let mut out = vec![IndexEntry {
+                param: 9,
+                value: IndexValue::Uri("before".into()),
+                group: 0,
+            }];
+            for i in 0..n {
+                out.push(IndexEntry {
+                    param: 1,
+                    value: IndexValue::Number {
+                        lo: (i % 3) as f64,
+                        hi: if i % 2 == 0 { 0.0 } else { -0.0 },
+                    },
+                    group: 0,
+                });
+            }
+            dedup_tail(&mut out, 1);
+            let kept: Vec<f64> = out[1..]
+                .iter()
+                .map(|e| match e.value {
+                    IndexValue::Number { lo, .. } => lo,
+                    _ => f64::NAN,
+                })
+                .collect();
+            // -0.0 equals 0.0, so the sign of `hi` makes no second copy.
+            assert_eq!(kept, [0.0, 1.0, 2.0], "n = {n}");
+            assert_eq!(out[0].value, IndexValue::Uri("before".into()));
+        }
     }
 
     #[test]
