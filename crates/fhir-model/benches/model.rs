@@ -1,17 +1,22 @@
 //! What the data plane pays to the model: decoding the embedded definitions at start, and
 //! validating one resource on every write. `cargo bench -p fhir-model`.
 
+use std::io::Read;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
 
+include!("../../../testdata/locate.rs.in");
+
+/// Every resource of the five Synthea patients in testdata/synthea (the team's sample).
 fn sample_resources() -> Vec<Value> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/synthea-r4/sample");
     let mut out = Vec::new();
-    for f in std::fs::read_dir(&dir).expect("synthea sample folder") {
-        let bundle: Value =
-            serde_json::from_slice(&std::fs::read(f.expect("entry").path()).expect("read"))
-                .expect("json");
+    for f in synthea_fixtures() {
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&f).expect("open"))
+            .read_to_end(&mut bytes)
+            .expect("gunzip");
+        let bundle: Value = serde_json::from_slice(&bytes).expect("json");
         for e in bundle["entry"].as_array().expect("entries") {
             out.push(e["resource"].clone());
         }

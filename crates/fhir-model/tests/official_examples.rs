@@ -1,16 +1,15 @@
-//! Every resource of the official R4 examples package (`hl7.fhir.r4.examples-4.0.1.tgz`)
-//! validates, except the few listed in [`KNOWN_INVALID`], each a genuine R4 violation in the
+//! Every resource of the official R4 examples package (`hl7.fhir.r4.examples-4.0.1.tgz`, from
+//! the npm registry by scripts/fetch-test-data) validates, except the few listed in [`KNOWN_INVALID`], each a genuine R4 violation in the
 //! published example.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 include!("known_invalid_examples.rs.in");
+include!("../../../testdata/locate.rs.in");
 
 #[test]
 fn official_examples_validate() {
-    let tgz = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
+    let tgz = test_data("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
     let file = std::fs::File::open(&tgz).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let defs = fhir_model::r4();

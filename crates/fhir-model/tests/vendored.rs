@@ -1,12 +1,16 @@
 //! The embedded definitions are exactly what the generator extracts from the official R4
-//! bundles in `shared/data/fhir-r4-core` (regenerate with `examples/vendor.rs`).
+//! bundles (regenerate with `examples/vendor.rs`): the definition bundles of the npm package
+//! `hl7.fhir.r4.examples@4.0.1` and the package `hl7.fhir.r4.expansions@4.0.1`, as
+//! scripts/fetch-test-data fetches and checks them.
 
 use std::path::PathBuf;
 
 use fhir_model::vendor;
 
+include!("../../../testdata/locate.rs.in");
+
 fn core_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fhir-r4-core")
+    test_data("fhir-r4-core")
 }
 
 #[test]
@@ -43,7 +47,7 @@ fn the_146_concrete_resource_types_are_known() {
 #[test]
 fn embedded_terminology_equals_a_fresh_extraction() {
     use std::io::Read;
-    let tgz = core_dir().join("../fhir-r4-expansions/hl7.fhir.r4.expansions-4.0.1.tgz");
+    let tgz = test_data("fhir-r4-expansions/hl7.fhir.r4.expansions-4.0.1.tgz");
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
         std::fs::File::open(&tgz).unwrap(),
     ));

@@ -1,19 +1,15 @@
 //! Every FHIR R4 core SearchParameter `expression` must parse, and evaluating them against the
 //! FHIRPath suite's example resources must neither error nor panic: the search indexer relies
-//! on both.
-
-use std::path::PathBuf;
+//! on both. The SearchParameters are the official bundle (`Bundle-searchParams.json` of the npm
+//! package `hl7.fhir.r4.examples@4.0.1`, fetched by scripts/fetch-test-data); the resources are
+//! the FHIRPath suite's inputs vendored in `testdata/fhirpath-r4`.
 
 use serde_json::Value;
 
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(rel)
-}
+include!("../../../testdata/locate.rs.in");
 
 fn expressions() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(shared("fhir-r4-core/search-parameters.json")).unwrap();
+    let text = std::fs::read_to_string(test_data("fhir-r4-core/search-parameters.json")).unwrap();
     let bundle: Value = serde_json::from_str(&text).unwrap();
     bundle["entry"]
         .as_array()
@@ -56,7 +52,7 @@ fn all_core_search_parameter_expressions_parse() {
 
 #[test]
 fn core_search_parameter_expressions_evaluate_on_examples() {
-    let dir = shared("fhirpath-r4/input-json");
+    let dir = fixture("fhirpath-r4/input-json");
     let mut resources = Vec::new();
     for f in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(f.unwrap().path()).unwrap();

@@ -1,12 +1,15 @@
 //! The real corpora: every official R4 example that is valid round-trips (created, read back,
-//! semantically equal), and every Synthea patient bundle loads as one transaction.
+//! semantically equal), and every Synthea patient bundle loads as one transaction. The examples
+//! are the npm package `hl7.fhir.r4.examples@4.0.1` (scripts/fetch-test-data); the Synthea
+//! bundles are the five patients of `testdata/synthea`, or with FHIRLINK_FULL_DATA (a
+//! shared/data folder) all 615 of the team's set.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use common::{json, shared_data, status_json, Server};
+use common::{full_data, json, status_json, synthea_fixtures, test_data, Server};
 use serde_json::Value;
 
 /// Removes what the server adds (`meta.versionId`, `meta.lastUpdated`, and `meta` when that
@@ -25,7 +28,7 @@ fn without_server_meta(mut v: Value) -> Value {
 }
 
 fn official_examples() -> Vec<(String, Value)> {
-    let path = shared_data().join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
+    let path = test_data("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = Vec::new();
@@ -121,14 +124,26 @@ fn official_examples_round_trip() {
 // The examples the R4 package ships that break R4's own rules, each with its reason.
 include!("../../fhir-model/tests/known_invalid_examples.rs.in");
 
-#[test]
-fn every_synthea_bundle_loads_as_one_transaction() {
-    let path = shared_data().join("synthea-r4/smart-generated-sample-data-r4-synthea.tar.gz");
+/// Calls `load` with each Synthea bundle (file name, JSON), one at a time (the full set is
+/// 689 MB unpacked): the five patients of testdata/synthea, or with FHIRLINK_FULL_DATA every
+/// bundle of its Synthea set. Returns how many patient bundles and resources the set has.
+fn for_each_synthea_bundle(mut load: impl FnMut(&str, Vec<u8>)) -> (usize, u64) {
+    let Some(full) = full_data() else {
+        let files = synthea_fixtures();
+        for f in &files {
+            let mut body = Vec::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
+                .read_to_end(&mut body)
+                .unwrap();
+            load(&f.file_name().unwrap().to_string_lossy(), body);
+        }
+        // Five patient bundles of 476 resources, and nothing else (testdata/README.md).
+        assert_eq!(files.len(), 5);
+        return (5, 476);
+    };
+    let path = full.join("synthea-r4/smart-generated-sample-data-r4-synthea.tar.gz");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let s = Server::start();
-    let client = reqwest::blocking::Client::new();
-    let (mut bundles, mut resources) = (0, 0u64);
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         let name = entry.path().unwrap().to_string_lossy().into_owned();
@@ -137,6 +152,19 @@ fn every_synthea_bundle_loads_as_one_transaction() {
         }
         let mut body = Vec::new();
         entry.read_to_end(&mut body).unwrap();
+        load(&name, body);
+    }
+    // Besides the 615 patients the set has one hospital and one practitioner bundle; 191,093
+    // resources in all (shared/data/README.md).
+    (615, 191_093)
+}
+
+#[test]
+fn every_synthea_bundle_loads_as_one_transaction() {
+    let s = Server::start();
+    let client = reqwest::blocking::Client::new();
+    let (mut bundles, mut resources) = (0, 0u64);
+    let (patients, total) = for_each_synthea_bundle(|name, body| {
         let sent: Value = serde_json::from_slice(&body).unwrap();
         let n = sent["entry"].as_array().unwrap().len();
         let r = client
@@ -152,13 +180,13 @@ fn every_synthea_bundle_loads_as_one_transaction() {
         assert!(entries
             .iter()
             .all(|e| e["response"]["status"] == "201 Created"));
-        // Besides the 615 patients the set has one hospital and one practitioner bundle.
         if !name.contains("Information") {
             bundles += 1;
         }
         resources += n as u64;
-    }
-    assert_eq!(bundles, 615, "patient bundles");
+    });
+    assert_eq!(bundles, patients, "patient bundles");
+    assert_eq!(resources, total, "resources in the bundles");
     let h = json(s.get("_history?_count=0").send().unwrap());
     assert_eq!(h["total"].as_u64(), Some(resources));
 }

@@ -1,12 +1,13 @@
 //! Search (FHIR R4 search.html) against the real binary. Expectations are computed in the test
-//! from the JSON that was loaded (the five Synthea sample patients) or from small fixtures
-//! whose answers are worked out by hand in the comments, never copied from the server.
+//! from the JSON that was loaded (the five Synthea patients of `testdata/synthea`) or from small
+//! fixtures whose answers are worked out by hand in the comments, never copied from the server.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 
-use common::{json, shared_data, status_json, Server};
+use common::{json, status_json, synthea_fixtures, Server};
 use serde_json::{json, Value};
 
 /// The Synthea sample, loaded: every resource as stored (references rewritten to `Type/id`).
@@ -17,15 +18,12 @@ struct Loaded {
 
 fn load_sample() -> Loaded {
     let s = Server::start();
-    let dir = shared_data().join("synthea-r4/sample");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
     let mut resources = Vec::new();
-    for f in files {
-        let body = std::fs::read(&f).unwrap();
+    for f in synthea_fixtures() {
+        let mut body = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&f).unwrap())
+            .read_to_end(&mut body)
+            .unwrap();
         let sent: Value = serde_json::from_slice(&body).unwrap();
         let r = s
             .request("POST", "")

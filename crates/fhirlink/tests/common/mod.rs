@@ -179,7 +179,6 @@ pub fn assert_outcome(v: &Value, code: &str, expression: Option<&str>) {
     }
 }
 
-/// Where the shared test data lives (beside the checkout).
-pub fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-}
+// Where the test data lives: `test_data` (the fetched R4 packages), `fixture`,
+// `synthea_fixtures` (testdata/) and `full_data` (FHIRLINK_FULL_DATA, only when asked).
+include!("../../../../testdata/locate.rs.in");
