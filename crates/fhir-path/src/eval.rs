@@ -36,6 +36,13 @@ pub(crate) struct Evaluator<'a> {
     vars: Vec<(String, Coll<'a>)>,
     pub(crate) now: Temporal,
     depth: std::cell::Cell<usize>,
+    /// What is left of the budget ([`Options::max_steps`]); every item a subexpression
+    /// yields and every pair of items compared costs a step.
+    steps_left: std::cell::Cell<usize>,
+    max_steps: usize,
+    /// What is left of [`Options::max_string_bytes`] for computed strings.
+    bytes_left: std::cell::Cell<usize>,
+    max_string_bytes: usize,
     /// Compiled `matches`/`replaceMatches` patterns, so a `where()` over many items compiles
     /// each pattern once.
     pub(crate) regexes: std::cell::RefCell<Vec<(String, regex::Regex)>>,
@@ -75,8 +82,63 @@ impl<'a> Evaluator<'a> {
                 .collect(),
             now: Temporal::from_unix_millis(ms),
             depth: std::cell::Cell::new(0),
+            steps_left: std::cell::Cell::new(options.max_steps),
+            max_steps: options.max_steps,
+            bytes_left: std::cell::Cell::new(options.max_string_bytes),
+            max_string_bytes: options.max_string_bytes,
             regexes: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// The steps of the budget not yet spent.
+    pub(crate) fn steps_left(&self) -> usize {
+        self.steps_left.get()
+    }
+
+    /// Spends `n` steps of the budget, or fails when fewer are left.
+    pub(crate) fn charge(&self, n: usize) -> Result<(), EvalError> {
+        self.afford(n)?;
+        self.steps_left.set(self.steps_left.get() - n);
+        Ok(())
+    }
+
+    /// Fails, without spending, when `n` more steps would exceed the budget: checked while a
+    /// collection is being built, so none grows far past the budget before it is charged.
+    pub(crate) fn afford(&self, n: usize) -> Result<(), EvalError> {
+        if n > self.steps_left.get() {
+            return Err(EvalError::TooCostly(format!(
+                "the expression needs more than {} steps (items produced or compared)",
+                self.max_steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails, without spending, when a string of `n` bytes is more than is left of the
+    /// string budget: checked before a concatenation, `join` or `replace` allocates it.
+    pub(crate) fn afford_string(&self, n: usize) -> Result<(), EvalError> {
+        if n > self.bytes_left.get() {
+            return Err(EvalError::TooCostly(format!(
+                "the expression builds more than {} bytes of strings",
+                self.max_string_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Charges a result: one step per item and its computed strings' bytes.
+    fn charge_result(&self, c: &[Item<'a>]) -> Result<(), EvalError> {
+        self.charge(c.len())?;
+        let bytes = c
+            .iter()
+            .map(|i| match i {
+                Item::Value(Primitive::String(s)) => s.len(),
+                _ => 0,
+            })
+            .fold(0usize, usize::saturating_add);
+        self.afford_string(bytes)?;
+        self.bytes_left.set(self.bytes_left.get() - bytes);
+        Ok(())
     }
 
     pub(crate) fn run(&self, ast: &Ast) -> R<'a> {
@@ -105,7 +167,9 @@ impl<'a> Evaluator<'a> {
         self.depth.set(d);
         let r = self.eval_inner(ast, input, scope);
         self.depth.set(d - 1);
-        r
+        let r = r?;
+        self.charge_result(&r)?;
+        Ok(r)
     }
 
     fn eval_inner(&self, ast: &Ast, input: &[Item<'a>], scope: &Scope<'a>) -> R<'a> {
@@ -115,6 +179,7 @@ impl<'a> Evaluator<'a> {
                 let mut out = Vec::new();
                 for it in input {
                     navigate(it, name, &mut out);
+                    self.afford(out.len())?;
                 }
                 Ok(out)
             }
@@ -236,11 +301,11 @@ impl<'a> Evaluator<'a> {
             _ => {}
         }
         let b = self.eval(r, input, scope)?;
-        binary_values(op, a, b)
+        binary_values(self, op, a, b)
     }
 }
 
-pub(crate) fn binary_values<'a>(op: BinOp, a: Coll<'a>, b: Coll<'a>) -> R<'a> {
+pub(crate) fn binary_values<'a>(ev: &Evaluator<'a>, op: BinOp, a: Coll<'a>, b: Coll<'a>) -> R<'a> {
     match op {
         BinOp::Xor => {
             let (x, y) = (to_bool(&a, "xor")?, to_bool(&b, "xor")?);
@@ -249,7 +314,7 @@ pub(crate) fn binary_values<'a>(op: BinOp, a: Coll<'a>, b: Coll<'a>) -> R<'a> {
                 _ => None,
             }))
         }
-        BinOp::Union => Ok(union(a, b)),
+        BinOp::Union => union(ev, a, b),
         BinOp::Eq | BinOp::Ne => {
             if a.is_empty() || b.is_empty() {
                 return Ok(Vec::new());
@@ -258,11 +323,13 @@ pub(crate) fn binary_values<'a>(op: BinOp, a: Coll<'a>, b: Coll<'a>) -> R<'a> {
             Ok(opt_bool(eq.map(|e| if op == BinOp::Eq { e } else { !e })))
         }
         BinOp::Equiv | BinOp::NotEquiv => {
+            ev.charge(a.len().saturating_mul(b.len()).saturating_mul(2))?;
             let e = coll_equivalent(&a, &b);
             Ok(vec![boolean(if op == BinOp::Equiv { e } else { !e })])
         }
         BinOp::In | BinOp::Contains => {
             let (item, coll) = if op == BinOp::In { (a, b) } else { (b, a) };
+            ev.charge(coll.len())?;
             match item.len() {
                 0 => Ok(Vec::new()),
                 1 => Ok(vec![boolean(
@@ -293,17 +360,18 @@ pub(crate) fn binary_values<'a>(op: BinOp, a: Coll<'a>, b: Coll<'a>) -> R<'a> {
                     None => String::new(),
                 })
             };
-            Ok(vec![Item::Value(Primitive::String(format!(
-                "{}{}",
-                s(&a)?,
-                s(&b)?
-            )))])
+            let (x, y) = (s(&a)?, s(&b)?);
+            ev.afford_string(x.len().saturating_add(y.len()))?;
+            Ok(vec![Item::Value(Primitive::String(x + &y))])
         }
         _ => {
             let (Some(x), Some(y)) = (singleton_prim(&a, "arith")?, singleton_prim(&b, "arith")?)
             else {
                 return Ok(Vec::new());
             };
+            if let (Primitive::String(p), Primitive::String(q)) = (&x, &y) {
+                ev.afford_string(p.len().saturating_add(q.len()))?;
+            }
             Ok(arith(op, x, y)?.map(Item::Value).into_iter().collect())
         }
     }
@@ -735,14 +803,17 @@ fn system_name_of(fhir: &str) -> Option<&'static str> {
 // ---------------------------------------------------------------------------------------------
 // Equality, equivalence, comparison
 
-pub(crate) fn union<'a>(a: Coll<'a>, b: Coll<'a>) -> Coll<'a> {
+/// `|` and `union()` (§ 6.5): the items of both, without duplicates. Each new item is
+/// compared with every item kept so far, so the work is charged per comparison.
+pub(crate) fn union<'a>(ev: &Evaluator<'a>, a: Coll<'a>, b: Coll<'a>) -> R<'a> {
     let mut out: Coll<'a> = Vec::new();
     for x in a.into_iter().chain(b) {
+        ev.charge(out.len().max(1))?;
         if !out.iter().any(|y| items_equal(&x, y) == Some(true)) {
             out.push(x);
         }
     }
-    out
+    Ok(out)
 }
 
 fn coll_equal(a: &[Item], b: &[Item]) -> Option<bool> {
@@ -803,10 +874,23 @@ fn prim_pair(x: &Item, y: &Item) -> Option<(Primitive, Primitive)> {
     Some((a2, b2))
 }
 
+/// Whether two nodes hold the very same JSON (not merely equal JSON).
+fn same_json(a: &Node, b: &Node) -> bool {
+    std::ptr::eq(a.json(), b.json())
+        && match (a.ext_json(), b.ext_json()) {
+            (None, None) => true,
+            (Some(x), Some(y)) => std::ptr::eq(x, y),
+            _ => false,
+        }
+}
+
 /// `=` on single items: `None` when the result is unknown (date precision).
 pub(crate) fn items_equal(x: &Item, y: &Item) -> Option<bool> {
     if is_complex(x) || is_complex(y) {
         return Some(match (x, y) {
+            // The same node (as `Patient.combine(Patient)` yields it) is equal to itself
+            // without comparing its JSON, which may be the whole resource.
+            (Item::Node(a), Item::Node(b)) if same_json(a, b) => true,
             (Item::Node(a), Item::Node(b)) => a.json() == b.json() && a.ext_json() == b.ext_json(),
             _ => false,
         });

@@ -319,6 +319,7 @@ fn fn_subset_of<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     } else {
         (other.as_slice(), input)
     };
+    cx.ev.charge(small.len().saturating_mul(big.len()))?;
     one(small
         .iter()
         .all(|x| big.iter().any(|y| items_equal(x, y) == Some(true))))
@@ -330,7 +331,7 @@ fn fn_is_distinct<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let input = cx.input;
     let one = |b: bool| -> R<'a> { Ok(vec![boolean(b)]) };
     arity(name, args, 0, 0)?;
-    one(union(input.to_vec(), Vec::new()).len() == input.len())
+    one(union(cx.ev, input.to_vec(), Vec::new())?.len() == input.len())
 }
 
 fn fn_distinct<'a>(cx: &Cx<'a, '_>) -> R<'a> {
@@ -338,7 +339,7 @@ fn fn_distinct<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let args = cx.args;
     let input = cx.input;
     arity(name, args, 0, 0)?;
-    Ok(union(input.to_vec(), Vec::new()))
+    union(cx.ev, input.to_vec(), Vec::new())
 }
 
 fn fn_count<'a>(cx: &Cx<'a, '_>) -> R<'a> {
@@ -398,6 +399,7 @@ fn fn_repeat<'a>(cx: &Cx<'a, '_>) -> R<'a> {
                 let new = match &r {
                     Item::Node(n) if !n.detached => seen.insert(n.path.clone()),
                     _ => {
+                        cx.ev.charge(values.len())?;
                         let dup = values.iter().any(|o| items_equal(o, &r) == Some(true));
                         if !dup {
                             values.push(r.clone());
@@ -509,6 +511,7 @@ fn fn_intersect<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let other = arg(0)?;
     let mut out: Coll<'a> = Vec::new();
     for x in input {
+        cx.ev.charge(other.len().saturating_add(out.len()))?;
         if other.iter().any(|y| items_equal(x, y) == Some(true))
             && !out.iter().any(|y| items_equal(x, y) == Some(true))
         {
@@ -525,6 +528,7 @@ fn fn_exclude<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let arg = |i: usize| cx.arg(i);
     arity(name, args, 1, 1)?;
     let other = arg(0)?;
+    cx.ev.charge(input.len().saturating_mul(other.len()))?;
     Ok(input
         .iter()
         .filter(|x| !other.iter().any(|y| items_equal(x, y) == Some(true)))
@@ -538,7 +542,7 @@ fn fn_union<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let input = cx.input;
     let arg = |i: usize| cx.arg(i);
     arity(name, args, 1, 1)?;
-    Ok(union(input.to_vec(), arg(0)?))
+    union(cx.ev, input.to_vec(), arg(0)?)
 }
 
 fn fn_combine<'a>(cx: &Cx<'a, '_>) -> R<'a> {
@@ -817,7 +821,10 @@ fn fn_upper<'a>(cx: &Cx<'a, '_>) -> R<'a> {
         "lower" => vec![s(st.to_lowercase())],
         "trim" => vec![s(st.trim().to_string())],
         "length" => vec![int(st.chars().count() as i64)],
-        "toChars" => st.chars().map(|c| s(c.to_string())).collect(),
+        "toChars" => {
+            cx.ev.afford(st.len())?;
+            st.chars().map(|c| s(c.to_string())).collect()
+        }
         _ => {
             let how = singleton_str(&arg(0)?, name)?.unwrap_or_default();
             codec(name, &how, &st).map(s).into_iter().collect()
@@ -838,6 +845,14 @@ fn fn_replace<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     ) else {
         return Ok(Vec::new());
     };
+    // The result's length, known before it is built: every match becomes `rep`.
+    let matches = if pat.is_empty() {
+        st.chars().count() + 1
+    } else {
+        st.matches(pat.as_str()).count()
+    };
+    cx.ev
+        .afford_string(matches.saturating_mul(rep.len()).saturating_add(st.len()))?;
     if pat.is_empty() {
         // § replace: an empty pattern surrounds every character with the substitution.
         let mut out = rep.clone();
@@ -880,7 +895,26 @@ fn fn_replace_matches<'a>(cx: &Cx<'a, '_>) -> R<'a> {
         return Ok(vec![s(st)]);
     }
     let re = regex(cx.ev, &pat, name, false)?;
-    Ok(vec![s(re.replace_all(&st, rep.as_str()).into_owned())])
+    // A replacement may repeat the match (`$0$0`), so the length is counted as it grows and
+    // the rest is skipped once it is over the budget.
+    let mut built = st.len();
+    let mut over = false;
+    let out = re.replace_all(&st, |caps: &regex::Captures| {
+        let mut piece = String::new();
+        if !over {
+            caps.expand(&rep, &mut piece);
+            built = built.saturating_add(piece.len());
+            over = cx.ev.afford_string(built).is_err();
+        }
+        if over {
+            piece.clear();
+        }
+        piece
+    });
+    if over {
+        cx.ev.afford_string(built)?;
+    }
+    Ok(vec![s(out.into_owned())])
 }
 
 fn fn_split<'a>(cx: &Cx<'a, '_>) -> R<'a> {
@@ -892,6 +926,7 @@ fn fn_split<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let (Some(st), Some(sep)) = (input_str(input, name)?, singleton_str(&arg(0)?, name)?) else {
         return Ok(Vec::new());
     };
+    cx.ev.afford(st.len().saturating_add(1))?;
     Ok(st.split(sep.as_str()).map(|p| s(p.to_string())).collect())
 }
 
@@ -906,6 +941,11 @@ fn fn_join<'a>(cx: &Cx<'a, '_>) -> R<'a> {
         .iter()
         .filter_map(|i| i.to_primitive().map(|p| p.to_string()))
         .collect();
+    let len = parts
+        .iter()
+        .map(|p| p.len().saturating_add(sep.len()))
+        .fold(0usize, usize::saturating_add);
+    cx.ev.afford_string(len)?;
     Ok(vec![s(parts.join(&sep))])
 }
 
@@ -924,6 +964,7 @@ fn fn_children<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let mut out = Vec::new();
     for it in input {
         children(it, &mut out);
+        cx.ev.afford(out.len())?;
     }
     Ok(out)
 }
@@ -939,7 +980,9 @@ fn fn_descendants<'a>(cx: &Cx<'a, '_>) -> R<'a> {
         let mut next = Vec::new();
         for it in &frontier {
             children(it, &mut next);
+            cx.ev.afford(out.len().saturating_add(next.len()))?;
         }
+        cx.ev.charge(next.len())?;
         out.extend(next.iter().cloned());
         if out.len() > MAX_REPEAT {
             return Err(EvalError::TooDeep);
@@ -1018,7 +1061,7 @@ fn fn_aggregate<'a>(cx: &Cx<'a, '_>) -> R<'a> {
 fn fn_sum<'a>(cx: &Cx<'a, '_>) -> R<'a> {
     let name = cx.name;
     let input = cx.input;
-    aggregate_fn(name, input)
+    aggregate_fn(cx.ev, name, input)
 }
 
 fn fn_sort<'a>(cx: &Cx<'a, '_>) -> R<'a> {
@@ -1569,7 +1612,7 @@ fn math<'a>(name: &str, args: &[Ast], input: &[Item<'a>], arg: impl Fn(usize) ->
     })
 }
 
-fn aggregate_fn<'a>(name: &str, input: &[Item<'a>]) -> R<'a> {
+fn aggregate_fn<'a>(ev: &Evaluator<'a>, name: &str, input: &[Item<'a>]) -> R<'a> {
     let prims: Vec<Primitive> = input.iter().filter_map(Item::to_primitive).collect();
     if prims.is_empty() {
         return Ok(if name == "sum" {
@@ -1595,6 +1638,7 @@ fn aggregate_fn<'a>(name: &str, input: &[Item<'a>]) -> R<'a> {
             let mut acc = prims[0].clone();
             for p in &prims[1..] {
                 acc = match crate::eval::binary_values(
+                    ev,
                     crate::parser::BinOp::Add,
                     vec![Item::Value(acc)],
                     vec![Item::Value(p.clone())],

@@ -7,8 +7,18 @@ use crate::lexer::{tokenize, Tok, Token};
 use crate::temporal::Temporal;
 use crate::ParseError;
 
-/// Nesting bound: deeper expressions are rejected instead of overflowing the stack.
-const MAX_DEPTH: usize = 200;
+/// The deepest expression accepted, counted two ways: the parser's own recursion (each
+/// parenthesis, argument list or operand nests it) and the depth of the tree it builds (each
+/// operator, `.` invocation and `[]` indexer adds a level, even in a long flat chain like
+/// `1+1+…+1` or `a.b.c…`, which the parser reads in a loop). The evaluator, `Clone` and
+/// `Drop` of the tree all recurse once per level, so an unbounded tree overflows the stack
+/// (issue #15: 50,000 `+` terms aborted the server). 128 is far beyond any real expression
+/// (the R4 search parameters and the official test suite stay under 20) and, at a few
+/// hundred bytes of stack per level, well inside a 2 MiB tokio worker stack.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// A parsed subexpression and the depth of its tree (a leaf is 1).
+type Parsed = (Ast, usize);
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Lit {
@@ -93,7 +103,7 @@ pub(crate) fn parse_ast(src: &str) -> Result<Ast, ParseError> {
     if p.toks.is_empty() {
         return Err(ParseError::new(0, "empty expression"));
     }
-    let ast = p.expr(0)?;
+    let (ast, _) = p.expr(0)?;
     if let Some(t) = p.toks.get(p.pos) {
         return Err(ParseError::new(
             t.pos,
@@ -188,14 +198,31 @@ impl Parser {
     fn enter(&mut self) -> Result<(), ParseError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(ParseError::new(self.here(), "expression nested too deeply"));
+            return Err(self.too_deep());
         }
         Ok(())
     }
 
-    fn expr(&mut self, min_bp: u8) -> Result<Ast, ParseError> {
+    fn too_deep(&self) -> ParseError {
+        ParseError::new(
+            self.here(),
+            &format!("expression nested too deeply (at most {MAX_DEPTH} levels)"),
+        )
+    }
+
+    /// The depth of a node over children of depth `children`, refused past [`MAX_DEPTH`]
+    /// before the node is built, so no tree deeper than the bound ever exists.
+    fn level(&self, children: usize) -> Result<usize, ParseError> {
+        let d = children + 1;
+        if d > MAX_DEPTH {
+            return Err(self.too_deep());
+        }
+        Ok(d)
+    }
+
+    fn expr(&mut self, min_bp: u8) -> Result<Parsed, ParseError> {
         self.enter()?;
-        let mut lhs = self.unary()?;
+        let (mut lhs, mut depth) = self.unary()?;
         while let Some((bp, op)) = self.peek().and_then(infix) {
             if bp < min_bp {
                 break;
@@ -204,11 +231,13 @@ impl Parser {
             match op {
                 Some(op) => {
                     // All binary operators are left-associative.
-                    let rhs = self.expr(bp + 1)?;
+                    let (rhs, rd) = self.expr(bp + 1)?;
+                    depth = self.level(depth.max(rd))?;
                     lhs = Ast::Binary(op, Box::new(lhs), Box::new(rhs));
                 }
                 None => {
                     let ts = self.type_spec()?;
+                    depth = self.level(depth)?;
                     lhs = if matches!(kw, Some(Tok::Ident(ref s, _)) if s == "is") {
                         Ast::Is(Box::new(lhs), ts)
                     } else {
@@ -218,7 +247,7 @@ impl Parser {
             }
         }
         self.depth -= 1;
-        Ok(lhs)
+        Ok((lhs, depth))
     }
 
     fn type_spec(&mut self) -> Result<TypeSpec, ParseError> {
@@ -243,16 +272,16 @@ impl Parser {
         }
     }
 
-    fn unary(&mut self) -> Result<Ast, ParseError> {
+    fn unary(&mut self) -> Result<Parsed, ParseError> {
         if self.eat("-") {
             self.enter()?;
-            let inner = self.unary()?;
+            let (inner, d) = self.unary()?;
             self.depth -= 1;
             return Ok(match inner {
-                Ast::Lit(Lit::Int(i)) => Ast::Lit(Lit::Int(-i)),
-                Ast::Lit(Lit::Dec(d)) => Ast::Lit(Lit::Dec(d.neg())),
-                Ast::Lit(Lit::Quantity(d, u)) => Ast::Lit(Lit::Quantity(d.neg(), u)),
-                other => Ast::Neg(Box::new(other)),
+                Ast::Lit(Lit::Int(i)) => (Ast::Lit(Lit::Int(-i)), d),
+                Ast::Lit(Lit::Dec(x)) => (Ast::Lit(Lit::Dec(x.neg())), d),
+                Ast::Lit(Lit::Quantity(x, u)) => (Ast::Lit(Lit::Quantity(x.neg(), u)), d),
+                other => (Ast::Neg(Box::new(other)), self.level(d)?),
             });
         }
         if self.eat("+") {
@@ -264,33 +293,35 @@ impl Parser {
         self.postfix()
     }
 
-    fn postfix(&mut self) -> Result<Ast, ParseError> {
-        let mut e = self.term()?;
+    fn postfix(&mut self) -> Result<Parsed, ParseError> {
+        let (mut e, mut depth) = self.term()?;
         loop {
             if self.eat(".") {
-                let inv = self.invocation()?;
+                let (inv, id) = self.invocation()?;
+                depth = self.level(depth.max(id))?;
                 e = Ast::Invoke(Box::new(e), Box::new(inv));
             } else if self.eat("[") {
-                let idx = self.expr(0)?;
+                let (idx, id) = self.expr(0)?;
                 self.expect("]")?;
+                depth = self.level(depth.max(id))?;
                 e = Ast::Indexer(Box::new(e), Box::new(idx));
             } else {
-                return Ok(e);
+                return Ok((e, depth));
             }
         }
     }
 
     /// An identifier or function call after `.` (or at the head of a path).
-    fn invocation(&mut self) -> Result<Ast, ParseError> {
+    fn invocation(&mut self) -> Result<Parsed, ParseError> {
         match self.next() {
             Some(Tok::Ident(name, delimited)) => {
                 if !delimited && self.eat("(") {
-                    let args = self.args()?;
-                    return Ok(Ast::Call(name, args));
+                    let (args, d) = self.args()?;
+                    return Ok((Ast::Call(name, args), self.level(d)?));
                 }
-                Ok(Ast::Ident(name))
+                Ok((Ast::Ident(name), 1))
             }
-            Some(Tok::Dollar(d)) => Ok(dollar(&d)),
+            Some(Tok::Dollar(d)) => Ok((dollar(&d), 1)),
             _ => Err(ParseError::new(
                 self.here(),
                 "expected an identifier or function after '.'",
@@ -298,30 +329,34 @@ impl Parser {
         }
     }
 
-    fn args(&mut self) -> Result<Vec<Ast>, ParseError> {
+    /// A call's arguments and the depth of the deepest (0 without arguments).
+    fn args(&mut self) -> Result<(Vec<Ast>, usize), ParseError> {
         let mut args = Vec::new();
+        let mut depth = 0;
         if self.eat(")") {
-            return Ok(args);
+            return Ok((args, depth));
         }
         loop {
-            args.push(self.expr(0)?);
+            let (a, d) = self.expr(0)?;
+            args.push(a);
+            depth = depth.max(d);
             if self.eat(")") {
-                return Ok(args);
+                return Ok((args, depth));
             }
             self.expect(",")?;
         }
     }
 
-    fn term(&mut self) -> Result<Ast, ParseError> {
+    fn term(&mut self) -> Result<Parsed, ParseError> {
         let pos = self.here();
         let Some(tok) = self.next() else {
             return Err(ParseError::new(pos, "unexpected end of expression"));
         };
-        Ok(match tok {
+        let leaf = match tok {
             Tok::Punct("(") => {
                 let e = self.expr(0)?;
                 self.expect(")")?;
-                e
+                return Ok(e);
             }
             Tok::Punct("{") => {
                 self.expect("}")?;
@@ -349,7 +384,7 @@ impl Parser {
             Tok::Ident(s, false) if s == "false" => Ast::Lit(Lit::Bool(false)),
             Tok::Ident(..) => {
                 self.pos -= 1;
-                self.invocation()?
+                return self.invocation();
             }
             other => {
                 return Err(ParseError::new(
@@ -357,7 +392,8 @@ impl Parser {
                     &format!("unexpected {}", describe(&other)),
                 ))
             }
-        })
+        };
+        Ok((leaf, 1))
     }
 
     fn number(&mut self, n: &str, pos: usize) -> Result<Ast, ParseError> {

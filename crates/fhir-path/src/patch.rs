@@ -5,9 +5,48 @@
 
 use serde_json::{Map, Value};
 
+use crate::eval::Evaluator;
 use crate::parser::Ast;
 use crate::value::PathSegment;
-use crate::{evaluate, Expr, Item};
+use crate::{Expr, Item, Options};
+
+/// Most operations one patch may carry. A FHIR client sends a handful; a thousand is far
+/// beyond that and bounds the work of applying it (each operation evaluates its path over the
+/// whole resource). Issue #15 sent 50,000.
+pub const MAX_OPERATIONS: usize = 1000;
+
+/// Deepest nesting of objects and arrays a patch may leave in the resource. serde_json, which
+/// reads every stored resource back, refuses more than 127 levels, and a resource is read
+/// again inside a Bundle (`entry[].resource`, three levels more), so a patch may not build
+/// what the parser could not read back; 100 leaves that room. Without a bound, operations
+/// that each add a deep value inside the previous one grow the resource without limit, and
+/// serialising or even dropping it then recurses past the stack (issue #15).
+pub const MAX_NESTING: usize = 100;
+
+/// The work all the path evaluations of one patch may do together, in the evaluator's steps
+/// (see [`crate::DEFAULT_MAX_STEPS`]). The patch is applied while the store's single writer
+/// is held, so its cost must stay small whatever the paths ask for: a million steps take
+/// well under a second, and a real patch path uses a few per element it reads.
+pub const MAX_STEPS: usize = 1_000_000;
+
+/// The bounds a patch is parsed and applied under; [`Limits::default`] uses the constants
+/// of this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_operations: usize,
+    pub max_nesting: usize,
+    pub max_steps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: MAX_OPERATIONS,
+            max_nesting: MAX_NESTING,
+            max_steps: MAX_STEPS,
+        }
+    }
+}
 
 /// Why a patch failed, naming the operation (0-based) and its path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,14 +83,79 @@ pub fn apply_with(
     parameters: &Value,
     is_array: &dyn Fn(&str) -> bool,
 ) -> Result<(), PatchError> {
-    let ops = parse_operations(parameters)?;
-    // Work on a copy so a failing operation leaves the resource untouched.
-    let mut work = resource.clone();
-    for op in &ops {
-        op.apply(&mut work, is_array)?;
+    Patch::parse(parameters, Limits::default())?.apply(resource, is_array)
+}
+
+/// A FHIRPath Patch parsed and checked (operation count, paths parsed within the
+/// expression depth bound), so that it can be refused before the resource is read, and then
+/// applied under its [`Limits`].
+#[derive(Debug)]
+pub struct Patch {
+    ops: Vec<Operation>,
+    limits: Limits,
+}
+
+impl Patch {
+    /// Parses the operations of a Parameters resource. Everything wrong with the patch itself
+    /// is found here (a malformed patch, HTTP 400).
+    pub fn parse(parameters: &Value, limits: Limits) -> Result<Patch, PatchError> {
+        Ok(Patch {
+            ops: parse_operations(parameters, limits.max_operations)?,
+            limits,
+        })
     }
-    *resource = work;
-    Ok(())
+
+    /// Applies the operations in order; `is_array("Patient.name")` says whether an element
+    /// that does not yet exist repeats. On failure the resource is left untouched.
+    pub fn apply(
+        &self,
+        resource: &mut Value,
+        is_array: &dyn Fn(&str) -> bool,
+    ) -> Result<(), PatchError> {
+        // Work on a copy so a failing operation leaves the resource untouched.
+        let mut work = resource.clone();
+        let mut steps = self.limits.max_steps;
+        for op in &self.ops {
+            let mut cx = Apply {
+                is_array,
+                steps: &mut steps,
+                limits: &self.limits,
+            };
+            op.apply(&mut work, &mut cx)?;
+        }
+        *resource = work;
+        Ok(())
+    }
+}
+
+/// What applying one operation needs besides the resource: the model's answer to "does
+/// this element repeat", and the budget left.
+struct Apply<'c> {
+    is_array: &'c dyn Fn(&str) -> bool,
+    /// Evaluator steps left for the rest of the patch.
+    steps: &'c mut usize,
+    limits: &'c Limits,
+}
+
+/// The nesting of objects and arrays in `v` (a scalar is 0, `[]` and `{}` are 1), walked
+/// with an explicit stack so that no depth of input can overflow the call stack.
+fn nesting(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|c| (c, d + 1)));
+            }
+            Value::Object(o) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(o.values().map(|c| (c, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +192,7 @@ fn malformed(index: Option<usize>, message: impl Into<String>) -> PatchError {
     }
 }
 
-fn parse_operations(parameters: &Value) -> Result<Vec<Operation>, PatchError> {
+fn parse_operations(parameters: &Value, max: usize) -> Result<Vec<Operation>, PatchError> {
     if parameters.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
         return Err(malformed(
             None,
@@ -100,6 +204,15 @@ fn parse_operations(parameters: &Value) -> Result<Vec<Operation>, PatchError> {
         Some(Value::Array(a)) => a,
         Some(_) => return Err(malformed(None, "Parameters.parameter must be an array")),
     };
+    if params.len() > max {
+        return Err(malformed(
+            None,
+            format!(
+                "the patch has {} operations; at most {max} are accepted",
+                params.len()
+            ),
+        ));
+    }
     let mut ops = Vec::new();
     for (i, p) in params.iter().enumerate() {
         if p.get("name").and_then(Value::as_str) != Some("operation") {
@@ -310,10 +423,19 @@ impl Operation {
         }
     }
 
-    /// Evaluates the path, returning the locations of the selected nodes.
-    fn locate(&self, resource: &Value, expr: &Expr) -> Result<Vec<Vec<PathSegment>>, PatchError> {
-        let items = evaluate(expr, resource)
-            .map_err(|e| self.fail(format!("path evaluation failed: {e}")))?;
+    /// Evaluates the path within what is left of the patch's budget, returning the
+    /// locations of the selected nodes.
+    fn locate(
+        &self,
+        resource: &Value,
+        expr: &Expr,
+        cx: &mut Apply,
+    ) -> Result<Vec<Vec<PathSegment>>, PatchError> {
+        let options = Options::default().max_steps(*cx.steps);
+        let ev = Evaluator::new(resource, &options);
+        let items = ev.run(&expr.ast);
+        *cx.steps = ev.steps_left();
+        let items = items.map_err(|e| self.fail(format!("path evaluation failed: {e}")))?;
         items
             .iter()
             .map(|it| match it {
@@ -334,15 +456,26 @@ impl Operation {
             .unwrap_or(Value::Null)
     }
 
-    fn apply(
-        &self,
-        resource: &mut Value,
-        is_array: &dyn Fn(&str) -> bool,
-    ) -> Result<(), PatchError> {
+    /// Refuses to put the value `levels` containers deep when the resource would then nest
+    /// deeper than [`Limits::max_nesting`].
+    fn check_nesting(&self, levels: usize, cx: &Apply) -> Result<(), PatchError> {
+        let inner = self.value.as_ref().map(|(v, _)| nesting(v)).unwrap_or(0);
+        let max = cx.limits.max_nesting;
+        if levels.saturating_add(inner) > max {
+            return Err(self.fail(format!(
+                "the patched resource would nest objects and arrays deeper than {max} levels"
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply(&self, resource: &mut Value, cx: &mut Apply) -> Result<(), PatchError> {
         match self.kind {
-            OpType::Add => self.add(resource, is_array),
+            OpType::Add => self.add(resource, cx),
             OpType::Insert => {
-                let (list, len) = self.list(resource)?;
+                let (list, len) = self.list(resource, cx)?;
+                // The list itself, then the item in it.
+                self.check_nesting(list.len() + 1, cx)?;
                 let at = self.pos.unwrap_or(-1);
                 if at < 0 || at as usize > len {
                     return Err(self.fail(format!("index {at} is outside the list (length {len})")));
@@ -356,7 +489,7 @@ impl Operation {
                 Ok(())
             }
             OpType::Delete => {
-                let locs = self.locate(resource, &self.path)?;
+                let locs = self.locate(resource, &self.path, cx)?;
                 match locs.as_slice() {
                     [] => Ok(()),
                     [loc] => {
@@ -372,7 +505,7 @@ impl Operation {
                 }
             }
             OpType::Replace => {
-                let locs = self.locate(resource, &self.path)?;
+                let locs = self.locate(resource, &self.path, cx)?;
                 let [loc] = locs.as_slice() else {
                     return Err(self.fail(format!(
                         "the path selects {} elements; replace needs exactly one",
@@ -382,10 +515,11 @@ impl Operation {
                 if loc.is_empty() {
                     return Err(self.fail("the resource itself cannot be replaced"));
                 }
+                self.check_nesting(loc.len(), cx)?;
                 self.replace(resource, loc)
             }
             OpType::Move => {
-                let (list, len) = self.list(resource)?;
+                let (list, len) = self.list(resource, cx)?;
                 let (src, dst) = (self.source.unwrap_or(-1), self.destination.unwrap_or(-1));
                 if src < 0 || src as usize >= len || dst < 0 || dst as usize >= len {
                     return Err(self.fail(format!(
@@ -401,16 +535,18 @@ impl Operation {
         }
     }
 
-    fn add(&self, resource: &mut Value, is_array: &dyn Fn(&str) -> bool) -> Result<(), PatchError> {
-        let locs = self.locate(resource, &self.path)?;
+    fn add(&self, resource: &mut Value, cx: &mut Apply) -> Result<(), PatchError> {
+        let locs = self.locate(resource, &self.path, cx)?;
         let [loc] = locs.as_slice() else {
             return Err(self.fail(format!(
                 "the path selects {} elements; add needs exactly one",
                 locs.len()
             )));
         };
+        // The element's object, its member, and the list that member may be.
+        self.check_nesting(loc.len() + 2, cx)?;
         let name = self.name.clone().unwrap_or_default();
-        let repeats = is_array(&format!("{}.{name}", element_path(resource, loc)));
+        let repeats = (cx.is_array)(&format!("{}.{name}", element_path(resource, loc)));
         let value = self.value();
         let Some(Value::Object(target)) = get_mut(resource, loc) else {
             return Err(self.fail("the path does not select an element that can hold children"));
@@ -473,8 +609,12 @@ impl Operation {
 
     /// The location and length of the list the path designates (insert/move). An empty
     /// result is allowed when the path is `container.name` and the container exists.
-    fn list(&self, resource: &Value) -> Result<(Vec<PathSegment>, usize), PatchError> {
-        let locs = self.locate(resource, &self.path)?;
+    fn list(
+        &self,
+        resource: &Value,
+        cx: &mut Apply,
+    ) -> Result<(Vec<PathSegment>, usize), PatchError> {
+        let locs = self.locate(resource, &self.path, cx)?;
         if locs.is_empty() {
             if let Ast::Invoke(lhs, rhs) = &self.path.ast {
                 if let Ast::Ident(name) = &**rhs {
@@ -482,7 +622,7 @@ impl Operation {
                         ast: (**lhs).clone(),
                         text: self.path_text.clone(),
                     };
-                    let c = self.locate(resource, &container)?;
+                    let c = self.locate(resource, &container, cx)?;
                     if let [loc] = c.as_slice() {
                         let mut l = loc.clone();
                         l.push(PathSegment::Key(name.clone()));
