@@ -307,10 +307,13 @@ pub(crate) async fn patch(
     let expected = if_match(ctx.header("if-match"))?;
     let bytes = read_body(body, limit).await?;
     let doc = ctx.parse_json(&bytes)?;
+    // Parsed and checked before the transaction takes the writer; the patched resource may
+    // be no larger than a body this server accepts.
     let patch = match kind {
         BodyKind::JsonPatch => patch::Patch::json(doc)?,
         BodyKind::FhirJson => patch::Patch::fhirpath(doc)?,
-    };
+    }
+    .max_bytes(limit);
     let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
     let stored = patch_in(
         tx.as_mut(),
@@ -426,10 +429,13 @@ pub(crate) async fn conditional_patch(
     let expected = if_match(ctx.header("if-match"))?;
     let bytes = read_body(body, limit).await?;
     let doc = ctx.parse_json(&bytes)?;
+    // Parsed and checked before the transaction takes the writer; the patched resource may
+    // be no larger than a body this server accepts.
     let patch = match kind {
         BodyKind::JsonPatch => patch::Patch::json(doc)?,
         BodyKind::FhirJson => patch::Patch::fhirpath(doc)?,
-    };
+    }
+    .max_bytes(limit);
     let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
     let id = match search::matches_in(tx.as_mut(), &query).await?.as_slice() {
         [] => {
