@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use fhir_model::json::JsonError;
 use fhir_model::{IssueCode, Summary};
 use serde_json::Value;
 
@@ -118,12 +119,21 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
             "the request body is empty; a FHIR resource in JSON is required",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        FhirError::new(
+    // Duplicate keys are refused with their path (fhir_model::json), where serde_json alone
+    // would keep the last silently.
+    fhir_model::json::parse(body).map_err(|e| {
+        let err = FhirError::new(
             StatusCode::BAD_REQUEST,
             IssueCode::Structure,
-            format!("the request body is not valid JSON: {e}"),
-        )
+            match &e {
+                JsonError::Syntax(e) => format!("the request body is not valid JSON: {e}"),
+                dup => dup.to_string(),
+            },
+        );
+        match e.expression() {
+            Some(at) => err.at(at),
+            None => err,
+        }
     })
 }
 
@@ -207,4 +217,28 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, FhirErr
             FhirError::bad_request(format!("the request body could not be read: {e}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression (issue #15, defect 8): a body naming a property twice was stored with the
+    // last value; it is a 400 whose issue names the duplicated element.
+    #[test]
+    fn regression_15_8_duplicate_keys_are_a_400_with_the_element_path() {
+        let e = parse_json(br#"{"resourceType":"Patient","name":[{"family":"a","family":"b"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.issues.len(), 1);
+        assert_eq!(e.issues[0].code, IssueCode::Structure);
+        assert_eq!(
+            e.issues[0].expression.as_deref(),
+            Some("Patient.name[0].family")
+        );
+        assert!(e.issues[0].diagnostics.contains("'family' appears twice"));
+        let e = parse_json(b"{\"a\":").unwrap_err();
+        assert_eq!(e.issues[0].expression, None);
+        assert!(parse_json(br#"{"resourceType":"Patient","gender":"male"}"#).is_ok());
+    }
 }

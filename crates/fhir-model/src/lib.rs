@@ -1,7 +1,9 @@
 //! FHIR R4 (4.0.1) definitions, vendored and embedded, and what can be computed from them alone:
-//! validation of resource JSON, `_summary` and `_elements` views, OperationOutcome.
+//! parsing (duplicate keys refused) and validation of resource JSON, `_summary` and
+//! `_elements` views, OperationOutcome.
 //! No IO beyond decompressing the embedded definitions; no HTTP, no storage.
 
+pub mod json;
 mod model;
 pub mod outcome;
 mod primitive;
@@ -89,14 +91,18 @@ impl Definitions {
         None
     }
 
-    /// The `_summary` view of a resource. `True`, `Text` and `Data` are subsets and carry the
+    /// The `_summary` view of a resource. `True` (summary elements, mandatory elements and
+    /// modifiers, at every level of backbone elements), `Text` (`text`, `id`, `meta` and the
+    /// top-level mandatory elements) and `Data` (all but `text`) are subsets and carry the
     /// `SUBSETTED` tag in `meta.tag`; `False` and `Count` return the resource as is.
     pub fn summarize(&self, resource: &Value, mode: Summary) -> Value {
         view::summarize(&self.model, resource, mode)
     }
 
-    /// The `_elements` view of a resource: `resourceType`, `id`, `meta` and the listed
-    /// top-level elements (`value` selects `valueQuantity`), tagged `SUBSETTED`.
+    /// The `_elements` view of a resource: `resourceType`, `id`, `meta`, the listed
+    /// top-level elements (`value` selects `valueQuantity`) and the top-level mandatory
+    /// elements and modifiers (`Observation?_elements=code` keeps `status`), tagged
+    /// `SUBSETTED`.
     pub fn select_elements(&self, resource: &Value, elements: &[String]) -> Value {
         view::select_elements(&self.model, resource, elements)
     }

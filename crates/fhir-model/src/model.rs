@@ -54,6 +54,10 @@ pub(crate) struct Elem {
     pub many: bool,
     pub summary: bool,
     pub choice: bool,
+    /// `isModifier`.
+    pub modifier: bool,
+    /// The ValueSet canonical of a `required` binding.
+    pub binding: Option<Box<str>>,
     /// The allowed types (one unless `choice`); for a choice, the lookup maps each
     /// property name (`valueQuantity`) to its index here.
     pub types: Vec<Ty>,
@@ -267,6 +271,8 @@ fn add_elements<'a>(
             many: e.max != "1" && e.max != "0",
             summary: e.summary,
             choice: e.choice,
+            modifier: e.modifier,
+            binding: e.required_binding.as_deref().map(Box::from),
             types: Vec::new(),
         });
         pending.push(Pending {

@@ -28,6 +28,8 @@ pub struct CompactTerminology {
 #[derive(Debug, Default)]
 pub struct Terminology {
     value_sets: HashMap<String, Vec<(String, String)>>,
+    /// ValueSet → code → the systems it is in, for membership checks on writes.
+    members: HashMap<String, HashMap<String, Vec<String>>>,
     parents: HashMap<String, HashMap<String, Vec<String>>>,
     children: HashMap<String, HashMap<String, Vec<String>>>,
 }
@@ -47,6 +49,15 @@ pub fn terminology() -> &'static Terminology {
 
 impl Terminology {
     pub fn from_compact(c: CompactTerminology) -> Terminology {
+        let mut members: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+        for (url, systems) in &c.value_sets {
+            let codes = members.entry(url.clone()).or_default();
+            for (system, list) in systems {
+                for code in list {
+                    codes.entry(code.clone()).or_default().push(system.clone());
+                }
+            }
+        }
         let value_sets = c
             .value_sets
             .into_iter()
@@ -72,6 +83,7 @@ impl Terminology {
         }
         Terminology {
             value_sets,
+            members,
             parents,
             children,
         }
@@ -82,6 +94,18 @@ impl Terminology {
     pub fn expansion(&self, url: &str) -> Option<&[(String, String)]> {
         let url = url.split_once('|').map_or(url, |(u, _)| u);
         self.value_sets.get(url).map(Vec::as_slice)
+    }
+
+    /// Whether the complete expansion of the ValueSet `url` has `code` (in `system`, when
+    /// given); `None` when this binary has no complete expansion of it.
+    pub fn has_code(&self, url: &str, system: Option<&str>, code: &str) -> Option<bool> {
+        let url = url.split_once('|').map_or(url, |(u, _)| u);
+        let codes = self.members.get(url)?;
+        Some(
+            codes
+                .get(code)
+                .is_some_and(|systems| system.is_none_or(|s| systems.iter().any(|x| x == s))),
+        )
     }
 
     /// `code` and every code below it in `system`; `None` when the hierarchy of `system` is

@@ -1,7 +1,8 @@
 //! Structural validation of resource JSON against the R4 definitions: property names,
 //! cardinality, the JSON representation rules of FHIR R4 §2.6.2 json.html and the lexical
-//! rules of the primitive types. Invariants (FHIRPath constraints), terminology bindings
-//! and reference resolution are deliberately absent.
+//! rules of the primitive types, and `required` bindings to the ValueSets whose complete
+//! expansion is embedded (`terminology`). Invariants (FHIRPath constraints), bindings of
+//! other strengths and reference resolution are deliberately absent.
 //!
 //! The walk keeps a stack of borrowed path segments and formats a FHIRPath-like expression
 //! (`Bundle.entry[2].resource.status`) only when it reports an issue, so a valid resource
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::model::{Elem, Model, Node, Ty, MAX_ELEMS};
 use crate::outcome::{Issue, IssueCode};
 use crate::primitive::{self, Problem};
+use crate::terminology::terminology;
 
 /// Nesting deeper than this is reported rather than followed (no stack overflow on any input).
 const MAX_DEPTH: usize = 96;
@@ -377,7 +379,7 @@ impl<'m, 'a> Walker<'m, 'a> {
                         );
                     }
                 } else {
-                    self.single(item, ty);
+                    self.single(item, ty, elem.binding.as_deref());
                 }
                 self.path.pop();
             }
@@ -388,11 +390,12 @@ impl<'m, 'a> Walker<'m, 'a> {
                 format!("{at} must not be an array (maximum cardinality 1)"),
             );
         } else {
-            self.single(value, ty);
+            self.single(value, ty, elem.binding.as_deref());
         }
     }
 
-    fn single(&mut self, value: &'a Value, ty: Ty) {
+    /// One value of an element; `binding` is the ValueSet of its `required` binding.
+    fn single(&mut self, value: &'a Value, ty: Ty, binding: Option<&str>) {
         if value.is_null() {
             let at = self.path_string(None);
             self.report(
@@ -424,10 +427,17 @@ impl<'m, 'a> Walker<'m, 'a> {
                         ),
                     };
                     self.report(code, msg);
+                } else if let (Some(vs), Value::String(code)) = (binding, value) {
+                    self.bound_code(vs, code);
                 }
             }
             Ty::Node(n) => match (value, self.model.node(n)) {
-                (Value::Object(m), Some(node)) => self.object(m, node, false),
+                (Value::Object(m), Some(node)) => {
+                    self.object(m, node, false);
+                    if let Some(vs) = binding.filter(|_| &*node.label == "CodeableConcept") {
+                        self.bound_concept(vs, m);
+                    }
+                }
                 (_, Some(node)) => {
                     let at = self.path_string(None);
                     let label = node.label.clone();
@@ -442,6 +452,62 @@ impl<'m, 'a> Walker<'m, 'a> {
                 (_, None) => {}
             },
             Ty::Resource => self.nested_resource(value),
+        }
+    }
+
+    /// A `code` under a `required` binding must be in the ValueSet (FHIR R4 §4.1.5
+    /// terminologies.html#required). Only a ValueSet whose complete expansion this binary
+    /// has is checked: what cannot be checked exactly is never refused.
+    fn bound_code(&mut self, value_set: &str, code: &str) {
+        if terminology().has_code(value_set, None, code) == Some(false) {
+            let at = self.path_string(None);
+            self.report(
+                IssueCode::CodeInvalid,
+                format!(
+                    "The code '{}' at {at} is not in the value set {value_set}, which its required binding demands",
+                    code.escape_debug()
+                ),
+            );
+        }
+    }
+
+    /// A CodeableConcept under a `required` binding needs a coding from the ValueSet
+    /// (terminologies.html#required). It is refused only when every coding names a system
+    /// and a code, so that none can be from the value set; a text-only concept, or one with
+    /// a coding that cannot be looked up, is left alone.
+    fn bound_concept(&mut self, value_set: &str, concept: &Map<String, Value>) {
+        let Some(Value::Array(codings)) = concept.get("coding") else {
+            return;
+        };
+        let mut pairs = Vec::with_capacity(codings.len());
+        for c in codings {
+            match (
+                c.get("system").and_then(Value::as_str),
+                c.get("code").and_then(Value::as_str),
+            ) {
+                (Some(system), Some(code)) => pairs.push((system, code)),
+                _ => return,
+            }
+        }
+        let t = terminology();
+        let mut known = false;
+        for (system, code) in &pairs {
+            match t.has_code(value_set, Some(system), code) {
+                Some(true) => return,
+                Some(false) => known = true,
+                None => return,
+            }
+        }
+        if known {
+            let at = self.path_string(None);
+            let shown: Vec<String> = pairs.iter().map(|(s, c)| format!("{s}|{c}")).collect();
+            self.report(
+                IssueCode::CodeInvalid,
+                format!(
+                    "No coding of {at} ({}) is in the value set {value_set}, which its required binding demands",
+                    shown.join(", ")
+                ),
+            );
         }
     }
 

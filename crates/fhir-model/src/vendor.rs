@@ -93,6 +93,14 @@ pub struct CompactElement<'a> {
     /// A choice element (`value[x]`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub choice: bool,
+    /// `isModifier`: an element that changes the meaning of the one containing it, which a
+    /// subset must keep (FHIR R4 §3.1.1.5.11 search.html#elements).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub modifier: bool,
+    /// The ValueSet of a `required` binding (its canonical without `|version`); bindings of
+    /// other strengths never refuse a value and are left out.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub required_binding: Option<Cow<'a, str>>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -206,6 +214,16 @@ fn compact_type(sd: &Value) -> Result<Option<CompactType<'static>>, VendorError>
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
                 choice: path.ends_with("[x]"),
+                modifier: el
+                    .get("isModifier")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                required_binding: el
+                    .get("binding")
+                    .filter(|b| b.get("strength").and_then(Value::as_str) == Some("required"))
+                    .and_then(|b| b.get("valueSet"))
+                    .and_then(Value::as_str)
+                    .map(|vs| Cow::Owned(vs.split_once('|').map_or(vs, |(u, _)| u).to_string())),
             });
         }
     }

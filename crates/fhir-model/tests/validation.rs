@@ -532,3 +532,88 @@ fn diagnostics_name_the_element_and_the_problem() {
         "'valueFoo' is not one of the allowed types of the choice element Observation.value[x]"
     );
 }
+
+// ---- required bindings (terminologies.html#required) ----
+
+// Regression (issue #15, defect 8): `"gender": "banana"` was stored.
+#[test]
+fn regression_15_8_required_binding_codes_must_be_in_the_value_set() {
+    valid(patient(json!({"gender": "female"})));
+    check1(
+        patient(json!({"gender": "banana"})),
+        IssueCode::CodeInvalid,
+        "Patient.gender",
+    );
+    // In a datatype (ContactPoint.system, HumanName.use) and in a nested resource.
+    check(
+        patient(
+            json!({"telecom": [{"system": "phone"}, {"system": "pager2"}],
+            "name": [{"use": "nick"}]}),
+        ),
+        &[
+            (IssueCode::CodeInvalid, "Patient.telecom[1].system"),
+            (IssueCode::CodeInvalid, "Patient.name[0].use"),
+        ],
+    );
+    check1(
+        json!({"resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": {"resourceType": "Patient", "gender": "banana"}}]}),
+        IssueCode::CodeInvalid,
+        "Bundle.entry[0].resource.gender",
+    );
+    check1(
+        json!({"resourceType": "Bundle", "type": "sometimes"}),
+        IssueCode::CodeInvalid,
+        "Bundle.type",
+    );
+    let found = issues(&patient(json!({"gender": "banana"})));
+    assert!(
+        found[0].diagnostics.contains("banana")
+            && found[0]
+                .diagnostics
+                .contains("http://hl7.org/fhir/ValueSet/administrative-gender"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn regression_15_8_required_binding_concepts_need_a_coding_from_the_value_set() {
+    let condition = |status: Value| {
+        json!({"resourceType": "Condition", "subject": {"reference": "Patient/1"},
+            "clinicalStatus": status})
+    };
+    let cc = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    valid(condition(
+        json!({"coding": [{"system": cc, "code": "active"}]}),
+    ));
+    // One coding from the value set is enough.
+    valid(condition(
+        json!({"coding": [{"system": "http://example.org", "code": "x"}, {"system": cc, "code": "resolved"}]}),
+    ));
+    check1(
+        condition(json!({"coding": [{"system": cc, "code": "banana"}]})),
+        IssueCode::CodeInvalid,
+        "Condition.clinicalStatus",
+    );
+    check1(
+        condition(json!({"coding": [{"system": "http://example.org", "code": "active"}]})),
+        IssueCode::CodeInvalid,
+        "Condition.clinicalStatus",
+    );
+    // What cannot be checked exactly is left alone: text only, a coding without a system.
+    valid(condition(json!({"text": "active"})));
+    valid(condition(
+        json!({"coding": [{"code": "banana"}, {"system": cc, "code": "banana"}]}),
+    ));
+}
+
+#[test]
+fn required_bindings_without_a_complete_expansion_are_not_checked() {
+    // mimetypes (BCP 13) has no enumerable expansion; units-of-time is drawn from UCUM.
+    valid(patient(json!({"photo": [{"contentType": "x-made/up"}]})));
+    valid(
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "medicationCodeableConcept": {"text": "x"}, "subject": {"reference": "Patient/1"},
+        "dosageInstruction": [{"timing": {"repeat": {"duration": 1, "durationUnit": "fortnight"}}}]}),
+    );
+}
