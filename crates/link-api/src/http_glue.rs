@@ -84,7 +84,17 @@ fn store_error(e: &fhir_store::StoreError) -> ArmError {
     }
 }
 
+/// Answers one management request, with its [`link_model::ArmAction`] in the response's
+/// extensions: the action `link_model` authorized it as, for the audit record and the metrics
+/// (which never parse the path again).
 async fn handle(cp: Arc<ControlPlane>, req: Request) -> Response {
+    let decided = link_model::classify(Method::parse(req.method().as_str()), req.uri().path());
+    let mut resp = answer(cp, req).await;
+    resp.extensions_mut().insert(decided);
+    resp
+}
+
+async fn answer(cp: Arc<ControlPlane>, req: Request) -> Response {
     let Some(who) = req.extensions().get::<Principal>().cloned() else {
         return error_response(&ArmError::new(
             401,
@@ -105,24 +115,23 @@ async fn handle(cp: Arc<ControlPlane>, req: Request) -> Response {
     };
     let mut api_version = None;
     let mut filter = None;
+    let mut top = None;
+    let mut skip_token = None;
     if let Some(q) = parts.uri.query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             if k.eq_ignore_ascii_case("api-version") {
                 api_version = Some(v.into_owned());
-            } else if k == "$filter" {
+            } else if k.eq_ignore_ascii_case("$filter") {
                 filter = Some(v.into_owned());
+            } else if k.eq_ignore_ascii_case("$top") {
+                top = Some(v.into_owned());
+            } else if k.eq_ignore_ascii_case("$skiptoken") {
+                skip_token = Some(v.into_owned());
             }
         }
     }
     let head = parts.method == http::Method::HEAD;
-    let method = match parts.method {
-        http::Method::GET | http::Method::HEAD => Method::Get,
-        http::Method::PUT => Method::Put,
-        http::Method::PATCH => Method::Patch,
-        http::Method::DELETE => Method::Delete,
-        http::Method::POST => Method::Post,
-        _ => Method::Other,
-    };
+    let method = Method::parse(parts.method.as_str());
     let path = parts.uri.path().to_owned();
     let if_match = header_str(&parts.headers, header::IF_MATCH).map(str::to_owned);
     let if_none_match = header_str(&parts.headers, header::IF_NONE_MATCH).map(str::to_owned);
@@ -132,6 +141,8 @@ async fn handle(cp: Arc<ControlPlane>, req: Request) -> Response {
         path: &path,
         api_version: api_version.as_deref(),
         filter: filter.as_deref(),
+        top: top.as_deref(),
+        skip_token: skip_token.as_deref(),
         if_match: if_match.as_deref(),
         if_none_match: if_none_match.as_deref(),
         body: &bytes,

@@ -150,6 +150,8 @@ impl ControlPlane {
                 path,
                 api_version: Some(api_version),
                 filter: None,
+                top: None,
+                skip_token: None,
                 if_match: None,
                 if_none_match: None,
                 body: &bytes,

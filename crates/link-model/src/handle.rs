@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use crate::action::{self, Verb};
 use crate::authz::{self, check};
 use crate::error::{bad_request, invalid_content, not_found, rg_not_found, ArmError};
 use crate::kind::{Kind, Parent};
@@ -17,6 +18,7 @@ use crate::rules;
 use crate::state::{s, Resource, State};
 use crate::txn::{Changes, Txn};
 use crate::Principal;
+use crate::{generic, versions};
 
 /// The HTTP verb of a management request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +38,11 @@ pub struct Request<'a> {
     /// The raw (percent-encoded) path.
     pub path: &'a str,
     pub api_version: Option<&'a str>,
-    /// `$filter`, for role assignment and definition lists.
+    /// `$filter`, for role assignment and definition lists and the generic resource list.
     pub filter: Option<&'a str>,
+    /// `$top` and `$skiptoken`, for the generic resource list.
+    pub top: Option<&'a str>,
+    pub skip_token: Option<&'a str>,
     pub if_match: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
     pub body: &'a [u8],
@@ -66,13 +71,17 @@ impl Method {
     pub fn is_mutation(self) -> bool {
         !matches!(self, Method::Get)
     }
-}
 
-/// The authorization action of a verb on a kind (`Microsoft.Network/virtualNetworks/write`).
-pub(crate) fn action(kind: Kind, verb: &str) -> String {
-    match kind {
-        Kind::ResourceGroup => format!("Microsoft.Resources/subscriptions/resourceGroups/{verb}"),
-        _ => format!("{}/{verb}", kind.type_name()),
+    /// The verb of an HTTP method name (`HEAD` reads, as `GET` does).
+    pub fn parse(name: &str) -> Method {
+        match name {
+            "GET" | "HEAD" => Method::Get,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "POST" => Method::Post,
+            _ => Method::Other,
+        }
     }
 }
 
@@ -82,16 +91,6 @@ fn ok(status: u16, body: Option<Value>) -> Outcome {
         state: None,
         changes: Changes::default(),
     }
-}
-
-fn valid_api_version(v: &str) -> bool {
-    let b = v.as_bytes();
-    let date = b.len() >= 10
-        && b[..10].iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            _ => c.is_ascii_digit(),
-        });
-    date && (b.len() == 10 || (b[10] == b'-' && b[11..].iter().all(u8::is_ascii_alphanumeric)))
 }
 
 /// Parses a request body as a JSON object.
@@ -119,33 +118,51 @@ pub fn handle(
             "The api-version query parameter (?api-version=) is required for all requests.",
         ));
     };
-    if !valid_api_version(version) {
-        return Err(bad_request(
-            "InvalidApiVersionParameter",
-            format!("The api-version '{version}' is invalid. The supported versions are dates such as '2024-03-31'."),
-        ));
+    if !versions::well_formed(version) {
+        return Err(versions::invalid(version, versions::resources()));
     }
     let target = path::resolve(req.path, version)?;
+    check_api_version(state, &target, version, req)?;
+    // The one action of this request: what is checked here is what the audit record and the
+    // metrics name (`classify` gives the same for the same method and path).
+    let decided = action::of_target(req.method, &target);
+    let act = decided.name;
     match (req.method, target) {
         (Method::Get, Target::Subscriptions) => Ok(ok(200, Some(list_subscriptions(state, who)))),
         (Method::Get, Target::Subscription(scope)) => Ok(ok(200, Some(subscription(&scope)))),
-        (Method::Get, Target::Item(addr)) => get(state, who, &addr).map(|b| ok(200, Some(b))),
+        (Method::Get, Target::Item(addr)) => get(state, who, &addr, act).map(|b| ok(200, Some(b))),
         (Method::Get, Target::Collection { kind, parent }) => {
-            list(state, who, kind, &parent, req.filter).map(|b| ok(200, Some(b)))
+            list(state, who, kind, &parent, req.filter, act).map(|b| ok(200, Some(b)))
+        }
+        (Method::Get, Target::Resources(scope)) => {
+            let paging = generic::Paging {
+                top: req.top,
+                skip_token: req.skip_token,
+                api_version: version,
+            };
+            generic::list_resources(state, who, &scope, req.filter, &paging, &decided)
+                .map(|b| ok(200, Some(b)))
+        }
+        (Method::Get, Target::Providers { sub }) => {
+            generic::list_providers(state, who, &sub, &decided).map(|b| ok(200, Some(b)))
+        }
+        (Method::Get, Target::Provider { sub, namespace })
+        | (Method::Post, Target::Register { sub, namespace }) => {
+            generic::provider(state, who, &sub, &namespace, &decided).map(|b| ok(200, Some(b)))
         }
         (Method::Put, Target::Item(addr)) => {
             let mut tx = Txn::new(state, who, now);
-            let status = put(&mut tx, &addr, req)?;
+            let status = put(&mut tx, &addr, req, act)?;
             finish(tx, &addr, status)
         }
         (Method::Patch, Target::Item(addr)) => {
             let mut tx = Txn::new(state, who, now);
-            patch(&mut tx, &addr, req)?;
+            patch(&mut tx, &addr, req, act)?;
             finish(tx, &addr, 200)
         }
         (Method::Delete, Target::Item(addr)) => {
             let mut tx = Txn::new(state, who, now);
-            let (status, body) = delete(&mut tx, &addr, req)?;
+            let (status, body) = delete(&mut tx, &addr, req, act)?;
             reconcile(&mut tx);
             let (st, changes) = tx.finish();
             Ok(Outcome {
@@ -158,23 +175,7 @@ pub fn handle(
             let body = parse_body(req.body)?;
             match name.as_str() {
                 "checknameavailability" => {
-                    let sub_key = scope.key.clone();
-                    check(
-                        state,
-                        who,
-                        "Microsoft.HealthcareApis/checkNameAvailability/read",
-                        &sub_key,
-                        &scope.path,
-                    )
-                    .or_else(|_| {
-                        check(
-                            state,
-                            who,
-                            "Microsoft.HealthcareApis/services/read",
-                            &sub_key,
-                            &scope.path,
-                        )
-                    })?;
+                    check(state, who, act, &scope.key, &scope.path)?;
                     Ok(ok(
                         200,
                         Some(rules::check_name_availability(
@@ -186,7 +187,7 @@ pub fn handle(
                 }
                 "moveresources" if scope.kind == Some(Kind::ResourceGroup) => {
                     let mut tx = Txn::new(state, who, now);
-                    rules::move_resources(&mut tx, &scope, &body)?;
+                    rules::move_resources(&mut tx, &scope, &body, act)?;
                     reconcile(&mut tx);
                     let (st, changes) = tx.finish();
                     Ok(Outcome {
@@ -234,7 +235,14 @@ fn finish(mut tx: Txn<'_>, addr: &Addr, status: u16) -> Result<Outcome, ArmError
 fn list_subscriptions(state: &State, who: &Principal) -> Value {
     let subs: BTreeSet<String> = state
         .of_kind(Kind::ResourceGroup)
-        .filter(|r| authz::allowed(state, who, &action(Kind::ResourceGroup, "read"), &r.key()))
+        .filter(|r| {
+            authz::allowed(
+                state,
+                who,
+                action::action(Kind::ResourceGroup, Verb::Read),
+                &r.key(),
+            )
+        })
         .filter_map(|r| r.id.split('/').nth(2).map(str::to_owned))
         .collect();
     let value: Vec<Value> = subs
@@ -311,7 +319,7 @@ fn missing(addr: &Addr) -> ArmError {
     }
 }
 
-fn get(state: &State, who: &Principal, addr: &Addr) -> Result<Value, ArmError> {
+fn get(state: &State, who: &Principal, addr: &Addr, act: &str) -> Result<Value, ArmError> {
     match addr.kind {
         Kind::RoleDefinition => {
             // Built-in role definitions are public knowledge: any authenticated caller may
@@ -321,13 +329,7 @@ fn get(state: &State, who: &Principal, addr: &Addr) -> Result<Value, ArmError> {
                 .ok_or_else(|| missing(addr));
         }
         Kind::PrivateLinkResource => {
-            check(
-                state,
-                who,
-                &action(addr.kind, "read"),
-                &addr.key,
-                &addr.path,
-            )?;
+            check(state, who, act, &addr.key, &addr.path)?;
             require_parent(state, addr)?;
             if !addr.name.eq_ignore_ascii_case("fhir") {
                 return Err(missing(addr));
@@ -341,13 +343,7 @@ fn get(state: &State, who: &Principal, addr: &Addr) -> Result<Value, ArmError> {
         }
         _ => {}
     }
-    check(
-        state,
-        who,
-        &action(addr.kind, "read"),
-        &addr.key,
-        &addr.path,
-    )?;
+    check(state, who, act, &addr.key, &addr.path)?;
     require_parent(state, addr)?;
     let r = state
         .resources
@@ -362,8 +358,8 @@ fn list(
     kind: Kind,
     parent: &Scope,
     filter: Option<&str>,
+    read: &str,
 ) -> Result<Value, ArmError> {
-    let read = action(kind, "read");
     match kind {
         Kind::RoleDefinition => {
             let wanted = filter
@@ -377,7 +373,7 @@ fn list(
             return Ok(json!({ "value": value }));
         }
         Kind::PrivateLinkResource => {
-            check(state, who, &read, &parent.key, &parent.path)?;
+            check(state, who, read, &parent.key, &parent.path)?;
             require_scope(state, parent)?;
             let svc = state
                 .resources
@@ -410,7 +406,7 @@ fn list(
                         ) == p
                     })
                 })
-                .filter(|ra| authz::allowed(state, who, &read, &ra.key()))
+                .filter(|ra| authz::allowed(state, who, read, &ra.key()))
                 .map(|ra| render(state, ra))
                 .collect();
             return Ok(json!({ "value": value }));
@@ -424,11 +420,11 @@ fn list(
             state
                 .of_kind(kind)
                 .filter(|r| r.key().starts_with(&prefix))
-                .filter(|r| authz::allowed(state, who, &read, &r.key()))
+                .filter(|r| authz::allowed(state, who, read, &r.key()))
                 .collect()
         }
         _ => {
-            check(state, who, &read, &parent.key, &parent.path)?;
+            check(state, who, read, &parent.key, &parent.path)?;
             require_scope(state, parent)?;
             match kind {
                 Kind::AllRecordSets => state.children(&parent.key, Kind::ARecordSet).collect(),
@@ -473,7 +469,7 @@ fn preconditions(existing: Option<&Resource>, req: &Request<'_>) -> Result<(), A
     Ok(())
 }
 
-fn put(tx: &mut Txn<'_>, addr: &Addr, req: &Request<'_>) -> Result<u16, ArmError> {
+fn put(tx: &mut Txn<'_>, addr: &Addr, req: &Request<'_>, act: &str) -> Result<u16, ArmError> {
     if matches!(addr.kind, Kind::PrivateLinkResource | Kind::RoleDefinition) {
         return Err(ArmError::new(
             405,
@@ -481,13 +477,7 @@ fn put(tx: &mut Txn<'_>, addr: &Addr, req: &Request<'_>) -> Result<u16, ArmError
             format!("{} cannot be written.", addr.kind.type_name()),
         ));
     }
-    check(
-        tx.old,
-        tx.who,
-        &action(addr.kind, "write"),
-        &addr.key,
-        &addr.path,
-    )?;
+    check(tx.old, tx.who, act, &addr.key, &addr.path)?;
     require_parent(tx.old, addr)?;
     let existing = tx.old.resources.get(&addr.key).cloned();
     if existing.is_none() {
@@ -499,14 +489,8 @@ fn put(tx: &mut Txn<'_>, addr: &Addr, req: &Request<'_>) -> Result<u16, ArmError
     Ok(if existing.is_some() { 200 } else { 201 })
 }
 
-fn patch(tx: &mut Txn<'_>, addr: &Addr, req: &Request<'_>) -> Result<(), ArmError> {
-    check(
-        tx.old,
-        tx.who,
-        &action(addr.kind, "write"),
-        &addr.key,
-        &addr.path,
-    )?;
+fn patch(tx: &mut Txn<'_>, addr: &Addr, req: &Request<'_>, act: &str) -> Result<(), ArmError> {
+    check(tx.old, tx.who, act, &addr.key, &addr.path)?;
     require_parent(tx.old, addr)?;
     let existing = tx
         .old
@@ -523,14 +507,9 @@ fn delete(
     tx: &mut Txn<'_>,
     addr: &Addr,
     req: &Request<'_>,
+    act: &str,
 ) -> Result<(u16, Option<Value>), ArmError> {
-    check(
-        tx.old,
-        tx.who,
-        &action(addr.kind, "delete"),
-        &addr.key,
-        &addr.path,
-    )?;
+    check(tx.old, tx.who, act, &addr.key, &addr.path)?;
     require_parent(tx.old, addr)?;
     let Some(existing) = tx.old.resources.get(&addr.key).cloned() else {
         return Ok((204, None));
@@ -542,4 +521,55 @@ fn delete(
         return Ok((200, Some(rendered)));
     }
     Ok((200, None))
+}
+
+/// The api-version against the versions of the type the request is about: ARM's
+/// `NoRegisteredProviderFound` for a resource provider's type, `InvalidApiVersionParameter`
+/// for Microsoft.Resources' own endpoints (subscriptions, groups, resources, providers).
+fn check_api_version(
+    state: &State,
+    target: &Target,
+    version: &str,
+    req: &Request<'_>,
+) -> Result<(), ArmError> {
+    let kind = match target {
+        Target::Item(a) => Some(a.kind),
+        Target::Collection { kind, .. } => Some(*kind),
+        Target::Action { name, .. } if name == "checknameavailability" => Some(Kind::FhirService),
+        _ => None,
+    };
+    match kind.filter(|k| *k != Kind::ResourceGroup) {
+        Some(k) if versions::of_kind(k).contains(version) => Ok(()),
+        Some(k) => Err(versions::no_registered_provider(
+            k,
+            version,
+            &routing_location(state, target, req),
+        )),
+        None if versions::resources().contains(version) => Ok(()),
+        None => Err(versions::invalid(version, versions::resources())),
+    }
+}
+
+/// The location ARM routes a request by: the body's, else the resource group's, else global.
+fn routing_location(state: &State, target: &Target, req: &Request<'_>) -> String {
+    let from_body = serde_json::from_slice::<Value>(req.body)
+        .ok()
+        .and_then(|b| b.get("location").and_then(Value::as_str).map(str::to_owned));
+    if let Some(l) = from_body.filter(|l| !l.is_empty()) {
+        return crate::rules::normalize_location(&l);
+    }
+    let scope_key = match target {
+        Target::Item(a) => a.key.as_str(),
+        Target::Collection { parent, .. } | Target::Action { scope: parent, .. } => {
+            parent.key.as_str()
+        }
+        _ => "",
+    };
+    let rg_key = scope_key.split("/providers/").next().unwrap_or_default();
+    state
+        .resources
+        .get(rg_key)
+        .filter(|r| r.kind == Kind::ResourceGroup)
+        .map(|r| r.location().to_owned())
+        .unwrap_or_else(|| "global".to_owned())
 }

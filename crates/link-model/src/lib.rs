@@ -6,8 +6,10 @@
 //! and persist the [`Changes`] that [`handle`] returns. `link-api` puts it behind an
 //! ARM-shaped router; the network plane reads the same [`State`].
 
+mod action;
 mod authz;
 mod error;
+mod generic;
 mod handle;
 mod ipnet;
 mod kind;
@@ -19,7 +21,14 @@ mod render;
 mod rules;
 mod state;
 mod txn;
+mod versions;
 
+pub use action::{
+    actions, classify, ArmAction, CHECK_NAME_AVAILABILITY, DIAGNOSE_PATH, GROUP_RESOURCES_READ,
+    METRICS_PATH, METRICS_READ, MOVE_RESOURCES, PROVIDERS_READ, SUBSCRIPTIONS_READ,
+    SUBSCRIPTION_RESOURCES_READ, UNKNOWN_ACTION, UNKNOWN_DELETE, UNKNOWN_OTHER, UNKNOWN_READ,
+    UNKNOWN_WRITE,
+};
 pub use authz::{
     allowed, role, Role, CONTRIBUTOR, DATA_DELETE, DATA_EXPORT, DATA_HARD_DELETE, DATA_READ,
     DATA_WRITE, FHIR_DATA_CONTRIBUTOR, FHIR_DATA_EXPORTER, FHIR_DATA_READER, FHIR_DATA_WRITER,

@@ -47,6 +47,23 @@ pub(crate) enum Target {
         name: String,
         scope: Scope,
     },
+    /// ARM's generic list of the resources in a subscription or resource group
+    /// (`{scope}/resources`).
+    Resources(Scope),
+    /// `/subscriptions/{s}/providers`: the resource providers.
+    Providers {
+        sub: Scope,
+    },
+    /// `/subscriptions/{s}/providers/{namespace}`: one provider, as spelled.
+    Provider {
+        sub: Scope,
+        namespace: String,
+    },
+    /// `/subscriptions/{s}/providers/{namespace}/register`.
+    Register {
+        sub: Scope,
+        namespace: String,
+    },
 }
 
 fn unknown_type(ns: &str, ty: &str, api_version: &str) -> ArmError {
@@ -117,6 +134,27 @@ pub(crate) fn resolve(raw: &str, api_version: &str) -> Result<Target, ArmError> 
         if segs.len() == 2 {
             return Ok(Target::Subscription(scope));
         }
+        if segs.len() == 3 && segs[2].eq_ignore_ascii_case("resources") {
+            return Ok(Target::Resources(scope));
+        }
+        if segs[2].eq_ignore_ascii_case("providers") {
+            match (segs.get(3), segs.get(4), segs.len()) {
+                (None, _, _) => return Ok(Target::Providers { sub: scope }),
+                (Some(ns), None, _) => {
+                    return Ok(Target::Provider {
+                        sub: scope,
+                        namespace: ns.clone(),
+                    })
+                }
+                (Some(ns), Some(verb), 5) if verb.eq_ignore_ascii_case("register") => {
+                    return Ok(Target::Register {
+                        sub: scope,
+                        namespace: ns.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
         if segs[2].eq_ignore_ascii_case("resourcegroups") {
             let Some(rg) = segs.get(3) else {
                 return Ok(Target::Collection {
@@ -143,6 +181,9 @@ pub(crate) fn resolve(raw: &str, api_version: &str) -> Result<Target, ArmError> 
                 return Ok(Target::Item(addr));
             }
             if !segs[4].eq_ignore_ascii_case("providers") {
+                if segs.len() == 5 && segs[4].eq_ignore_ascii_case("resources") {
+                    return Ok(Target::Resources(scope));
+                }
                 if segs.len() == 5 {
                     return Ok(Target::Action {
                         name: segs[4].to_ascii_lowercase(),

@@ -20,6 +20,29 @@ fn who(id: &str) -> Principal {
     }
 }
 
+/// The api-version an SDK sends for a path.
+fn version_for(path: &str) -> &'static str {
+    // The type is the one of the last provider section: an extension resource (a role
+    // assignment, a diagnostic setting) takes its own namespace's version.
+    let lower = path.to_ascii_lowercase();
+    let p = lower.rsplit("/providers/").next().unwrap_or(&lower);
+    if p.contains("microsoft.healthcareapis") {
+        "2024-03-31"
+    } else if p.contains("privatednszones") {
+        "2024-06-01"
+    } else if p.contains("microsoft.authorization") {
+        "2022-04-01"
+    } else if p.contains("microsoft.network") {
+        "2026-03-01"
+    } else if p.contains("microsoft.compute") {
+        "2024-07-01"
+    } else if p.contains("microsoft.insights") {
+        "2021-05-01-preview"
+    } else {
+        "2025-04-01"
+    }
+}
+
 /// The model driven request by request, as link-api drives it.
 struct Model {
     state: State,
@@ -59,8 +82,10 @@ impl Model {
         let req = Request {
             method,
             path,
-            api_version: Some("2024-03-31"),
+            api_version: Some(version_for(path)),
             filter: None,
+            top: None,
+            skip_token: None,
             if_match: None,
             if_none_match: None,
             body: text.as_bytes(),

@@ -80,15 +80,29 @@ pub fn with_version(path: &str, v: &str) -> String {
 
 /// The api-version an SDK would send for a path.
 pub fn version_for(path: &str) -> &'static str {
-    let p = path.to_ascii_lowercase();
+    // The type is the one of the last provider section: an extension resource (a role
+    // assignment, a diagnostic setting) takes its own namespace's version.
+    let lower = path.split('?').next().unwrap_or(path).to_ascii_lowercase();
+    let p = lower.rsplit("/providers/").next().unwrap_or(&lower);
+    // ARM's own endpoints take Microsoft.Resources' versions: the generic resource list, the
+    // providers (`…/providers`, `…/providers/{namespace}`, `…/register`).
+    if lower.ends_with("/resources")
+        || lower.ends_with("/providers")
+        || lower.ends_with("/register")
+        || (lower.contains("/providers/") && !p.contains('/'))
+    {
+        return RES;
+    }
     if p.contains("microsoft.healthcareapis") {
         HC
     } else if p.contains("privatednszones") {
         DNS
     } else if p.contains("microsoft.authorization") {
         AUTHZ
-    } else if p.contains("microsoft.network") || p.contains("microsoft.compute") {
+    } else if p.contains("microsoft.network") {
         NET
+    } else if p.contains("microsoft.compute") {
+        "2024-07-01"
     } else if p.contains("microsoft.insights") {
         "2021-05-01-preview"
     } else {

@@ -7,9 +7,9 @@ use serde_json::{json, Map, Value};
 
 use super::vnets::used_ips;
 use super::{array, canonical_id, child_addr, normalize_location, props_of, store, strings};
+use crate::action::{action, Verb};
 use crate::authz::check_linked;
 use crate::error::{bad_request, invalid_content, invalid_reference, ArmError};
-use crate::handle::action;
 use crate::ipnet::{ip_string, parse_ip, Prefix};
 use crate::kind::Kind;
 use crate::path::{key_of, parent_key, Addr};
@@ -138,7 +138,7 @@ pub(super) fn put_nic(
         check_linked(
             tx.old,
             tx.who,
-            &action(Kind::NetworkInterface, "write"),
+            action(Kind::NetworkInterface, Verb::Write),
             &addr.path,
             "Microsoft.Network/virtualNetworks/subnets/join/action",
             &subnet.key(),
@@ -222,11 +222,11 @@ pub(super) fn put_private_endpoint(
         return Err(invalid_content("properties.subnet.id is required"));
     };
     let (subnet, _vnet) = subnet_for(tx, &subnet_key, &location, &addr.path)?;
-    let own_action = action(Kind::PrivateEndpoint, "write");
+    let own_action = action(Kind::PrivateEndpoint, Verb::Write);
     check_linked(
         tx.old,
         tx.who,
-        &own_action,
+        own_action,
         &addr.path,
         "Microsoft.Network/virtualNetworks/subnets/join/action",
         &subnet.key(),
@@ -269,7 +269,7 @@ pub(super) fn put_private_endpoint(
         check_linked(
             tx.old,
             tx.who,
-            &own_action,
+            own_action,
             &addr.path,
             "Microsoft.HealthcareApis/services/privateEndpointConnectionsApproval/action",
             &service.key(),
@@ -472,7 +472,7 @@ pub(super) fn put_zone_group(
         check_linked(
             tx.old,
             tx.who,
-            &action(Kind::PrivateDnsZoneGroup, "write"),
+            action(Kind::PrivateDnsZoneGroup, Verb::Write),
             &addr.path,
             "Microsoft.Network/privateDnsZones/join/action",
             &zone.key(),

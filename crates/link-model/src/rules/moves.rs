@@ -5,9 +5,9 @@
 use serde_json::Value;
 
 use super::strings;
+use crate::action::{action, Verb};
 use crate::authz::check;
 use crate::error::{bad_request, invalid_content, not_found, rg_not_found, ArmError};
-use crate::handle::action;
 use crate::kind::Kind;
 use crate::path::{key_of, parent_key};
 use crate::state::{s, Resource};
@@ -33,14 +33,9 @@ pub(crate) fn move_resources(
     tx: &mut Txn<'_>,
     source: &crate::path::Scope,
     body: &Value,
+    act: &str,
 ) -> Result<(), ArmError> {
-    check(
-        tx.old,
-        tx.who,
-        "Microsoft.Resources/subscriptions/resourceGroups/moveResources/action",
-        &source.key,
-        &source.path,
-    )?;
+    check(tx.old, tx.who, act, &source.key, &source.path)?;
     let Some(src) = tx.get(&source.key).cloned() else {
         return Err(rg_not_found(source.rg.as_deref().unwrap_or_default()));
     };
@@ -58,7 +53,7 @@ pub(crate) fn move_resources(
     check(
         tx.old,
         tx.who,
-        "Microsoft.Resources/subscriptions/resourceGroups/write",
+        action(Kind::ResourceGroup, Verb::Write),
         &dst.key(),
         &dst.id,
     )?;
@@ -97,7 +92,7 @@ pub(crate) fn move_resources(
                 format!("Resource {} cannot be moved while Private Link is enabled. To make a move, delete the Private Link first, then move the resource, and create a new Private Link once the move is complete.", r.id),
             ));
         }
-        check(tx.old, tx.who, &action(r.kind, "write"), &k, &r.id)?;
+        check(tx.old, tx.who, action(r.kind, Verb::Write), &k, &r.id)?;
         let new_id = format!("{}{}", dst.id, r.id.get(src.id.len()..).unwrap_or_default());
         if tx.get(&new_id.to_lowercase()).is_some() {
             return Err(ArmError::new(

@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 
 use super::vnets::prefixes_of;
 use super::{props_of, store};
+use crate::action::{action, Verb};
 use crate::authz::check_linked;
 use crate::error::{bad_request, invalid_content, invalid_reference, not_found, ArmError};
-use crate::handle::action;
 use crate::kind::Kind;
 use crate::path::Addr;
 use crate::state::{ref_key, Resource};
@@ -46,7 +46,7 @@ pub(super) fn put_peering(
     check_linked(
         tx.old,
         tx.who,
-        &action(Kind::VirtualNetworkPeering, "write"),
+        action(Kind::VirtualNetworkPeering, Verb::Write),
         &addr.path,
         "Microsoft.Network/virtualNetworks/peer/action",
         &remote.key(),

@@ -5,9 +5,9 @@
 use serde_json::{json, Map, Value};
 
 use super::{array, props_of, store};
+use crate::action::{action, Verb};
 use crate::authz::check_linked;
 use crate::error::{bad_request, invalid_content, invalid_reference, ArmError};
-use crate::handle::action;
 use crate::ipnet::parse_ip;
 use crate::kind::Kind;
 use crate::path::{parent_key, Addr};
@@ -110,7 +110,7 @@ pub(super) fn put_link(
     check_linked(
         tx.old,
         tx.who,
-        &action(Kind::VirtualNetworkLink, "write"),
+        action(Kind::VirtualNetworkLink, Verb::Write),
         &addr.path,
         "Microsoft.Network/virtualNetworks/join/action",
         &vnet.key(),
