@@ -205,13 +205,17 @@ fn parse_operations(parameters: &Value, max: usize) -> Result<Vec<Operation>, Pa
         Some(_) => return Err(malformed(None, "Parameters.parameter must be an array")),
     };
     if params.len() > max {
-        return Err(malformed(
-            None,
-            format!(
+        // Well-formed but more than this server applies: unprocessable (422), not malformed.
+        return Err(PatchError {
+            operation: None,
+            op_type: None,
+            path: None,
+            message: format!(
                 "the patch has {} operations; at most {max} are accepted",
                 params.len()
             ),
-        ));
+            malformed: false,
+        });
     }
     let mut ops = Vec::new();
     for (i, p) in params.iter().enumerate() {

@@ -207,3 +207,20 @@ fn regression_15_1_fhirpath_patch_cannot_nest_the_resource_without_bound() {
     assert!(!e.is_malformed(), "{e}");
     assert!(e.message.contains("deeper"), "{e}");
 }
+
+// A patch of more operations than the server applies is refused before any is applied,
+// as unprocessable (422), not malformed.
+#[test]
+fn regression_15_3_fhirpath_patch_of_50000_operations_is_refused() {
+    let one = json!({"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"},
+        {"name": "path", "valueString": "Patient.birthDate"},
+        {"name": "value", "valueDate": "1974-12-25"}
+    ]});
+    let doc = json!({"resourceType": "Parameters", "parameter": vec![one; 50_000]});
+    let mut p = patient();
+    let e = apply(&mut p, &doc).unwrap_err();
+    assert!(!e.is_malformed(), "{e}");
+    assert!(e.message.contains("at most 1000"), "{e}");
+    assert_eq!(p, patient(), "nothing was applied");
+}
