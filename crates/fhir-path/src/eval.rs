@@ -90,9 +90,9 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The steps of the budget not yet spent.
-    pub(crate) fn steps_left(&self) -> usize {
-        self.steps_left.get()
+    /// The steps and string bytes of the budget not yet spent.
+    pub(crate) fn budget_left(&self) -> (usize, usize) {
+        (self.steps_left.get(), self.bytes_left.get())
     }
 
     /// Spends `n` steps of the budget, or fails when fewer are left.

@@ -29,6 +29,11 @@ pub const MAX_NESTING: usize = 100;
 /// well under a second, and a real patch path uses a few per element it reads.
 pub const MAX_STEPS: usize = 1_000_000;
 
+/// The bytes of computed strings all the path evaluations of one patch may build together
+/// (see [`crate::DEFAULT_MAX_STRING_BYTES`]): a path compares a few short strings, and the
+/// writer is held meanwhile.
+pub const MAX_STRING_BYTES: usize = 4 << 20;
+
 /// The bounds a patch is parsed and applied under; [`Limits::default`] uses the constants
 /// of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +41,7 @@ pub struct Limits {
     pub max_operations: usize,
     pub max_nesting: usize,
     pub max_steps: usize,
+    pub max_string_bytes: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +50,7 @@ impl Default for Limits {
             max_operations: MAX_OPERATIONS,
             max_nesting: MAX_NESTING,
             max_steps: MAX_STEPS,
+            max_string_bytes: MAX_STRING_BYTES,
         }
     }
 }
@@ -114,11 +121,11 @@ impl Patch {
     ) -> Result<(), PatchError> {
         // Work on a copy so a failing operation leaves the resource untouched.
         let mut work = resource.clone();
-        let mut steps = self.limits.max_steps;
+        let mut budget = (self.limits.max_steps, self.limits.max_string_bytes);
         for op in &self.ops {
             let mut cx = Apply {
                 is_array,
-                steps: &mut steps,
+                budget: &mut budget,
                 limits: &self.limits,
             };
             op.apply(&mut work, &mut cx)?;
@@ -132,8 +139,8 @@ impl Patch {
 /// this element repeat", and the budget left.
 struct Apply<'c> {
     is_array: &'c dyn Fn(&str) -> bool,
-    /// Evaluator steps left for the rest of the patch.
-    steps: &'c mut usize,
+    /// Evaluator steps and string bytes left for the rest of the patch.
+    budget: &'c mut (usize, usize),
     limits: &'c Limits,
 }
 
@@ -435,10 +442,11 @@ impl Operation {
         expr: &Expr,
         cx: &mut Apply,
     ) -> Result<Vec<Vec<PathSegment>>, PatchError> {
-        let options = Options::default().max_steps(*cx.steps);
+        let (steps, bytes) = *cx.budget;
+        let options = Options::default().max_steps(steps).max_string_bytes(bytes);
         let ev = Evaluator::new(resource, &options);
         let items = ev.run(&expr.ast);
-        *cx.steps = ev.steps_left();
+        *cx.budget = ev.budget_left();
         let items = items.map_err(|e| self.fail(format!("path evaluation failed: {e}")))?;
         items
             .iter()

@@ -224,3 +224,15 @@ fn regression_15_3_fhirpath_patch_of_50000_operations_is_refused() {
     assert!(e.message.contains("at most 1000"), "{e}");
     assert_eq!(p, patient(), "nothing was applied");
 }
+
+// A patch path that builds strings past the patch's string budget is refused as too costly.
+#[test]
+fn regression_15_3_fhirpath_patch_path_building_strings_is_refused() {
+    let path = format!(
+        "Patient.name.where(family{} = 'x')",
+        ".select($this & $this)".repeat(30)
+    );
+    let e = on_small_stack(move || patch(path).unwrap_err());
+    assert!(!e.is_malformed(), "{e}");
+    assert!(e.message.contains("too costly"), "{e}");
+}
