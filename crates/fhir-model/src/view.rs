@@ -1,10 +1,16 @@
 //! The `_summary` and `_elements` views of a resource (FHIR R4 §3.1.1.5.10 and §3.1.1.5.11
 //! search.html#summary, #elements): subsets chosen by the definitions, marked with the
 //! `SUBSETTED` tag. Key order of the input is kept.
+//!
+//! Every subset keeps what a reader needs to read it safely: the mandatory elements
+//! (`min >= 1`), so that it is still a valid resource, and the modifiers (`isModifier`), which
+//! change the meaning of everything else ("servers ... SHOULD return all mandatory elements
+//! and modifiers", search.html#elements). `_summary=text` is the exception R4 spells out:
+//! `text`, `id`, `meta` and the top-level mandatory elements only.
 
 use serde_json::{json, Map, Value};
 
-use crate::model::{Model, Node, NodeKind, Ty};
+use crate::model::{Elem, Model, Node, NodeKind, Ty};
 use crate::Summary;
 
 const SUBSETTED_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
@@ -35,7 +41,13 @@ pub(crate) fn select_elements(model: &Model, resource: &Value, elements: &[Strin
         }
         // `value` selects `valueQuantity`: compare element names, not property names.
         // `Patient.name` is accepted for `name`; paths below the top level are not supported.
-        let element = node.get(name).map_or(name, |(e, _)| &*e.name);
+        let Some((elem, _)) = node.get(name) else {
+            return false;
+        };
+        if kept_always(elem) {
+            return true;
+        }
+        let element = &*elem.name;
         elements.iter().any(|e| {
             let e = e.trim();
             let e = e
@@ -78,7 +90,7 @@ fn summary_object(
         let Some((elem, ty)) = node.get(name) else {
             continue;
         };
-        if !(elem.summary || elem.min >= 1) {
+        if !(elem.summary || kept_always(elem)) {
             continue;
         }
         let backbone = match ty {
@@ -86,21 +98,40 @@ fn summary_object(
             _ => None,
         };
         let value = match (backbone, v) {
-            (Some(b), Value::Object(m)) => Value::Object(summary_object(model, m, b, false)),
-            (Some(b), Value::Array(items)) => Value::Array(
-                items
+            (Some(b), Value::Object(m)) => {
+                let inner = summary_object(model, m, b, false);
+                if inner.is_empty() {
+                    // FHIR JSON has no empty objects (json.html): nothing summary was in it.
+                    continue;
+                }
+                Value::Object(inner)
+            }
+            (Some(b), Value::Array(items)) => {
+                let kept: Vec<Value> = items
                     .iter()
-                    .map(|item| match item {
-                        Value::Object(m) => Value::Object(summary_object(model, m, b, false)),
-                        other => other.clone(),
+                    .filter_map(|item| match item {
+                        Value::Object(m) => {
+                            let inner = summary_object(model, m, b, false);
+                            (!inner.is_empty()).then_some(Value::Object(inner))
+                        }
+                        other => Some(other.clone()),
                     })
-                    .collect(),
-            ),
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                Value::Array(kept)
+            }
             _ => v.clone(),
         };
         out.insert(k.clone(), value);
     }
     out
+}
+
+/// Mandatory elements and modifiers are in every subset but `_summary=text`.
+fn kept_always(elem: &Elem) -> bool {
+    elem.min >= 1 || elem.modifier
 }
 
 /// Adds the `SUBSETTED` tag to `meta.tag` (creating `meta` after `id` when absent).

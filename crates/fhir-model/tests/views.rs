@@ -103,13 +103,65 @@ fn summary_false_and_count_return_the_resource_unchanged() {
 }
 
 #[test]
-fn elements_keeps_the_listed_top_level_elements() {
+fn elements_keeps_the_listed_top_level_elements_and_the_modifiers() {
     let v = r4().select_elements(&patient(), &["gender".into(), "name".into()]);
+    // Patient.link is a modifier (this may not be the main record of the person).
     check(
         &v,
-        &["resourceType", "id", "meta", "name", "gender", "_gender"],
+        &[
+            "resourceType",
+            "id",
+            "meta",
+            "name",
+            "gender",
+            "_gender",
+            "link",
+        ],
         &format!(r#"{{"versionId":"2","tag":[{SUBSETTED}]}}"#),
     );
+}
+
+// Regression (issue #14): `Observation?_elements=code` dropped the mandatory `status`, so the
+// result was not a valid Observation (search.html#elements: servers SHOULD return all
+// mandatory elements and modifiers).
+#[test]
+fn elements_keeps_mandatory_elements_and_modifiers() {
+    let obs = json!({"resourceType": "Observation", "id": "o", "status": "final",
+        "category": [{"text": "vital-signs"}], "code": {"text": "x"}, "valueString": "v",
+        "modifierExtension": [{"url": "http://example.org/m", "valueBoolean": true}]});
+    let v = r4().select_elements(&obs, &["code".into()]);
+    check(
+        &v,
+        &[
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "code",
+            "modifierExtension",
+        ],
+        &format!(r#"{{"tag":[{SUBSETTED}]}}"#),
+    );
+    assert!(r4().validate(&v).is_empty(), "{:?}", r4().validate(&v));
+}
+
+#[test]
+fn summary_true_keeps_modifiers_and_mandatory_elements_of_backbone_elements() {
+    // Patient.active and .deceased[x] are modifiers; both are summary in R4 as well, which is
+    // why R4's isSummary alone nearly sufficed. Observation.component.code is mandatory.
+    let p = json!({"resourceType": "Patient", "active": false, "deceasedBoolean": true,
+        "contact": [{"name": {"family": "x"}}]});
+    let v = r4().summarize(&p, Summary::True);
+    check(
+        &v,
+        &["resourceType", "meta", "active", "deceasedBoolean"],
+        &format!(r#"{{"tag":[{SUBSETTED}]}}"#),
+    );
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "component": [{"code": {"text": "c"}, "interpretation": [{"text": "high"}]}]});
+    let v = r4().summarize(&obs, Summary::True);
+    assert_eq!(v["component"], json!([{"code": {"text": "c"}}]));
+    assert!(r4().validate(&v).is_empty());
 }
 
 #[test]
@@ -120,7 +172,14 @@ fn elements_selects_a_choice_by_its_element_name() {
     assert_eq!(v, r4().select_elements(&obs, &["Observation.value".into()]));
     check(
         &v,
-        &["resourceType", "id", "meta", "valueQuantity"],
+        &[
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "code",
+            "valueQuantity",
+        ],
         &format!(r#"{{"tag":[{SUBSETTED}]}}"#),
     );
 }
