@@ -205,7 +205,8 @@ impl Patch {
         let allowance = initial
             .saturating_add(self.doc_bytes)
             .saturating_add(GROWTH_SLACK_BYTES);
-        let mut spent = 0usize;
+        // Bytes brought in (added, replaced with, copied), and those plus the bytes moved.
+        let (mut grown, mut spent) = (0usize, 0usize);
         for (i, op) in ops.iter().enumerate() {
             // The value the operation puts somewhere and where: `add`/`replace` carry theirs,
             // `copy`/`move` take it from the resource (a missing source is left for
@@ -234,6 +235,9 @@ impl Patch {
                     return Err(too_deep(i, path.as_str()));
                 }
             }
+            if !matches!(op, PatchOperation::Move(_)) {
+                grown = grown.saturating_add(bytes);
+            }
             spent = spent.saturating_add(bytes);
             if spent > allowance {
                 return Err(unprocessable(format!(
@@ -242,7 +246,7 @@ impl Patch {
                      plus {GROWTH_SLACK_BYTES})"
                 )));
             }
-            if initial.saturating_add(spent) > self.max_bytes {
+            if initial.saturating_add(grown) > self.max_bytes {
                 return Err(self.too_large());
             }
             json_patch::patch_unsafe(resource, std::slice::from_ref(op)).map_err(|e| {
