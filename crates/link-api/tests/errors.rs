@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use link_model::{NETWORK_CONTRIBUTOR, READER};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn missing_principal_is_401_authentication_failed() {
@@ -901,4 +901,104 @@ async fn service_names_are_global_and_checked() {
     )
     .await;
     assert_eq!(other["value"].as_array().map(Vec::len), Some(0));
+}
+
+/// A network of `n` /29 subnets in 10.9.0.0/16, as one PUT.
+fn vnet_with_subnets(n: u32) -> Value {
+    let subnets: Vec<Value> = (0..n)
+        .map(|i| {
+            let at = i * 8;
+            json!({"name": format!("s{i}"), "properties": {"addressPrefix": format!("10.9.{}.{}/29", at / 256, at % 256)}})
+        })
+        .collect();
+    json!({"location": "westus2", "properties": {"addressSpace": {"addressPrefixes": ["10.9.0.0/16"]}, "subnets": subnets}})
+}
+
+// Regression (issue #15, defect 6): one PUT of a virtual network with 5,000 subnets took 23.5 s
+// and held the management writer meanwhile (every subnet was checked against every sibling).
+// Azure's limit is 3,000 subnets per network: beyond it the PUT is refused with QuotaExceeded,
+// and up to it the checks are linear (sorted prefixes).
+#[tokio::test]
+async fn regression_15_6_a_network_holds_at_most_3000_subnets_and_is_checked_in_linear_time() {
+    let env = env().await;
+    ok(
+        &env,
+        "admin",
+        "PUT",
+        &rg("rg1"),
+        Some(json!({"location": "westus2"})),
+    )
+    .await;
+    let vnet = vnet_id("rg1", "big");
+    let v = expect_error(
+        put(&env, "admin", &vnet, vnet_with_subnets(5000)).await,
+        400,
+        "QuotaExceeded",
+    );
+    let m = v["error"]["message"].as_str().unwrap_or("");
+    assert!(m.contains("Maximum allowed: 3000, requested: 5000"), "{m}");
+    let (s, _) = get(&env, "admin", &vnet).await;
+    assert_eq!(s, 404, "nothing was written");
+
+    let (s, v) = put(&env, "admin", &vnet, vnet_with_subnets(3000)).await;
+    assert_eq!(s, 201, "{}", v["error"]);
+    assert_eq!(
+        v["properties"]["subnets"].as_array().map(Vec::len),
+        Some(3000)
+    );
+    // The same PUT again (every subnet exists now) is just as welcome.
+    let (s, _) = put(&env, "admin", &vnet, vnet_with_subnets(3000)).await;
+    assert_eq!(s, 200);
+    // A 3,001st subnet on its own is refused as well.
+    expect_error(
+        put(
+            &env,
+            "admin",
+            &format!("{vnet}/subnets/one-more"),
+            json!({"properties": {"addressPrefix": "10.9.200.0/29"}}),
+        )
+        .await,
+        400,
+        "QuotaExceeded",
+    );
+    // Overlaps among the listed subnets are still found, whatever their order.
+    let mut body = vnet_with_subnets(3000);
+    body["properties"]["subnets"][2999]["properties"]["addressPrefix"] = json!("10.9.0.0/24");
+    expect_error(
+        put(&env, "admin", &vnet, body).await,
+        400,
+        "NetcfgSubnetRangesOverlap",
+    );
+}
+
+// Regression (issue #15, defect 6): security rules are bounded as Azure bounds them (1,000
+// per group), and their priorities checked in one pass.
+#[tokio::test]
+async fn regression_15_6_a_security_group_holds_at_most_1000_rules() {
+    let env = env().await;
+    ok(
+        &env,
+        "admin",
+        "PUT",
+        &rg("rg1"),
+        Some(json!({"location": "westus2"})),
+    )
+    .await;
+    let rules = |n: u32| -> Value {
+        let r: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("r{i}"), "properties": {"priority": 100 + i % 3997, "direction": if i < 3997 { "Inbound" } else { "Outbound" }, "access": "Allow", "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "443"}}))
+            .collect();
+        json!({"location": "westus2", "properties": {"securityRules": r}})
+    };
+    let nsg = format!(
+        "{}/providers/Microsoft.Network/networkSecurityGroups/n1",
+        rg("rg1")
+    );
+    expect_error(
+        put(&env, "admin", &nsg, rules(1001)).await,
+        400,
+        "QuotaExceeded",
+    );
+    let (s, v) = put(&env, "admin", &nsg, rules(1000)).await;
+    assert_eq!(s, 201, "{}", v["error"]);
 }

@@ -227,7 +227,7 @@ pub(crate) fn put(
                 .get(&addr.parent.key)
                 .cloned()
                 .ok_or_else(|| not_found(Kind::VirtualNetwork.type_name(), "", None))?;
-            vnets::put_subnet(tx, &vnet, addr, input, existing)
+            vnets::put_subnet(tx, &vnet, addr, input, existing, None)
         }
         Kind::VirtualNetworkPeering => peerings::put_peering(tx, addr, input, existing),
         Kind::NetworkSecurityGroup => security_groups::put_nsg(tx, addr, input, existing),
@@ -310,8 +310,9 @@ pub(crate) fn delete(tx: &mut Txn<'_>, existing: &Resource) -> Result<(), ArmErr
         Kind::FhirService => tx.services_deleted.push(existing.name().to_owned()),
         Kind::VirtualNetwork => {
             let subnets: Vec<Resource> = tx.st.children(&key, Kind::Subnet).cloned().collect();
+            let used = vnets::ips_by_subnet(&tx.st);
             for sn in &subnets {
-                vnets::subnet_not_in_use(&tx.st, sn)?;
+                vnets::not_in_use(sn, &used)?;
             }
         }
         Kind::Subnet => vnets::subnet_not_in_use(&tx.st, existing)?,

@@ -2,7 +2,7 @@
 //! Azure's validation of a rule (priority, direction, access, protocol, prefixes, ports) and
 //! unique priorities per direction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
@@ -134,19 +134,41 @@ pub(crate) fn validate_rule(
 }
 
 pub(super) fn check_rule_conflicts(rules: &[(String, Map<String, Value>)]) -> Result<(), ArmError> {
-    for (i, (a, pa)) in rules.iter().enumerate() {
-        for (b, pb) in &rules[i + 1..] {
-            if pa.get("priority") == pb.get("priority")
-                && pa.get("direction") == pb.get("direction")
-            {
-                return Err(bad_request(
-                    "SecurityRuleConflict",
-                    format!("Rules '{a}' and '{b}' have the same Priority and Direction. Priority and Direction must be unique for each rule in a security group."),
-                ));
-            }
+    // One pass with the (priority, direction) pairs seen so far, not every pair of rules.
+    let mut seen: HashMap<(String, String), &str> = HashMap::new();
+    for (name, p) in rules {
+        let key = (
+            p.get("priority")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            p.get("direction")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
+        if let Some(first) = seen.insert(key, name) {
+            return Err(bad_request(
+                "SecurityRuleConflict",
+                format!("Rules '{first}' and '{name}' have the same Priority and Direction. Priority and Direction must be unique for each rule in a security group."),
+            ));
         }
     }
     Ok(())
+}
+
+/// Azure's limit of security rules in one network security group ("Networking limits",
+/// learn.microsoft.com/azure/azure-resource-manager/management/azure-subscription-service-limits:
+/// "Security rules per network security group: 1,000").
+pub(crate) const MAX_SECURITY_RULES: usize = 1000;
+
+fn too_many_rules(nsg: &str, count: usize) -> ArmError {
+    bad_request(
+        "QuotaExceeded",
+        format!(
+            "Operation results in exceeding quota limits of Security rules per network security \
+             group. Maximum allowed: {MAX_SECURITY_RULES}, requested: {count}, network security \
+             group: '{nsg}'. See aka.ms/azurelimits for the networking limits."
+        ),
+    )
 }
 
 pub(super) fn put_nsg(
@@ -160,6 +182,9 @@ pub(super) fn put_nsg(
         .into_iter()
         .cloned()
         .collect();
+    if given.len() > MAX_SECURITY_RULES {
+        return Err(too_many_rules(&addr.name, given.len()));
+    }
     let mut rules = Vec::new();
     for r in &given {
         let name = s(r, "name");
@@ -239,6 +264,9 @@ pub(super) fn put_rule(
         .filter(|r| r.key() != addr.key)
         .map(|r| (r.name().to_owned(), props_of(&r.body)))
         .collect();
+    if existing.is_none() && siblings.len() >= MAX_SECURITY_RULES {
+        return Err(too_many_rules(nsg.name(), siblings.len() + 1));
+    }
     let props = validate_rule(&addr.name, &props_of(input))?;
     siblings.push((addr.name.clone(), props.clone()));
     check_rule_conflicts(&siblings)?;
