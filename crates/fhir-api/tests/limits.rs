@@ -204,15 +204,23 @@ fn regression_15_1_fhirpath_patch_50000_indexers_are_refused() {
     ));
 }
 
-/// `n` JSON Patch operations that nest the resource one level deeper per pair: `/a` is
-/// moved into a new `/b`, then `/b` into a new `/a`, and so on.
-fn nesting_ops(n: usize) -> Value {
+/// `n` JSON Patch operations that nest the resource `step` levels deeper per pair: `/a` is
+/// moved to the bottom of a new `/b` (`{"x": {"x": … {}}}`, `step` levels), then `/b` into
+/// a new `/a`, and so on. With `step` 1 it is the issue's `add /b {}`, `move /a → /b/x`.
+fn nesting_ops(n: usize, step: usize) -> Value {
     let mut ops = vec![json!({"op": "add", "path": "/a", "value": {}})];
+    let mut chain = json!({});
+    for _ in 1..step {
+        chain = json!({ "x": chain });
+    }
+    let bottom = "/x".repeat(step);
     let mut from_a = true;
     while ops.len() < n {
         let (from, to) = if from_a { ("a", "b") } else { ("b", "a") };
-        ops.push(json!({"op": "add", "path": format!("/{to}"), "value": {}}));
-        ops.push(json!({"op": "move", "from": format!("/{from}"), "path": format!("/{to}/x")}));
+        ops.push(json!({"op": "add", "path": format!("/{to}"), "value": chain}));
+        ops.push(
+            json!({"op": "move", "from": format!("/{from}"), "path": format!("/{to}{bottom}")}),
+        );
         from_a = !from_a;
     }
     ops.truncate(n);
@@ -226,7 +234,7 @@ fn nesting_ops(n: usize) -> Value {
 fn regression_15_1_json_patch_of_50000_nesting_operations_is_refused() {
     on_small_stack(async {
         let s = Server::start(ApiConfig::default()).await;
-        let body = serde_json::to_vec_pretty(&nesting_ops(50_000)).expect("json");
+        let body = serde_json::to_vec_pretty(&nesting_ops(50_000, 1)).expect("json");
         assert!(body.len() > 3_000_000, "{}", body.len());
         let a = s
             .send_bytes(Method::PATCH, "/Patient/p1", JSON_PATCH, body)
@@ -235,13 +243,15 @@ fn regression_15_1_json_patch_of_50000_nesting_operations_is_refused() {
     });
 }
 
-// The nesting bound itself, within the operation limit: 400 such operations would nest the
-// resource 200 levels deep; the operation that passes 100 is refused.
+// The nesting bound itself, within the operation limit: 1000 operations, every other one
+// moving the resource's deepest part 100 levels down, would nest it 50,000 levels deep (the
+// old code aborted with a stack overflow on it, on a 2 MiB stack); the operation that passes
+// 100 levels is refused.
 #[test]
 fn regression_15_1_json_patch_nesting_past_the_bound_is_refused() {
     on_small_stack(async {
         let s = Server::start(ApiConfig::default()).await;
-        let a = s.patch(JSON_PATCH, &nesting_ops(400)).await;
+        let a = s.patch(JSON_PATCH, &nesting_ops(1000, 100)).await;
         assert_refused(
             &s,
             a,
