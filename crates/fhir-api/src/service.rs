@@ -11,14 +11,20 @@ pub const DEFAULT_SERVICE: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmittedService(pub String);
 
-/// The host a request names: the Host header (HTTP/1.1), else the URI's authority (HTTP/2
-/// carries it in `:authority`). It chooses a service and is echoed in links; it never
-/// grants access.
+/// The host a request names: the target's authority when it has one, else the Host
+/// header. RFC 9112 §3.2.2: an absolute-form target wins over Host, which the server
+/// ignores; RFC 9113 §8.3.1: an HTTP/2 request's `:authority` (hyper puts it in the URI)
+/// is its authority, Host standing in only when it is absent (a request where the two
+/// disagree is malformed; the gateway refuses it). Userinfo, which the target must not
+/// carry (RFC 9110 §4.2.4), is left out. It chooses a service and is echoed in links; it
+/// never grants access.
 pub fn request_host<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
-    headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
+    match uri.authority() {
+        Some(authority) => authority.as_str().rsplit('@').next(),
+        None => headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
 }
 
 /// The service named by a Host header value (port ignored, case-insensitive), else

@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -15,7 +16,7 @@ use fhir_api::{ApiConfig, AppState};
 use fhir_store::Store;
 use fhir_store_sqlite::SqliteStore;
 use link_dns::{DnsConfig, DnsServer};
-use link_gateway::{Gateway, GatewayConfig};
+use link_gateway::{ConnectionLimits, Gateway, GatewayConfig};
 
 use crate::admin;
 use crate::data_auth::{self, AuthMode, DataAuth};
@@ -83,6 +84,34 @@ pub(crate) struct ServeArgs {
     /// diagnostic settings); default `<data>/audit`.
     #[arg(long, env = "FHIRLINK_AUDIT_DIR")]
     audit_dir: Option<PathBuf>,
+    /// Data plane: how long a client may take to finish the TLS handshake (`10s`, `300ms`,
+    /// `2m`).
+    #[arg(long, env = "FHIRLINK_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// Data plane: how long a client may take to send a request's head, the first one from
+    /// the moment it connected, a later one from its first byte.
+    #[arg(long, env = "FHIRLINK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Data plane: how long a kept-alive connection may sit with no request before it is
+    /// closed (HTTP/2: GOAWAY).
+    #[arg(long, env = "FHIRLINK_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Data plane: how long a request body may stop arriving (answered 408), or a response
+    /// stop being read (the connection is closed).
+    #[arg(long, env = "FHIRLINK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Data plane: most connections open at once from one client (an IPv4 address, an IPv6
+    /// /64); more are closed at accept.
+    #[arg(
+        long,
+        env = "FHIRLINK_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 256
+    )]
+    max_connections_per_source: usize,
+    /// Data plane: most connections open at once on all its listeners; by default seven
+    /// eighths of what the open-files limit leaves (the management API has the rest).
+    #[arg(long, env = "FHIRLINK_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -203,6 +232,20 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Some(c) => Some(c.server_config().context("the data plane's TLS")?),
                 None => None,
             },
+            connections: ConnectionLimits {
+                handshake_timeout: args.handshake_timeout,
+                header_timeout: args.header_timeout,
+                idle_timeout: args.idle_timeout,
+                body_timeout: args.body_timeout,
+                max_per_source: args.max_connections_per_source,
+                max_connections: args.max_connections.unwrap_or_else(|| {
+                    let budget = link_auth::conn::connection_budget();
+                    budget - budget / 8
+                }),
+            },
+            // Refused on the declared length by the gateway, as fhir-api refuses on the read.
+            max_body_bytes: args.max_body_bytes,
+            ..GatewayConfig::default()
         },
         telemetry.clone(),
     );
@@ -294,6 +337,28 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The last records of the requests that just finished, synced to disk.
     let _ = tokio::task::spawn_blocking(move || telemetry.close()).await;
     Ok(())
+}
+
+/// A duration of more than zero: `300ms`, `10s`, `2m`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 300ms, 10s or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("'{s}' is not a duration like 300ms, 10s or 2m")),
+    };
+    if d.is_zero() {
+        return Err("a timeout must be more than zero".into());
+    }
+    Ok(d)
 }
 
 /// `IP` (port 53) or `IP:PORT`.

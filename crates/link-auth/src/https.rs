@@ -1,92 +1,108 @@
-//! The HTTPS serving loop: accepts TCP connections, runs the TLS handshake (bounded in time,
-//! off the accept loop), and serves an axum [`Router`] over HTTP/1.1 or HTTP/2 as ALPN
-//! chose, until a shutdown signal; then stops accepting and lets open requests finish.
+//! The HTTPS serving loop: accepts TCP connections under the connection caps, runs the TLS
+//! handshake (bounded in time, off the accept loop), and serves an axum [`Router`] over
+//! HTTP/1.1 or HTTP/2 as ALPN chose, every phase of a connection under a deadline
+//! ([`crate::conn`]), until a shutdown signal; then stops accepting and lets open requests
+//! finish.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request's headers (HTTP/1.1).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long open connections get to finish after the shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::conn::{self, Accepted, Caps, ConnectionLimits, Tracked};
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes.
+/// What HTTP/2 clients are told they may send as a request's header section.
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+
+/// The management listener's default limits: [`ConnectionLimits::default`], with an eighth
+/// of the connection budget (the data plane has the rest).
+pub fn management_limits() -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: (conn::connection_budget() / 8).max(16),
+        ..ConnectionLimits::default()
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes, with
+/// [`management_limits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        // The client's address, as axum's `ConnectInfo`, for the layers that record it.
-        let service = TowerToHyperService::new(app.clone().map_request(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+    serve_with(listener, tls, app, management_limits(), shutdown).await;
+}
+
+/// Serves `app` over TLS on `listener` under `limits` until `shutdown` completes.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let caps = Caps::new(&limits);
+    let body_timeout = limits.body_timeout;
+    let make = move |accepted: Accepted| {
+        let app = app.clone();
+        let peer = accepted.peer;
+        let activity = accepted.activity;
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let in_flight = activity.begin(req.version());
+            let app = app.clone();
+            async move {
+                let version = req.version();
+                let (mut req, stalled) = conn::timed_request(req, body_timeout);
+                // The client's address, as axum's `ConnectInfo`, for the layers that record it.
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                req
-            },
-        ));
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "admin listener: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "admin listener: TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "admin listener: connection ended with an error");
+                let resp = match app.oneshot(req.map(Body::new)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
+                let resp = match stalled {
+                    Some(flag) if flag.stalled() => request_timeout(version),
+                    _ => resp,
+                };
+                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
             }
-        });
+        })
+    };
+    conn::serve(
+        Arc::new(listener),
+        Some(tls),
+        limits,
+        caps,
+        MAX_HEADER_LIST_SIZE,
+        "management".into(),
+        make,
+        shutdown,
+    )
+    .await;
+}
+
+/// 408 for a request whose body stopped arriving, in the shape ARM errors take; over
+/// HTTP/1 the connection is closed after it (RFC 9110 §15.5.9), its framing being lost.
+fn request_timeout(version: hyper::Version) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": "RequestTimeout",
+            "message": "the request body stopped arriving for longer than the body timeout",
+        }
+    });
+    let mut resp = (hyper::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    if version < hyper::Version::HTTP_2 {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
     }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("admin listener: connections still open after the drain timeout");
-    }
+    resp
 }

@@ -13,12 +13,15 @@
 //!   the client side that trusts the CA.
 //! - [`service_tls`]: the data plane's certificates, one per FHIR service chosen by SNI
 //!   and a default one for `localhost` and the listeners' addresses.
+//! - [`conn`]: connection hygiene shared by every HTTP listener: a deadline on each phase of a
+//!   connection, caps per source and in total, the accept loop that applies them.
 //! - [`https`]: the TLS serving loop for an axum router, with graceful shutdown.
 //!
 //! This crate knows nothing of ARM, FHIR resources, the control-plane model or the store: it
 //! turns a bearer token into an [`jwt::Identity`] and a socket into HTTPS, and leaves what the
 //! identity may do to its caller. Its only outbound requests fetch OIDC issuers' documents.
 
+pub mod conn;
 pub mod https;
 pub mod identity;
 pub mod jwk;

@@ -20,6 +20,7 @@ mod serve;
 mod view;
 
 pub use decide::{decide, Connection, Decision, Denial, Listener, Verdict};
+pub use link_auth::conn::ConnectionLimits;
 pub use serve::{
     Admission, Caller, Exchange, Gateway, GatewayConfig, Observer, CLIENT_CLOSED_REQUEST,
 };

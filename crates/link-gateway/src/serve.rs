@@ -19,12 +19,9 @@ use axum::Router;
 use fhir_api::service::AdmittedService;
 use fhir_api::FhirError;
 use fhir_model::IssueCode;
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use http::{header, HeaderValue, Request, StatusCode, Version};
+use hyper::body::{Body as _, Incoming};
+use link_auth::conn::{self, Accepted, Caps, ConnectionLimits, TimedBody, Tracked};
 use link_model::Plan;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
@@ -32,13 +29,6 @@ use tower::ServiceExt as _;
 
 use crate::decide::{decide, Connection, Listener};
 use crate::view::GatewayView;
-
-/// How long a client may take to send a request's headers (HTTP/1.1).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long open connections of a closed listener get to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the gateway needs to know of its deployment.
 #[derive(Debug, Clone)]
@@ -49,6 +39,34 @@ pub struct GatewayConfig {
     pub port: u16,
     /// TLS for every listener (`None`: plain HTTP).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Deadlines of every connection's phases, and the connection caps (shared by all
+    /// listeners: the file descriptors are the process's).
+    pub connections: ConnectionLimits,
+    /// The largest request body the data plane accepts (fhir-api's `max_body_bytes`): a
+    /// request that declares a longer one is answered 413 before its body is read.
+    pub max_body_bytes: usize,
+    /// The longest request target answered by the data plane; longer gets 414 with an
+    /// OperationOutcome (hyper's own, bare 414 starts at 64 KiB).
+    pub max_uri_bytes: usize,
+    /// The largest request header section, counted as HTTP/2 counts it (name, value and
+    /// 32 octets per field, RFC 9113 §6.5.2); larger gets 431 with an OperationOutcome.
+    pub max_header_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    /// Plain HTTP on an ephemeral port with the default limits: headers 32 KiB (as Azure's
+    /// Kestrel-based service allowed), targets 16 KiB, bodies 64 MiB.
+    fn default() -> Self {
+        GatewayConfig {
+            dns_suffix: "azurehealthcareapis.com".into(),
+            port: 0,
+            tls: None,
+            connections: ConnectionLimits::default(),
+            max_body_bytes: 64 * 1024 * 1024,
+            max_uri_bytes: 16 * 1024,
+            max_header_bytes: 32 * 1024,
+        }
+    }
 }
 
 /// Who the layers behind the gateway found the caller to be, as a response extension
@@ -110,6 +128,7 @@ pub struct Gateway {
     view: ArcSwap<GatewayView>,
     endpoints: Mutex<HashMap<String, Bound>>,
     closing: AtomicBool,
+    caps: Arc<Caps>,
 }
 
 /// A bound endpoint listener.
@@ -145,7 +164,9 @@ impl Gateway {
         observer: Arc<dyn Observer>,
     ) -> Arc<Gateway> {
         let view = GatewayView::new(&Plan::default(), &config.dns_suffix);
+        let caps = Caps::new(&config.connections);
         Arc::new(Gateway {
+            caps,
             config,
             app,
             observer,
@@ -243,103 +264,49 @@ impl Gateway {
             .await;
     }
 
+    /// Connections open now on all listeners, and those refused so far at the caps (over
+    /// the per-source cap, over the total cap).
+    pub fn connection_counts(&self) -> (usize, (u64, u64)) {
+        (self.caps.open(), self.caps.refused())
+    }
+
     async fn accept_loop(
         self: Arc<Self>,
         socket: Arc<TcpListener>,
         listener: Arc<Listener>,
         stop: impl Future<Output = ()> + Send + 'static,
     ) {
-        let graceful = GracefulShutdown::new();
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
-        tokio::pin!(stop);
-        loop {
-            let (tcp, source) = tokio::select! {
-                accepted = socket.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        if matches!(*listener, Listener::Endpoint(_)) && e.raw_os_error() == Some(22) {
-                            // EINVAL: the socket was shut down by `Bound::close`.
-                            break;
-                        }
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(listener = %listener, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut stop => break,
-            };
-            let local = match tcp.local_addr() {
-                Ok(a) => a,
-                Err(_) => continue,
-            };
-            let _ = tcp.set_nodelay(true);
-            let gateway = self.clone();
+        let name = listener.to_string();
+        let gateway = self.clone();
+        let make = move |accepted: Accepted| {
+            let gateway = gateway.clone();
             let listener = listener.clone();
-            let service = tower::service_fn(move |req: Request<Incoming>| {
+            let Accepted {
+                peer: source,
+                local,
+                activity,
+            } = accepted;
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let in_flight = activity.begin(req.version());
                 let gateway = gateway.clone();
                 let listener = listener.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(listener, source, local, req).await) }
-            });
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            match self.config.tls.clone() {
-                None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(tcp),
-                            TowerToHyperService::new(service),
-                        )
-                        .into_owned();
-                    tokio::spawn(async move {
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%source, error = %e, "connection ended with an error");
-                        }
-                    });
+                async move {
+                    let resp = gateway.handle(listener, source, local, req).await;
+                    Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
                 }
-                Some(tls) => {
-                    // The handshake runs off the accept loop, bounded in time.
-                    tokio::spawn(async move {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                        let stream =
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%source, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%source, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let conn = builder
-                            .serve_connection_with_upgrades(
-                                TokioIo::new(stream),
-                                TowerToHyperService::new(service),
-                            )
-                            .into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%source, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-            }
-        }
-        drop(socket);
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(listener = %listener, "connections still open after the drain timeout");
-        }
+            })
+        };
+        conn::serve(
+            socket,
+            self.config.tls.clone(),
+            self.config.connections.clone(),
+            self.caps.clone(),
+            u32::try_from(self.config.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+            name,
+            make,
+            stop,
+        )
+        .await;
     }
 
     async fn handle(
@@ -349,6 +316,8 @@ impl Gateway {
         local: SocketAddr,
         req: Request<Incoming>,
     ) -> Response {
+        let (req, stalled) = conn::timed_request(req, self.config.connections.body_timeout);
+        let version = req.version();
         let decision = self.decide_request(&listener, source, local, &req);
         let mut seen = Seen {
             observer: &*self.observer,
@@ -364,6 +333,22 @@ impl Gateway {
             told: false,
         };
         let mut resp = self.serve(decision, &listener, source, req).await;
+        if stalled.is_some_and(|flag| flag.stalled()) {
+            // Whatever the data plane made of the failed read, the client is told why: 408,
+            // and over HTTP/1 the connection closes, its framing being lost (RFC 9110
+            // §15.5.9).
+            resp = closing(
+                FhirError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    IssueCode::Exception,
+                    format!(
+                        "the request body stopped arriving for more than {} ms",
+                        self.config.connections.body_timeout.as_millis()
+                    ),
+                ),
+                version,
+            );
+        }
         if let Ok(v) = http::HeaderValue::from_str(&seen.correlation_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
@@ -380,7 +365,7 @@ impl Gateway {
         listener: &Listener,
         source: SocketAddr,
         local: SocketAddr,
-        req: &Request<Incoming>,
+        req: &Request<TimedBody<Incoming>>,
     ) -> crate::Decision {
         let view = self.view.load();
         // Read as fhir-api reads it, but it is this decision that counts.
@@ -427,13 +412,29 @@ impl Gateway {
         decision: crate::Decision,
         listener: &Arc<Listener>,
         source: SocketAddr,
-        mut req: Request<Incoming>,
+        mut req: Request<TimedBody<Incoming>>,
     ) -> Response {
         if let Some(message) = decision.message() {
-            // Let the client finish sending before it is refused, so that it reads the 403.
-            fhir_api::drain(Body::new(req.into_body())).await;
-            return FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, message)
-                .into_response();
+            let refusal = FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, message);
+            return refuse(req, refusal).await;
+        }
+        if let Err(malformed) = self.check_head(&req) {
+            return refuse(req, malformed).await;
+        }
+        // RFC 9110 §15.5.14: refused on the declared length, before the body is polled —
+        // hyper sends `100 Continue` only when it is, so an `Expect: 100-continue` client
+        // is not invited to send what would be refused.
+        let declared = req.body().size_hint().lower();
+        if declared > self.config.max_body_bytes as u64 {
+            let too_large = FhirError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueCode::TooLong,
+                format!(
+                    "the request body of {declared} bytes exceeds the limit of {} bytes",
+                    self.config.max_body_bytes
+                ),
+            );
+            return closing(too_large, req.version());
         }
         let extensions = req.extensions_mut();
         extensions.insert(AdmittedService(decision.service));
@@ -446,6 +447,135 @@ impl Gateway {
             Err(never) => match never {},
         }
     }
+
+    /// What hyper lets through but the data plane refuses, each with an OperationOutcome:
+    /// targets and header sections over the configured sizes, and the Host rules of RFC
+    /// 9112 §3.2 and RFC 9113 §8.3.1. (The Host only chooses a service; access was decided
+    /// on the socket's addresses before this.)
+    fn check_head<B>(&self, req: &Request<B>) -> Result<(), FhirError> {
+        let uri = req.uri();
+        let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len());
+        if target > self.config.max_uri_bytes {
+            return Err(FhirError::new(
+                StatusCode::URI_TOO_LONG,
+                IssueCode::TooLong,
+                format!(
+                    "the request target is longer than {} bytes; search with POST [base]/[type]/_search instead",
+                    self.config.max_uri_bytes
+                ),
+            ));
+        }
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        if header_bytes > self.config.max_header_bytes {
+            return Err(FhirError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                IssueCode::TooLong,
+                format!(
+                    "the request's header fields are larger than {} bytes",
+                    self.config.max_header_bytes
+                ),
+            ));
+        }
+        check_host(req.version(), req.headers(), uri).map_err(FhirError::bad_request)
+    }
+}
+
+/// The Host rules. RFC 9112 §3.2: an HTTP/1.1 request without a Host, with more than one,
+/// or with an invalid one is answered 400. RFC 9113 §8.3.1: an HTTP/2 request whose Host
+/// names another authority than its `:authority` is malformed. RFC 9110 §4.2.4: a target
+/// with userinfo is an error. (An absolute-form target wins over a differing Host, RFC 9112
+/// §3.2.2: `fhir_api::service::request_host` reads it first.)
+fn check_host(
+    version: Version,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request carries more than one Host header (RFC 9112 §3.2)");
+    }
+    if host.is_none() && version == Version::HTTP_11 {
+        return Err("an HTTP/1.1 request must carry a Host header (RFC 9112 §3.2)");
+    }
+    let host = match host {
+        Some(value) => match value.to_str() {
+            Ok(h) if valid_authority(h) => Some(h),
+            _ => return Err("the Host header is not a valid host[:port] (RFC 9110 §7.2)"),
+        },
+        None => None,
+    };
+    let Some(authority) = uri.authority() else {
+        return Ok(());
+    };
+    if authority.as_str().contains('@') {
+        return Err("the request target carries userinfo (RFC 9110 §4.2.4)");
+    }
+    if version == Version::HTTP_2 {
+        if let Some(host) = host {
+            if !same_authority(authority.as_str(), host, uri.scheme_str()) {
+                return Err(
+                    "the Host header names another authority than :authority (RFC 9113 §8.3.1)",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `uri-host [ ":" port ]` as RFC 9110 §7.2 has it, by its characters: a reg-name or IPv4
+/// address (unreserved, pct-encoded, sub-delims), or an IP literal in brackets, then a port
+/// of digits. Empty is allowed (a target without authority, §7.2).
+fn valid_authority(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+        && host.bytes().filter(|b| *b == b'[').count() <= 1
+}
+
+/// Whether two authorities name the same origin after RFC 3986 §6.2.3's normalisation:
+/// the host compared without case, an empty or the scheme's default port as no port.
+fn same_authority(a: &str, b: &str, scheme: Option<&str>) -> bool {
+    let default_port = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") => "443",
+        Some(s) if s.eq_ignore_ascii_case("http") => "80",
+        _ => "",
+    };
+    let split = |s: &str| -> (String, String) {
+        let (host, port) = match s.rfind(':') {
+            Some(i) if !s[i..].contains(']') => (&s[..i], &s[i + 1..]),
+            _ => (s, ""),
+        };
+        let port = if port == default_port { "" } else { port };
+        (host.to_ascii_lowercase(), port.to_owned())
+    };
+    split(a) == split(b)
+}
+
+/// `refusal` as the answer to `req`, after reading what the client is still sending (at
+/// most [`fhir_api::DRAIN_LIMIT`], so that it hears the answer instead of a reset); a body
+/// declared longer than that is not read at all, and over HTTP/1 the connection closes.
+async fn refuse(req: Request<TimedBody<Incoming>>, refusal: FhirError) -> Response {
+    if req.body().size_hint().lower() > fhir_api::DRAIN_LIMIT as u64 {
+        return closing(refusal, req.version());
+    }
+    fhir_api::drain(Body::new(req.into_body())).await;
+    refusal.into_response()
+}
+
+/// `error` as a response after which an HTTP/1 connection closes (its body left unread);
+/// HTTP/2 has no such header (RFC 9113 §8.2.2) and resets the stream instead.
+fn closing(error: FhirError, version: Version) -> Response {
+    let mut resp = error.into_response();
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The status an exchange is reported with when the client went away before its response

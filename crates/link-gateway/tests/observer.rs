@@ -53,6 +53,7 @@ fn every_request_is_observed_once_answered_or_abandoned() {
             dns_suffix: "azurehealthcareapis.com".into(),
             port: 0,
             tls: None,
+            ..GatewayConfig::default()
         },
         recorder.clone(),
     );
