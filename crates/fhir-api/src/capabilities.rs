@@ -1,12 +1,16 @@
 //! The CapabilityStatement (FHIR R4 capabilitystatement.html), generated from what this
 //! build really does: the interaction lists here are the ones `route` dispatches.
 
-use axum::http::StatusCode;
-use axum::response::Response;
-use fhir_model::Definitions;
+use std::sync::Mutex;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use fhir_model::{Definitions, Summary};
 use fhir_search::ParamType;
 use serde_json::{json, Value};
 
+use crate::access::Security;
 use crate::error::FhirError;
 use crate::request::Ctx;
 use crate::respond;
@@ -68,16 +72,121 @@ const RESULT_PARAMS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The CapabilityStatement of this build, and its rendered bodies.
+///
+/// The statement is 1.5 MB of JSON: cloning, completing and serialising it took 10 ms a
+/// request. It depends only on the definitions (fixed for this state), the base URL the client
+/// addressed, the service's [`Security`] (which changes with the service's authentication
+/// settings, in a new plan) and the view asked for (`_summary`, `_elements`, `_pretty`), so
+/// each combination is rendered once, kept with its ETag, and served from memory after.
+/// A new `Security` is a new key: a service's changed settings are never answered from the
+/// old body, and the bodies no longer asked for age out.
 pub(crate) struct Cached {
     statement: Value,
+    rendered: Mutex<Renders>,
+}
+
+/// Most bytes of rendered bodies kept: a full statement is 1.5 MB (2.2 MB pretty), a summary
+/// a few KB, so this keeps a dozen full ones or many views. `_elements` lists come from
+/// clients, so the key space is unbounded and the least recently used render goes first.
+const RENDERED_BYTES: usize = 24 << 20;
+
+#[derive(Default)]
+struct Renders {
+    entries: Vec<Render>,
+    bytes: usize,
+    clock: u64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    service: String,
+    base: String,
+    security: Option<Security>,
+    summary: Option<Summary>,
+    elements: Option<Vec<String>>,
+    pretty: bool,
+    content_type: &'static str,
+}
+
+struct Render {
+    key: Key,
+    body: Bytes,
+    etag: HeaderValue,
+    used: u64,
 }
 
 impl Cached {
     pub(crate) fn new(defs: &Definitions) -> Cached {
         Cached {
             statement: build(defs, &chrono::Utc::now().format("%Y-%m-%d").to_string()),
+            rendered: Mutex::new(Renders::default()),
         }
     }
+
+    /// The body and ETag for `key`, rendered by `render` on a miss.
+    fn get_or_render(&self, key: Key, render: impl FnOnce() -> Bytes) -> (Bytes, HeaderValue) {
+        {
+            let mut r = self.lock();
+            r.clock += 1;
+            let now = r.clock;
+            if let Some(hit) = r.entries.iter_mut().find(|e| e.key == key) {
+                hit.used = now;
+                return (hit.body.clone(), hit.etag.clone());
+            }
+        }
+        // Rendered outside the lock: two first requests may both render, and the second
+        // insert finds the first.
+        let body = render();
+        let etag = etag_of(key.content_type, &body);
+        let mut r = self.lock();
+        if let Some(hit) = r.entries.iter().find(|e| e.key == key) {
+            return (hit.body.clone(), hit.etag.clone());
+        }
+        r.bytes += body.len();
+        let used = r.clock;
+        r.entries.push(Render {
+            key,
+            body: body.clone(),
+            etag: etag.clone(),
+            used,
+        });
+        while r.bytes > RENDERED_BYTES && r.entries.len() > 1 {
+            let Some((oldest, _)) = r.entries.iter().enumerate().min_by_key(|(_, e)| e.used) else {
+                break;
+            };
+            let gone = r.entries.swap_remove(oldest);
+            r.bytes -= gone.body.len();
+        }
+        (body, etag)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Renders> {
+        // The cache holds no invariant a panicking render could break.
+        self.rendered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A strong ETag of the representation: the bytes and their media type (RFC 9110 §8.8.3).
+fn etag_of(content_type: &str, body: &[u8]) -> HeaderValue {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content_type.hash(&mut h);
+    body.hash(&mut h);
+    HeaderValue::from_str(&format!("\"{:016x}\"", h.finish()))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// Whether `If-None-Match` names `etag` (RFC 9110 §13.1.2: weak comparison, `*` for any).
+fn none_match(header: Option<&str>, etag: &HeaderValue) -> bool {
+    let Some(header) = header else {
+        return false;
+    };
+    let ours = etag.to_str().unwrap_or_default();
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
 }
 
 fn build(defs: &Definitions, date: &str) -> Value {
@@ -171,13 +280,42 @@ fn build(defs: &Definitions, date: &str) -> Value {
     })
 }
 
-pub(crate) fn capabilities(
-    ctx: &Ctx,
-    security: Option<&crate::access::Security>,
-) -> Result<Response, FhirError> {
-    let mut statement = ctx.state.inner.capabilities.statement.clone();
-    statement["implementation"]["url"] = json!(ctx.base);
-    if let Some(sec) = security {
+pub(crate) fn capabilities(ctx: &Ctx, security: Option<&Security>) -> Result<Response, FhirError> {
+    let key = Key {
+        service: ctx.service.clone(),
+        base: ctx.base.clone(),
+        security: security.cloned(),
+        summary: ctx.summary()?,
+        elements: ctx.elements(),
+        pretty: ctx.pretty,
+        content_type: ctx.repr.content_type(),
+    };
+    let cached = &ctx.state.inner.capabilities;
+    let (body, etag) = cached.get_or_render(key.clone(), || {
+        let statement = complete(ctx.state.inner.defs, &cached.statement, &key);
+        respond::to_bytes(ctx, &statement)
+    });
+    // FHIR R4 http.html#cread: a client holding this version gets 304 and no body.
+    let mut resp = if none_match(ctx.header("if-none-match"), &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut resp = (StatusCode::OK, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(key.content_type),
+        );
+        resp
+    };
+    resp.headers_mut().insert(header::ETAG, etag);
+    Ok(resp)
+}
+
+/// The statement as served at `key`: this base URL, this service's security, this view.
+fn complete(defs: &Definitions, base: &Value, key: &Key) -> Value {
+    let mut statement = base.clone();
+    let base_url = &key.base;
+    statement["implementation"]["url"] = json!(base_url);
+    if let Some(sec) = &key.security {
         // FHIR R4 capabilitystatement-definitions.html#CapabilityStatement.rest.security:
         // where clients get a token and what it must say.
         statement["rest"][0]["security"] = json!({
@@ -187,8 +325,8 @@ pub(crate) fn capabilities(
                 "code": "SMART-on-FHIR"
             }], "text": "OAuth2 bearer tokens (SMART on FHIR scopes)"}],
             "description": format!(
-                "Every interaction but this CapabilityStatement needs an OAuth2 bearer token from the issuer {} with the audience {}; FHIR data roles on the service (FHIR Data Reader, Writer, Contributor, Exporter) and SMART scopes (patient/, user/, system/ with cruds) decide what it may do. The issuer and scopes are also at {}/.well-known/smart-configuration.",
-                sec.issuer, sec.audience, ctx.base
+                "Every interaction but this CapabilityStatement needs an OAuth2 bearer token from the issuer {} with the audience {}; FHIR data roles on the service (FHIR Data Reader, Writer, Contributor, Exporter) and SMART scopes (patient/, user/, system/ with cruds) decide what it may do. The issuer and scopes are also at {base_url}/.well-known/smart-configuration.",
+                sec.issuer, sec.audience
             )
         });
         // SMART App Launch 1.0 §"Declaring support for OAuth2 endpoints": the token endpoint
@@ -204,6 +342,90 @@ pub(crate) fn capabilities(
             }]);
         }
     }
-    let statement = respond::narrow(ctx, statement, ctx.summary()?, ctx.elements().as_deref());
-    Ok(respond::json(ctx, StatusCode::OK, &statement))
+    if let Some(s) = key.summary.filter(|s| *s != Summary::Count) {
+        statement = defs.summarize(&statement, s);
+    }
+    if let Some(e) = &key.elements {
+        statement = defs.select_elements(&statement, e);
+    }
+    statement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(base: &str, security: Option<&str>) -> Key {
+        Key {
+            service: "default".into(),
+            base: base.into(),
+            security: security.map(|issuer| Security {
+                issuer: issuer.into(),
+                audience: "aud".into(),
+                authorize_endpoint: None,
+                token_endpoint: None,
+            }),
+            summary: None,
+            elements: None,
+            pretty: false,
+            content_type: "application/fhir+json",
+        }
+    }
+
+    #[test]
+    fn each_key_renders_once_and_a_changed_security_renders_anew() {
+        let cached = Cached {
+            statement: json!({}),
+            rendered: Mutex::new(Renders::default()),
+        };
+        let renders = std::cell::Cell::new(0);
+        let render = |text: &'static str| {
+            renders.set(renders.get() + 1);
+            Bytes::from_static(text.as_bytes())
+        };
+        let (a, etag_a) = cached.get_or_render(key("http://a", Some("i1")), || render("a"));
+        let (again, etag_again) = cached.get_or_render(key("http://a", Some("i1")), || render("x"));
+        assert_eq!((a, &etag_a), (again, &etag_again));
+        assert_eq!(renders.get(), 1);
+        let (b, etag_b) = cached.get_or_render(key("http://a", Some("i2")), || render("b"));
+        assert_eq!(b, "b");
+        assert_ne!(etag_a, etag_b);
+        cached.get_or_render(key("http://a", None), || render("c"));
+        cached.get_or_render(key("http://b", Some("i1")), || render("d"));
+        assert_eq!(renders.get(), 4);
+    }
+
+    #[test]
+    fn renders_beyond_the_byte_budget_go_least_recently_used_first() {
+        let cached = Cached {
+            statement: json!({}),
+            rendered: Mutex::new(Renders::default()),
+        };
+        let big = || Bytes::from(vec![b' '; RENDERED_BYTES / 3 + 1]);
+        cached.get_or_render(key("http://1", None), big);
+        cached.get_or_render(key("http://2", None), big);
+        // 1 used again: 2 is now the oldest, and goes when a fourth would exceed the budget.
+        cached.get_or_render(key("http://1", None), || unreachable!());
+        cached.get_or_render(key("http://3", None), big);
+        let bases: Vec<String> = cached
+            .lock()
+            .entries
+            .iter()
+            .map(|e| e.key.base.clone())
+            .collect();
+        assert_eq!(bases.len(), 2, "{bases:?}");
+        assert!(bases.contains(&"http://1".to_string()) && bases.contains(&"http://3".to_string()));
+        assert!(cached.lock().bytes <= RENDERED_BYTES);
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists_and_star() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        assert!(none_match(Some("\"abc\""), &etag));
+        assert!(none_match(Some("W/\"abc\""), &etag));
+        assert!(none_match(Some("\"x\", \"abc\""), &etag));
+        assert!(none_match(Some("*"), &etag));
+        assert!(!none_match(Some("\"abd\""), &etag));
+        assert!(!none_match(None, &etag));
+    }
 }
