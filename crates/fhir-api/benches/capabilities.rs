@@ -21,7 +21,8 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> =
         Arc::new(fhir_store_sqlite::SqliteStore::open(dir.path()).expect("open store"));
-    rt.block_on(store.create_service("default")).expect("service");
+    rt.block_on(store.create_service("default"))
+        .expect("service");
     let app = router(AppState::new(store, ApiConfig::default()));
     let get = |uri: &str, host: &str, if_none_match: Option<&str>| {
         let mut req = Request::builder().uri(uri).header(header::HOST, host);
