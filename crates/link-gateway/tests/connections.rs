@@ -412,6 +412,46 @@ fn h2_request(addr: SocketAddr, uri: &str, host: Option<&str>) -> (u16, String) 
 }
 
 #[test]
+fn regression_15_4_idle_h2_connection_is_closed() {
+    // HTTP/2 (prior knowledge): silent before its first request, and idle after one.
+    let server = server();
+    let mut silent = connect(server.addr);
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    let _ = read_until_closed(&mut silent);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri("http://default.azurehealthcareapis.com/metadata")
+            .body(Body::empty())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        drop(resp);
+        // The server sends GOAWAY and closes; the client's connection task then ends.
+        tokio::time::timeout(PATIENCE, conn)
+            .await
+            .expect("the idle HTTP/2 connection was closed")
+            .expect("join")
+            .ok();
+    });
+}
+
+#[test]
 fn regression_15_8_h2_authority_and_host_disagree_is_400() {
     let server = server();
     let uri = "http://alpha.azurehealthcareapis.com/which";
