@@ -9,7 +9,10 @@
 //! - [`GatewayView`]: the [`link_model::Plan`] indexed for decisions.
 //! - [`Gateway`]: owns the listeners, reconciles them to each new plan before the
 //!   management call that produced it answers, and serves the FHIR router behind the
-//!   decision.
+//!   decision. Every connection runs under [`ConnectionLimits`] (link-auth's `conn`: a
+//!   deadline on each phase, caps per source and in total), and what hyper lets through but
+//!   the data plane refuses (a body declared over the limit, an oversized target or header
+//!   section, a bad Host) is answered with an OperationOutcome before the router sees it.
 //!
 //! This crate knows HTTP and sockets, and the FHIR API only by its router and its service
 //! naming; it never touches the store or the control-plane state itself.
