@@ -160,6 +160,30 @@ class Flows:
         check([s["name"] for s in got["properties"]["subnets"]] == ["vm-subnet"],
               "subnet created with its network", got)
 
+    def generic_endpoints(self):
+        """ARM's generic endpoints, as `az provider show` and `az resource list` call them."""
+        provider = self.resources.providers.get("Microsoft.HealthcareApis")
+        check(provider.namespace == "Microsoft.HealthcareApis", "provider namespace", wire(provider))
+        check(provider.registration_state == "Registered", "provider registered", wire(provider))
+        services = [t for t in provider.resource_types if t.resource_type == "services"]
+        check(services and "2024-03-31" in services[0].api_versions,
+              "services served at the SDK's api-version", wire(provider))
+        registered = self.resources.providers.register("Microsoft.Network")
+        check(registered.registration_state == "Registered", "register answers the provider",
+              wire(registered))
+        mine = list(self.resources.resources.list_by_resource_group(self.rg))
+        kinds = {(r.type, r.name) for r in mine}
+        check(("Microsoft.HealthcareApis/services", self.svc) in kinds, "service listed", kinds)
+        check(("Microsoft.Network/virtualNetworks", "sdk-vnet") in kinds, "network listed", kinds)
+        check(all(r.location == LOCATION for r in mine), "locations", [wire(r) for r in mine])
+        only = "resourceType eq 'Microsoft.Network/virtualNetworks'"
+        nets = [r.name for r in self.resources.resources.list_by_resource_group(self.rg, filter=only)]
+        check(sorted(nets) == ["sdk-vnet", "sdk-vnet2"], "networks by type", nets)
+        # One per page: the SDK follows nextLink through every page.
+        paged = [r.id for r in self.resources.resources.list(filter=only, top=1)]
+        check(sorted(r.lower() for r in paged) == sorted([self.vnet.id.lower(), self.vnet2.id.lower()]),
+              "every network across pages", paged)
+
     def peering(self):
         def peer(local, name, remote):
             return done(self.net.virtual_network_peerings.begin_create_or_update(
@@ -359,6 +383,7 @@ def main():
         flows.resource_group,
         flows.service,
         flows.vnets,
+        flows.generic_endpoints,
         flows.peering,
         flows.dns_zone,
         flows.endpoint_auto,

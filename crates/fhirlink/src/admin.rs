@@ -190,23 +190,31 @@ async fn diagnose(
         );
     };
     let state = control_plane.snapshot();
-    let target = state
+    let found = state
         .of_kind(link_model::Kind::FhirService)
-        .find(|r| r.name().eq_ignore_ascii_case(service))
-        .map(link_model::Resource::key)
-        .unwrap_or_default();
-    let action = "Microsoft.HealthcareApis/services/read";
-    if !link_model::allowed(&state, &who, action, &target) {
-        return arm_error(
+        .find(|r| r.name().eq_ignore_ascii_case(service));
+    let target = found.map(link_model::Resource::key).unwrap_or_default();
+    // The one classification of management requests names this one (a read of the service
+    // it explains); the audit record takes it, with the service, from the response.
+    let mut decided = link_model::classify(link_model::Method::Get, link_model::DIAGNOSE_PATH);
+    if let Some(r) = found {
+        decided = decided.about_service(&r.id);
+    }
+    let action = decided.name;
+    let mut resp = if link_model::allowed(&state, &who, action, &target) {
+        Json(diagnostics.diagnose(&state, service, from)).into_response()
+    } else {
+        arm_error(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
             format!(
                 "The client '{}' does not have authorization to perform action '{action}' on FHIR service '{service}'.",
                 who.id
             ),
-        );
-    }
-    Json(diagnostics.diagnose(&state, service, from)).into_response()
+        )
+    };
+    resp.extensions_mut().insert(decided);
+    resp
 }
 
 /// Verifies the bearer token and hands the request on with its [`Principal`], or answers 401.

@@ -12,8 +12,11 @@
 //!
 //! `time` is when the request arrived (RFC 3339, UTC, milliseconds); `durationMs` runs until
 //! the response head was ready. `action` is the FHIR interaction ([`Interaction`]) on the
-//! data plane, and on the management plane the ARM action (`<resource type>/read`, `/write`,
-//! `/delete`, `/<name>/action`). `networkPath` is `public`, the private endpoint's
+//! data plane, and on the management plane the ARM action as Azure names it and as `link_model`
+//! authorized it (`Microsoft.Resources/subscriptions/resourceGroups/read`,
+//! `Microsoft.Network/privateEndpoints/write`, `…/moveResources/action`; `unknown/<verb>` for
+//! a request that names nothing fhirlink serves).
+//! `networkPath` is `public`, the private endpoint's
 //! (lowercase) resource id, or `management`. `verdict` is the gateway's access decision on the
 //! data plane (`allowed`, `public-access-disabled`, …) and, on the management plane,
 //! `allowed`, `unauthenticated` (401) or `forbidden` (403). A request whose client went away
@@ -297,169 +300,21 @@ fn is_operation(s: &str) -> bool {
     s.len() > 1 && s.len() <= 64 && s.starts_with('$')
 }
 
-/// An ARM verb, the last word of an ARM action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum ArmVerb {
-    Read,
-    Write,
-    Delete,
-    Action,
-    Other,
-}
-
-impl ArmVerb {
-    pub(crate) fn of(method: &Method) -> ArmVerb {
-        match *method {
-            Method::GET | Method::HEAD => ArmVerb::Read,
-            Method::PUT | Method::PATCH => ArmVerb::Write,
-            Method::DELETE => ArmVerb::Delete,
-            Method::POST => ArmVerb::Action,
-            _ => ArmVerb::Other,
-        }
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ArmVerb::Read => "read",
-            ArmVerb::Write => "write",
-            ArmVerb::Delete => "delete",
-            ArmVerb::Action => "action",
-            ArmVerb::Other => "other",
-        }
-    }
-}
-
-/// Management paths that are no ARM resource type of `link-model`'s, with the type name
-/// records give them.
-const OTHER_TYPES: &[&str] = &[
-    "Microsoft.Resources/subscriptions",
-    "Microsoft.Resources/providers",
-    "Microsoft.Resources/resources",
-    "Microsoft.Insights/metrics",
-    "fhirlink/diagnose",
-];
-
-/// The canonical spelling of a resource type fhirlink serves (ARM is case-insensitive).
-pub(crate) fn known_type(name: &str) -> Option<&'static str> {
-    link_model::Kind::all()
-        .iter()
-        .map(|k| k.type_name())
-        .chain(OTHER_TYPES.iter().copied())
-        .find(|t| t.eq_ignore_ascii_case(name))
-}
-
-/// What a management request line names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ArmAction<'a> {
-    /// `<resource type>/<verb>`, or `<resource type>/<name>/action` for a POST.
-    pub(crate) action: String,
-    /// The resource type as the path spells it, or its canonical name when fhirlink serves it.
-    pub(crate) resource_type: Option<String>,
-    /// The ARM id, when the path names one resource (for a POST action: the resource acted
-    /// on).
-    pub(crate) resource_id: Option<&'a str>,
-    /// The FHIR service the path is under, if any (lowercase).
-    pub(crate) service: Option<String>,
-    /// For metrics: the canonical type (None: not one fhirlink serves) and the verb.
-    pub(crate) metric: (Option<&'static str>, ArmVerb),
-}
-
-/// The ARM action of a management request: ids alternate type and name segments
-/// (`/subscriptions/{s}/resourceGroups/{g}/providers/{namespace}/{type}/{name}/…`), the type
-/// of an extension resource starts again at its own `providers` segment, and a path that
-/// ends on a type after a resource is a list (GET) or an action (POST).
-pub(crate) fn arm_action<'a>(method: &Method, path: &'a str) -> ArmAction<'a> {
-    let id = path.strip_suffix('/').unwrap_or(path);
-    let segs: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
-    let verb = ArmVerb::of(method);
-    let special = match segs.as_slice() {
-        ["metrics"] => Some("Microsoft.Insights/metrics"),
-        ["fhirlink", "diagnose"] => Some("fhirlink/diagnose"),
-        _ => None,
-    };
-    if let Some(t) = special {
-        return ArmAction {
-            action: format!("{t}/{}", verb.as_str()),
-            resource_type: Some(t.to_owned()),
-            resource_id: None,
-            service: None,
-            metric: (Some(t), verb),
-        };
-    }
-    // Walk the id: `chain` is the type path of the deepest resource so far, from its
-    // namespace; before any `providers` segment, the Microsoft.Resources types
-    // (subscriptions, resource groups), of which only the last names the type.
-    let mut chain: Vec<&str> = Vec::new();
-    let mut under_provider = false;
-    let mut named = false;
-    let mut service = None;
-    let mut i = 0;
-    while i < segs.len() {
-        let seg = segs[i];
-        if seg.eq_ignore_ascii_case("providers") {
-            match segs.get(i + 1) {
-                Some(ns) => {
-                    chain = vec![*ns];
-                    under_provider = true;
-                    // `/providers/{namespace}` names the provider itself.
-                    named = true;
-                    i += 2;
-                }
-                None => {
-                    chain = vec!["Microsoft.Resources", "providers"];
-                    under_provider = false;
-                    named = false;
-                    i += 1;
-                }
-            }
-            continue;
-        }
-        if chain.is_empty() {
-            chain.push("Microsoft.Resources");
-        }
-        chain.push(seg);
-        named = i + 1 < segs.len();
-        if named
-            && under_provider
-            && chain.len() == 2
-            && chain[0].eq_ignore_ascii_case("Microsoft.HealthcareApis")
-            && chain[1].eq_ignore_ascii_case("services")
-        {
-            service = segs.get(i + 1).map(|s| s.to_ascii_lowercase());
-        }
-        i += 2;
-    }
-    if under_provider && chain.len() == 1 {
-        chain = vec!["Microsoft.Resources", "providers"];
-        under_provider = false;
-    }
-    // A POST on `{resource id}/{name}` is the action `name` on that resource.
-    let action_name = (verb == ArmVerb::Action && !named && chain.len() >= 3)
-        .then(|| chain.pop())
-        .flatten();
-    let spelled = match chain.as_slice() {
-        [] | [_] => None,
-        _ if under_provider => Some(chain.join("/")),
-        [.., last] => Some(format!("Microsoft.Resources/{last}")),
-    };
-    let canonical = spelled.as_deref().and_then(known_type);
-    let resource_type = canonical.map(str::to_owned).or(spelled);
-    let action = match (&resource_type, action_name) {
-        (Some(t), Some(name)) => format!("{t}/{name}/action"),
-        (Some(t), None) => format!("{t}/{}", verb.as_str()),
-        (None, _) => verb.as_str().to_owned(),
-    };
-    let resource_id = if action_name.is_some() {
-        id.rsplit_once('/').map(|(parent, _)| parent)
-    } else {
-        named.then_some(id)
-    };
-    ArmAction {
-        action,
-        resource_type,
-        resource_id,
-        service,
-        metric: (canonical, verb),
+/// The ARM action of a management request, as its record and its metrics name it: the action
+/// `link_model` decided and authorized the request as, which `link-api` hands over in the
+/// response's extensions (`decided`). A request that never reached `link-api` (refused by the
+/// authentication layer with 401, or one of the binary's own `/metrics` and
+/// `/fhirlink/diagnose` when they set none) is classified by that same function,
+/// `link_model::classify`, never by a parser of our own: the audited action is always the one
+/// that was, or would have been, authorized.
+pub(crate) fn arm_action(
+    method: &Method,
+    path: &str,
+    decided: Option<&link_model::ArmAction>,
+) -> link_model::ArmAction {
+    match decided {
+        Some(a) => a.clone(),
+        None => link_model::classify(link_model::Method::parse(method.as_str()), path),
     }
 }
 
@@ -900,99 +755,105 @@ mod tests {
         }
     }
 
-    fn arm(method: Method, path: &str) -> (String, Option<String>, Option<&str>, Option<String>) {
-        let a = arm_action(&method, path);
-        (a.action, a.resource_type, a.resource_id, a.service)
+    #[test]
+    fn arm_records_take_the_decided_action() {
+        // Every action the management API serves: the one handed over is recorded as it is,
+        // and its metric label is its name.
+        let group = "/subscriptions/s/resourceGroups/g";
+        for name in link_model::actions() {
+            let decided = link_model::ArmAction {
+                name,
+                resource_type: Some("Microsoft.HealthcareApis/services"),
+                resource_id: Some(format!(
+                    "{group}/providers/Microsoft.HealthcareApis/services/x"
+                )),
+                service: Some("x".into()),
+            };
+            // The path no longer matters once the action is decided.
+            let got = arm_action(&Method::GET, "/anything", Some(&decided));
+            assert_eq!(got, decided);
+            assert_eq!(
+                crate::metrics::InteractionLabel::Arm(got.name).label(),
+                name
+            );
+        }
     }
 
     #[test]
-    fn arm_actions_from_method_and_path() {
-        let rg = "/subscriptions/s/resourceGroups/rg1";
+    fn arm_requests_refused_before_link_api_are_classified_by_link_model() {
+        let rg = "/subscriptions/6d1c0f2a-8b1e-4d4b-9c57-2f3a4b5c6d7e/resourceGroups/rg1";
         let svc = format!("{rg}/providers/Microsoft.HealthcareApis/services/MyFhir");
-        let t = |s: &str| Some(s.to_owned());
-        assert_eq!(
-            arm(Method::PUT, &svc),
+        let cases: Vec<(Method, String, &str, Option<&str>)> = vec![
             (
-                "Microsoft.HealthcareApis/services/write".into(),
-                t("Microsoft.HealthcareApis/services"),
-                Some(svc.as_str()),
-                t("myfhir")
-            )
-        );
-        // Case-insensitive: the canonical spelling.
-        let lower = svc.to_lowercase();
-        assert_eq!(
-            arm(Method::GET, &lower).0,
-            "Microsoft.HealthcareApis/services/read"
-        );
-        let list = format!("{rg}/providers/Microsoft.HealthcareApis/services");
-        assert_eq!(
-            arm(Method::GET, &list),
-            (
-                "Microsoft.HealthcareApis/services/read".into(),
-                t("Microsoft.HealthcareApis/services"),
+                Method::GET,
+                rg.to_owned(),
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
                 None,
-                None
-            )
-        );
-        let pec = format!("{svc}/privateEndpointConnections/pe1");
-        assert_eq!(
-            arm(Method::DELETE, &pec).0,
-            "Microsoft.HealthcareApis/services/privateEndpointConnections/delete"
-        );
-        let ds = format!("{svc}/providers/Microsoft.Insights/diagnosticSettings/export");
-        assert_eq!(
-            arm(Method::PUT, &ds),
+            ),
             (
-                "Microsoft.Insights/diagnosticSettings/write".into(),
-                t("Microsoft.Insights/diagnosticSettings"),
-                Some(ds.as_str()),
-                t("myfhir")
-            )
-        );
-        assert_eq!(
-            arm(Method::GET, rg).0,
-            "Microsoft.Resources/resourceGroups/read"
-        );
-        assert_eq!(
-            arm(Method::GET, "/subscriptions/s").0,
-            "Microsoft.Resources/subscriptions/read"
-        );
-        let mv = format!("{rg}/moveResources");
-        assert_eq!(
-            arm(Method::POST, &mv),
+                Method::PUT,
+                svc.clone(),
+                "Microsoft.HealthcareApis/services/write",
+                Some("myfhir"),
+            ),
             (
-                "Microsoft.Resources/resourceGroups/moveResources/action".into(),
-                t("Microsoft.Resources/resourceGroups"),
-                Some(rg),
-                None
-            )
-        );
-        let ra = "/providers/Microsoft.Authorization/roleAssignments/0000";
-        assert_eq!(
-            arm(Method::PUT, ra).0,
-            "Microsoft.Authorization/roleAssignments/write"
-        );
-        let zone = format!("{rg}/providers/Microsoft.Network/privateDnsZones/z/A/www");
-        assert_eq!(
-            arm(Method::PUT, &zone).0,
-            "Microsoft.Network/privateDnsZones/A/write"
-        );
-        assert_eq!(
-            arm(Method::GET, "/metrics").0,
-            "Microsoft.Insights/metrics/read"
-        );
-        assert_eq!(
-            arm(Method::GET, "/fhirlink/diagnose").0,
-            "fhirlink/diagnose/read"
-        );
-        // Types fhirlink does not serve keep their spelling in the record, and have no
-        // metric label of their own.
-        let odd = format!("{rg}/providers/Contoso.Widgets/gadgets/g1");
-        let a = arm_action(&Method::GET, &odd);
-        assert_eq!(a.action, "Contoso.Widgets/gadgets/read");
-        assert_eq!(a.metric, (None, ArmVerb::Read));
-        assert_eq!(arm_action(&Method::GET, "/").resource_type, None);
+                Method::HEAD,
+                svc.to_lowercase(),
+                "Microsoft.HealthcareApis/services/read",
+                Some("myfhir"),
+            ),
+            (
+                Method::PUT,
+                format!("{svc}/privateEndpointConnections/pe1"),
+                "Microsoft.HealthcareApis/services/privateEndpointConnections/write",
+                Some("myfhir"),
+            ),
+            (
+                Method::PUT,
+                format!("{svc}/providers/Microsoft.Insights/diagnosticSettings/export"),
+                "Microsoft.Insights/diagnosticSettings/write",
+                Some("myfhir"),
+            ),
+            (
+                Method::PUT,
+                format!("{rg}/providers/Microsoft.Network/privateEndpoints/pe1"),
+                "Microsoft.Network/privateEndpoints/write",
+                None,
+            ),
+            (
+                Method::POST,
+                format!("{rg}/moveResources"),
+                "Microsoft.Resources/subscriptions/resourceGroups/moveResources/action",
+                None,
+            ),
+            (
+                Method::GET,
+                "/metrics".into(),
+                "Microsoft.Insights/metrics/read",
+                None,
+            ),
+            (
+                Method::GET,
+                "/fhirlink/diagnose".into(),
+                "Microsoft.HealthcareApis/services/read",
+                None,
+            ),
+            (
+                Method::GET,
+                format!("{rg}/providers/Contoso.Widgets/gadgets/g1"),
+                "unknown/read",
+                None,
+            ),
+            (Method::DELETE, "/".into(), "unknown/delete", None),
+        ];
+        for (method, path, name, service) in cases {
+            let a = arm_action(&method, &path, None);
+            assert_eq!(a.name, name, "{method} {path}");
+            assert_eq!(a.service.as_deref(), service, "{method} {path}");
+        }
+        let a = arm_action(&Method::PUT, &svc, None);
+        assert_eq!(a.resource_id.as_deref(), Some(svc.as_str()));
+        assert_eq!(a.resource_type, Some("Microsoft.HealthcareApis/services"));
     }
 
     #[test]

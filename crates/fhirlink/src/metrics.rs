@@ -37,7 +37,7 @@ use axum::{Extension, Json};
 use link_dns::DnsServer;
 use link_model::Principal;
 
-use crate::audit::{ArmVerb, Interaction};
+use crate::audit::Interaction;
 use crate::telemetry::{thread_shard, Telemetry, SHARDS};
 
 /// Bucket bounds of the latency histogram, in seconds.
@@ -49,15 +49,15 @@ const BUCKETS: [f64; 14] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum InteractionLabel {
     Fhir(Interaction),
-    /// An ARM resource type fhirlink serves (None: any other) and the verb.
-    Arm(Option<&'static str>, ArmVerb),
+    /// The ARM action `link_model` decided (one of `link_model::actions()`, so a fixed set).
+    Arm(&'static str),
 }
 
 impl InteractionLabel {
-    fn label(self) -> String {
+    pub(crate) fn label(self) -> String {
         match self {
             InteractionLabel::Fhir(i) => i.as_str().to_owned(),
-            InteractionLabel::Arm(t, v) => format!("{}/{}", t.unwrap_or("unknown"), v.as_str()),
+            InteractionLabel::Arm(action) => action.to_owned(),
         }
     }
 }
@@ -319,7 +319,8 @@ pub(crate) async fn route(
     State((control_plane, telemetry, dns)): State<MetricsState>,
     Extension(who): Extension<Principal>,
 ) -> Response {
-    let action = "Microsoft.Insights/metrics/read";
+    // The action the one classification of management requests gives `GET /metrics`.
+    let action = link_model::METRICS_READ;
     if !link_model::allowed(&control_plane.snapshot(), &who, action, "") {
         let message = format!(
             "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '/' or the scope is invalid. If access was recently granted, please refresh your credentials.",

@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use link_dns::DnsServer;
 use link_gateway::{Exchange, Listener, Observer};
-use link_model::{Plan, Principal};
+use link_model::{ArmAction, Plan, Principal};
 
 use crate::audit::{self, AuditLog, Record};
 use crate::metrics::{InteractionLabel, Labels, Metrics, Sample};
@@ -149,7 +149,7 @@ impl Telemetry {
     }
 
     fn management_request(&self, m: &ManagementExchange<'_>) {
-        let action = audit::arm_action(m.method, m.path);
+        let action = audit::arm_action(m.method, m.path, m.decided);
         let status = m.status.as_u16();
         let verdict = match status {
             401 => "unauthenticated",
@@ -160,9 +160,9 @@ impl Telemetry {
         let record = Record {
             time: Record::arrival(m.duration),
             service: action.service.as_deref().map(Into::into),
-            action: action.action.as_str().into(),
-            resource_type: action.resource_type.as_deref().map(Into::into),
-            resource_id: action.resource_id,
+            action: action.name.into(),
+            resource_type: action.resource_type.map(Into::into),
+            resource_id: action.resource_id.as_deref(),
             method: m.method.as_str(),
             path: m.path,
             query: m.query,
@@ -180,7 +180,7 @@ impl Telemetry {
         self.metrics.record(&Sample {
             service: self.fixed.none,
             path: self.fixed.management,
-            kind: InteractionLabel::Arm(action.metric.0, action.metric.1),
+            kind: InteractionLabel::Arm(action.name),
             status,
             denial: (verdict != "allowed").then_some(verdict),
             duration: m.duration,
@@ -255,6 +255,8 @@ struct ManagementExchange<'a> {
     duration: std::time::Duration,
     correlation_id: &'a str,
     principal: Option<&'a Principal>,
+    /// The action `link-api` decided, from the response's extensions (None: refused before).
+    decided: Option<&'a ArmAction>,
 }
 
 /// Where [`remember_principal`], inside authentication, leaves the verified principal for
@@ -278,7 +280,7 @@ struct Seen<'a> {
 }
 
 impl Seen<'_> {
-    fn tell(&mut self, status: StatusCode) {
+    fn tell(&mut self, status: StatusCode, decided: Option<&ArmAction>) {
         self.told = true;
         let principal = self
             .principal
@@ -295,6 +297,7 @@ impl Seen<'_> {
             duration: self.started.elapsed(),
             correlation_id: &self.correlation_id,
             principal: principal.as_ref(),
+            decided,
         });
     }
 }
@@ -304,7 +307,7 @@ impl Drop for Seen<'_> {
         if !self.told {
             let status = StatusCode::from_u16(link_gateway::CLIENT_CLOSED_REQUEST)
                 .unwrap_or(StatusCode::BAD_REQUEST);
-            self.tell(status);
+            self.tell(status, None);
         }
     }
 }
@@ -341,7 +344,7 @@ pub(crate) async fn management(
         h.insert("x-ms-request-id", v.clone());
         h.insert("x-ms-correlation-request-id", v);
     }
-    seen.tell(resp.status());
+    seen.tell(resp.status(), resp.extensions().get::<ArmAction>());
     resp
 }
 
@@ -414,5 +417,85 @@ mod tests {
         assert_eq!(slow["status"], 499);
         assert_eq!(slow["principal"], "alice");
         assert_eq!(records[1]["status"], 200);
+    }
+
+    // Issue #14: the management record names the action the router handed on in the
+    // response's extensions (what link-model authorized), not a parse of the path; a request
+    // answered without one (a 401 of the auth layer) is classified by link-model.
+    #[test]
+    fn a_management_record_takes_the_decided_action() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let telemetry = Telemetry::start(dir.path()).expect("start");
+        let svc =
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.HealthcareApis/services/MyFhir";
+        let decided = ArmAction {
+            name: "Microsoft.HealthcareApis/services/privateEndpointConnections/write",
+            resource_type: Some("Microsoft.HealthcareApis/services/privateEndpointConnections"),
+            resource_id: Some(format!("{svc}/privateEndpointConnections/c1")),
+            service: Some("myfhir".into()),
+        };
+        let handed = decided.clone();
+        let app = Router::new()
+            .route(
+                "/decided",
+                get(move || {
+                    let handed = handed.clone();
+                    async move {
+                        let mut resp = axum::response::IntoResponse::into_response("ok");
+                        resp.extensions_mut().insert(handed);
+                        resp
+                    }
+                }),
+            )
+            .route(
+                "/subscriptions/6d1c0f2a-8b1e-4d4b-9c57-2f3a4b5c6d7e/resourceGroups/g",
+                get(|| async { StatusCode::UNAUTHORIZED }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                telemetry.clone(),
+                management,
+            ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            for path in [
+                "/decided",
+                "/subscriptions/6d1c0f2a-8b1e-4d4b-9c57-2f3a4b5c6d7e/resourceGroups/g",
+            ] {
+                let req = Request::get(path).body(Body::empty()).expect("request");
+                app.clone().oneshot(req).await.expect("infallible");
+            }
+        });
+        telemetry.close();
+        let text = std::fs::read_to_string(dir.path().join("audit.ndjson")).expect("audit");
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(records.len(), 2, "{text}");
+        let r = &records[0];
+        assert_eq!(r["action"], decided.name);
+        assert_eq!(
+            r["resourceType"],
+            "Microsoft.HealthcareApis/services/privateEndpointConnections"
+        );
+        assert_eq!(
+            r["resourceId"],
+            format!("{svc}/privateEndpointConnections/c1")
+        );
+        assert_eq!(r["service"], "myfhir");
+        assert_eq!(r["path"], "/decided");
+        let r = &records[1];
+        assert_eq!(
+            r["action"],
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        );
+        assert_eq!(r["verdict"], "unauthenticated");
+        assert_eq!(
+            r["resourceId"],
+            "/subscriptions/6d1c0f2a-8b1e-4d4b-9c57-2f3a4b5c6d7e/resourceGroups/g"
+        );
     }
 }

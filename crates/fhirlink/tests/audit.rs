@@ -453,7 +453,7 @@ fn every_management_request_leaves_one_record_refused_or_not() {
     let r = the_record(&s, &id);
     let want = json!({
         "service": null,
-        "action": "Microsoft.Resources/resourceGroups/read",
+        "action": "Microsoft.Resources/subscriptions/resourceGroups/read",
         "resourceType": "Microsoft.Resources/resourceGroups",
         "resourceId": rg(),
         "method": "GET",
@@ -495,7 +495,10 @@ fn every_management_request_leaves_one_record_refused_or_not() {
         assert_eq!(r["verdict"], "unauthenticated", "{r}");
         assert_eq!(r["status"], 401);
         assert_eq!(r["principal"], Value::Null);
-        assert_eq!(r["action"], "Microsoft.Resources/resourceGroups/read");
+        assert_eq!(
+            r["action"],
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        );
         assert_eq!(r["networkPath"], "management");
     }
 
