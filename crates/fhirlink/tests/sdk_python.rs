@@ -1,5 +1,7 @@
 //! The official Azure management SDKs for Python (from PyPI, pinned in
-//! sdk-tests/requirements.txt) run the seed's Private Link flows against the real binary:
+//! sdk-tests/requirements.txt) run the seed's Private Link flows, and ARM's generic endpoints
+//! (azure-mgmt-resource's `providers.get`/`register`, `resources.list_by_resource_group` and
+//! `resources.list` with `$filter` and `$top` paging), against the real binary:
 //! sdk-tests/azure_sdk_flows.py with a credential that returns a `fhirlink token` (the root
 //! Owner's, and a Network Contributor's for the manual approval flow) and the generated CA as
 //! the verify bundle.
