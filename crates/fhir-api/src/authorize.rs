@@ -1,32 +1,48 @@
-//! The [`Access`] check of each interaction, made once per request before its module runs.
+//! The [`Access`] check of each interaction, made once per request before its module runs,
+//! and the same check for every batch and transaction entry (FHIR R4 http.html#transaction:
+//! an entry is processed as the interaction it names, so it is authorized as that
+//! interaction). [`permit`] is the one decision, a function of the caller's access and the
+//! [`Interaction`]; what it leaves to the data — whether a resource is in a patient's
+//! compartment — is decided by [`stored_in_compartment`] and [`written_in_compartment`],
+//! the one compartment rule, called by requests and bundle entries alike.
 //!
 //! Role rights and type-level scopes are checked for every interaction. A `patient/` scope
-//! (reach: one Patient's compartment) is enforced here too: reads, instance history and
-//! deletes check that the resource is in the compartment; searches are narrowed to it (a
-//! type search becomes the compartment search `Patient/<id>/<type>`); creates and updates
-//! check the resource they write (and, for updates, the one they replace). Interactions
-//! whose effect this layer cannot bound to the compartment — `_include`/`_revinclude`,
-//! chained and `_has` parameters, type and system history, PATCH, conditional update and
-//! delete — are refused for a patient-scoped token rather than let through. Batch and
-//! transaction entries are checked one by one, the same way, in bundle.rs.
+//! (reach: one Patient's compartment) is enforced too: reads, histories and deletes check
+//! that the resource is in the compartment; searches are narrowed to it (a type search
+//! becomes the compartment search `Patient/<id>/<type>`); creates and updates check the
+//! resource they write (and, for updates, the one they replace). Interactions whose effect
+//! cannot be bounded to the compartment — `_include`/`_revinclude`, chained and `_has`
+//! parameters, type and system history, PATCH, conditional update and delete — are refused
+//! for a patient-scoped token rather than let through.
 
 use axum::body::Body;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use fhir_model::IssueCode;
 use fhir_search::IndexValue;
+use fhir_store::StoredResource;
 use serde_json::Value;
 
 use crate::access::{Access, Op, Reach, Refusal};
 use crate::error::FhirError;
-use crate::request::read_body;
-use crate::AppState;
+use crate::interaction::{Interaction, Scope};
+use crate::request::{read_body, Ctx};
 
-/// How an admitted request continues.
-pub(crate) enum Admitted {
-    /// As it came.
-    AsIs,
-    /// A type search narrowed to a Patient's compartment: run it as `Patient/<id>/<type>`.
-    InCompartment(String),
+/// What an allowed interaction must still respect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Permit {
+    /// Nothing more: the caller's access covers it whole.
+    All,
+    /// A search for a `patient/` reach. `rewrite`: a type search, to run as the compartment
+    /// search `Patient/<patient>/<type>` (a compartment search of the patient itself needs
+    /// no rewrite). A POST `_search` form must pass [`narrowing_allowed`] too.
+    Search { patient: String, rewrite: bool },
+    /// An instance interaction for a `patient/` reach: the resource stored at its id (when
+    /// `stored`) and the resource it writes (when `written`) must be in the compartment.
+    Compartment {
+        patient: String,
+        stored: bool,
+        written: bool,
+    },
 }
 
 fn forbid(r: Refusal) -> FhirError {
@@ -41,136 +57,194 @@ fn patient_only(what: &str) -> FhirError {
     )
 }
 
-/// Checks one request; `segs` are its path segments. A check that reads the body (a write
-/// in a compartment) puts it back as it was; a refusal leaves it unread.
-pub(crate) async fn authorize(
-    state: &AppState,
-    service: &str,
+/// Whether `access` allows `interaction` with the query `params`, and what it must still
+/// respect. Pure: the same interaction gets the same answer as a request and as an entry.
+pub(crate) fn permit(
     access: &Access,
-    method: &Method,
-    segs: &[&str],
+    interaction: &Interaction<'_>,
     params: &[(String, String)],
-    body: &mut Body,
-) -> Result<Admitted, FhirError> {
-    let defs = state.inner.defs;
-    let typed = |t: &str| defs.is_resource_type(t);
-    let read_like = matches!(*method, Method::GET | Method::HEAD);
-    match segs {
-        // The CapabilityStatement needs no token (the network rules still apply).
-        ["metadata"] => Ok(Admitted::AsIs),
-        // Batches and transactions: each entry is checked as the interaction it names
-        // (bundle.rs).
-        [] if *method == Method::POST => Ok(Admitted::AsIs),
-        [] | ["_search"] | ["_history"] => {
-            access.check_all_types(Op::Search).map_err(forbid)?;
-            Ok(Admitted::AsIs)
+) -> Result<Permit, FhirError> {
+    use Interaction as I;
+    let instance = |t: &str, op: Op, written: bool| -> Result<Permit, FhirError> {
+        Ok(match access.check(t, op).map_err(forbid)? {
+            Reach::All => Permit::All,
+            Reach::Patient(patient) => Permit::Compartment {
+                patient,
+                stored: true,
+                written,
+            },
+        })
+    };
+    match *interaction {
+        // The CapabilityStatement and SMART's configuration need no token (the network
+        // rules still apply); a batch or transaction is checked entry by entry.
+        I::Capabilities | I::SmartConfiguration | I::BatchOrTransaction => Ok(Permit::All),
+        I::Search {
+            scope: Scope::System,
+            ..
         }
-        [t, rest @ ..] if typed(t) => {
-            let t = *t;
-            match (method, rest) {
-                (m, []) if *m == Method::POST => {
-                    let reach = access.check(t, Op::Create).map_err(forbid)?;
-                    body_in_reach(state, &reach, t, None, body).await
+        | I::History(Scope::System) => {
+            access.check_all_types(Op::Search).map_err(forbid)?;
+            Ok(Permit::All)
+        }
+        I::Search {
+            scope: Scope::Type(t),
+            ..
+        } => match access.check(t, Op::Search).map_err(forbid)? {
+            Reach::All => Ok(Permit::All),
+            Reach::Patient(patient) => {
+                narrowing_allowed(params)?;
+                if t != "Patient" && fhir_search::compartment::params("Patient", t).is_empty() {
+                    return Err(forbid(Refusal(format!(
+                        "{t} is not in the Patient compartment, so a patient/ scope cannot reach it"
+                    ))));
                 }
-                (m, [] | ["_search"]) if read_like || (*m == Method::POST && !rest.is_empty()) => {
-                    match access.check(t, Op::Search).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs),
-                        Reach::Patient(p) => {
-                            narrowing_allowed(params)?;
-                            if !rest.is_empty() {
-                                // POST _search: the form body holds more parameters.
-                                let bytes = read_body(
-                                    std::mem::take(body),
-                                    state.inner.config.max_body_bytes,
-                                )
-                                .await?;
-                                let form: Vec<(String, String)> =
-                                    form_urlencoded::parse(&bytes).into_owned().collect();
-                                *body = Body::from(bytes);
-                                narrowing_allowed(&form)?;
-                            }
-                            compartment_search(t, p)
-                        }
-                    }
-                }
-                (m, []) if *m == Method::PUT || *m == Method::DELETE => {
-                    let op = if *m == Method::PUT {
-                        Op::Update
-                    } else {
-                        Op::Delete
-                    };
-                    let what = if *m == Method::PUT {
-                        "a conditional update"
-                    } else {
-                        "a conditional delete"
-                    };
-                    match (access.check(t, op), access.check(t, Op::Search)) {
-                        (Ok(Reach::All), Ok(Reach::All)) => Ok(Admitted::AsIs),
-                        (Err(e), _) | (_, Err(e)) => Err(forbid(e)),
-                        _ => Err(patient_only(what)),
-                    }
-                }
-                // Before `[id]`: `_history` is not an id.
-                (_, ["_history"]) => match access.check(t, Op::Read).map_err(forbid)? {
-                    Reach::All => Ok(Admitted::AsIs),
-                    Reach::Patient(_) => Err(patient_only("type history")),
-                },
-                (m, [id]) if read_like || *m == Method::DELETE => {
-                    let op = if read_like { Op::Read } else { Op::Delete };
-                    let reach = access.check(t, op).map_err(forbid)?;
-                    stored_in_reach(state, service, &reach, t, id).await?;
-                    Ok(Admitted::AsIs)
-                }
-                (m, [id]) if *m == Method::PUT => {
-                    let reach = access.check(t, Op::Update).map_err(forbid)?;
-                    if let Reach::Patient(_) = reach {
-                        // What it replaces must be the patient's too (a new id is fine).
-                        if state.inner.store.read(service, t, id).await?.is_some() {
-                            stored_in_reach(state, service, &reach, t, id).await?;
-                        }
-                    }
-                    body_in_reach(state, &reach, t, Some(id), body).await
-                }
-                (m, [_]) if *m == Method::PATCH => {
-                    match access.check(t, Op::Update).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs),
-                        Reach::Patient(_) => Err(patient_only("PATCH")),
-                    }
-                }
-                (m, []) if *m == Method::PATCH => {
-                    match access.check(t, Op::Update).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs),
-                        Reach::Patient(_) => Err(patient_only("a conditional PATCH")),
-                    }
-                }
-                (_, [id, "_history", ..]) => {
-                    let reach = access.check(t, Op::Read).map_err(forbid)?;
-                    stored_in_reach(state, service, &reach, t, id).await?;
-                    Ok(Admitted::AsIs)
-                }
-                // Compartment search: `Patient/123/Observation`.
-                (_, [id, ct, ..]) if typed(ct) => {
-                    match access.check(ct, Op::Search).map_err(forbid)? {
-                        Reach::All => Ok(Admitted::AsIs),
-                        Reach::Patient(p) if t == "Patient" && *id == p => {
-                            narrowing_allowed(params)?;
-                            Ok(Admitted::AsIs)
-                        }
-                        Reach::Patient(_) => Err(forbid(Refusal(format!(
-                            "a patient/ scope reaches only its own patient's compartment, not {t}/{id}"
-                        )))),
-                    }
-                }
-                // Anything else is not an interaction; the router answers it.
-                _ => Ok(Admitted::AsIs),
+                Ok(Permit::Search {
+                    patient,
+                    rewrite: true,
+                })
+            }
+        },
+        I::Search {
+            scope: Scope::Compartment(ct, cid, t),
+            ..
+        } => match access.check(t, Op::Search).map_err(forbid)? {
+            Reach::All => Ok(Permit::All),
+            Reach::Patient(p) if ct == "Patient" && cid == p => {
+                narrowing_allowed(params)?;
+                Ok(Permit::Search {
+                    patient: p,
+                    rewrite: false,
+                })
+            }
+            Reach::Patient(_) => Err(forbid(Refusal(format!(
+                "a patient/ scope reaches only its own patient's compartment, not {ct}/{cid}"
+            )))),
+        },
+        // Not produced by the parser; deny rather than guess.
+        I::Search {
+            scope: Scope::Instance(..),
+            ..
+        } => Err(forbid(Refusal(
+            "no search is addressed to an instance".into(),
+        ))),
+        I::History(Scope::Type(t)) => match access.check(t, Op::Read).map_err(forbid)? {
+            Reach::All => Ok(Permit::All),
+            Reach::Patient(_) => Err(patient_only("type history")),
+        },
+        I::History(Scope::Instance(t, _) | Scope::Compartment(t, ..)) => {
+            instance(t, Op::Read, false)
+        }
+        I::Read { rtype, .. } | I::Vread { rtype, .. } => instance(rtype, Op::Read, false),
+        I::Delete {
+            rtype, id: Some(_), ..
+        } => instance(rtype, Op::Delete, false),
+        I::Update {
+            rtype, id: Some(_), ..
+        } => instance(rtype, Op::Update, true),
+        I::Create { rtype } => Ok(match access.check(rtype, Op::Create).map_err(forbid)? {
+            Reach::All => Permit::All,
+            Reach::Patient(patient) => Permit::Compartment {
+                patient,
+                stored: false,
+                written: true,
+            },
+        }),
+        I::Update { rtype, id: None } | I::Delete { rtype, id: None } => {
+            let (op, what) = if matches!(interaction, I::Update { .. }) {
+                (Op::Update, "a conditional update")
+            } else {
+                (Op::Delete, "a conditional delete")
+            };
+            match (access.check(rtype, op), access.check(rtype, Op::Search)) {
+                (Ok(Reach::All), Ok(Reach::All)) => Ok(Permit::All),
+                (Err(e), _) | (_, Err(e)) => Err(forbid(e)),
+                _ => Err(patient_only(what)),
             }
         }
-        _ => Ok(Admitted::AsIs),
+        I::Patch { rtype, id: Some(_) } => {
+            match access.check(rtype, Op::Update).map_err(forbid)? {
+                Reach::All => Ok(Permit::All),
+                Reach::Patient(_) => Err(patient_only("PATCH")),
+            }
+        }
+        // A conditional patch searches, too (FHIR R4 http.html#cond-patch).
+        I::Patch { rtype, id: None } => {
+            match (
+                access.check(rtype, Op::Update),
+                access.check(rtype, Op::Search),
+            ) {
+                (Ok(Reach::All), Ok(Reach::All)) => Ok(Permit::All),
+                (Err(e), _) | (_, Err(e)) => Err(forbid(e)),
+                _ => Err(patient_only("a conditional PATCH")),
+            }
+        }
+        // No operation is served yet; each one, as it is added, names the interaction it
+        // resembles here (a read, a write, a delete). Deny what has no rule.
+        I::Operation { name, .. } => Err(crate::route::unsupported_operation(name)),
+    }
+}
+
+/// How an admitted request continues.
+pub(crate) enum Admitted {
+    /// As it came.
+    AsIs,
+    /// A type search narrowed to a Patient's compartment: run it as `Patient/<id>/<type>`.
+    InCompartment(String),
+}
+
+/// Checks one request before its module runs: [`permit`], then what the permit leaves to the
+/// data. A check that reads the body (a write in a compartment, a POST `_search` form) puts
+/// it back as it was; a refusal leaves it unread.
+pub(crate) async fn authorize(
+    ctx: &Ctx,
+    interaction: &Interaction<'_>,
+    body: &mut Body,
+) -> Result<Admitted, FhirError> {
+    match permit(&ctx.access, interaction, &ctx.params)? {
+        Permit::All => Ok(Admitted::AsIs),
+        Permit::Search { patient, rewrite } => {
+            if matches!(interaction, Interaction::Search { post: true, .. }) {
+                // POST _search: the form body holds more parameters.
+                let bytes =
+                    read_body(std::mem::take(body), ctx.state.inner.config.max_body_bytes).await?;
+                let form: Vec<(String, String)> =
+                    form_urlencoded::parse(&bytes).into_owned().collect();
+                *body = Body::from(bytes);
+                narrowing_allowed(&form)?;
+            }
+            Ok(if rewrite {
+                Admitted::InCompartment(patient)
+            } else {
+                Admitted::AsIs
+            })
+        }
+        Permit::Compartment {
+            patient,
+            stored,
+            written,
+        } => {
+            let (rtype, id) = interaction.target();
+            let rtype = rtype.unwrap_or_default();
+            if let (true, Some(id)) = (stored, id) {
+                let current = ctx.state.inner.store.read(&ctx.service, rtype, id).await?;
+                stored_in_compartment(ctx, &patient, rtype, id, current.as_ref()).await?;
+            }
+            if written {
+                let bytes =
+                    read_body(std::mem::take(body), ctx.state.inner.config.max_body_bytes).await?;
+                let resource: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
+                *body = Body::from(bytes);
+                written_in_compartment(Some(&resource), rtype, id, &patient)?;
+            }
+            Ok(Admitted::AsIs)
+        }
     }
 }
 
 /// A patient-scoped search may not follow references out of the compartment.
-fn narrowing_allowed(params: &[(String, String)]) -> Result<(), FhirError> {
+pub(crate) fn narrowing_allowed(params: &[(String, String)]) -> Result<(), FhirError> {
     for (k, _) in params {
         let name = k.split(':').next().unwrap_or(k);
         if matches!(name, "_include" | "_revinclude") || name == "_has" || k.contains('.') {
@@ -178,15 +252,6 @@ fn narrowing_allowed(params: &[(String, String)]) -> Result<(), FhirError> {
         }
     }
     Ok(())
-}
-
-fn compartment_search(t: &str, patient: String) -> Result<Admitted, FhirError> {
-    if t != "Patient" && fhir_search::compartment::params("Patient", t).is_empty() {
-        return Err(forbid(Refusal(format!(
-            "{t} is not in the Patient compartment, so a patient/ scope cannot reach it"
-        ))));
-    }
-    Ok(Admitted::InCompartment(patient))
 }
 
 /// Whether a resource's content puts it in `patient`'s compartment (FHIR R4
@@ -218,54 +283,67 @@ pub(crate) fn in_patient_compartment(
     })
 }
 
-/// For a patient reach: the stored resource must be in the compartment. A resource outside
-/// it answers as if it did not exist (404), so that its existence does not leak.
-async fn stored_in_reach(
-    state: &AppState,
-    service: &str,
-    reach: &Reach,
-    t: &str,
+fn stored_body_in_compartment(r: &StoredResource, patient: &str) -> bool {
+    r.body
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .is_some_and(|v| in_patient_compartment(&v, &r.resource_type, Some(&r.id), patient))
+}
+
+/// The compartment rule for what is stored at `rtype/id` (`current`, as the caller read it:
+/// from the store for a request, inside the transaction for an entry). A resource outside
+/// the compartment answers as if it did not exist (404), so that its existence does not
+/// leak — and so does a *deleted* one: whether it is inside is decided by its last version
+/// with content, and only a resource that was the patient's may answer 410 Gone or be
+/// written again. Nothing stored at the id is nothing to reveal.
+pub(crate) async fn stored_in_compartment(
+    ctx: &Ctx,
+    patient: &str,
+    rtype: &str,
     id: &str,
+    current: Option<&StoredResource>,
 ) -> Result<(), FhirError> {
-    let Reach::Patient(p) = reach else {
+    let Some(current) = current else {
         return Ok(());
     };
-    let current = state.inner.store.read(service, t, id).await?;
-    let inside = match current.as_ref().and_then(|r| r.body.as_ref()) {
-        Some(bytes) => serde_json::from_slice::<Value>(bytes)
-            .map(|v| in_patient_compartment(&v, t, Some(id), p))
-            .unwrap_or(false),
-        // Deleted or unknown: nothing to reveal either way.
-        None => t == "Patient" && id == p,
+    let inside = if rtype == "Patient" {
+        id == patient
+    } else if current.is_deleted() {
+        // A delete writes a version without content; the one before it says whose it was.
+        match current.version.checked_sub(1).filter(|v| *v > 0) {
+            Some(v) => ctx
+                .state
+                .inner
+                .store
+                .vread(&ctx.service, rtype, id, v)
+                .await?
+                .is_some_and(|r| stored_body_in_compartment(&r, patient)),
+            None => false,
+        }
+    } else {
+        stored_body_in_compartment(current, patient)
     };
     if inside {
         Ok(())
     } else {
         Err(FhirError::not_found(format!(
-            "{t}/{id} is not known in the compartment of Patient/{p}"
+            "{rtype}/{id} is not known in the compartment of Patient/{patient}"
         )))
     }
 }
 
-/// For a patient reach: the resource in the request body must be in the compartment.
-async fn body_in_reach(
-    state: &AppState,
-    reach: &Reach,
-    t: &str,
+/// The compartment rule for what a create or update writes.
+pub(crate) fn written_in_compartment(
+    resource: Option<&Value>,
+    rtype: &str,
     id: Option<&str>,
-    body: &mut Body,
-) -> Result<Admitted, FhirError> {
-    let Reach::Patient(p) = reach else {
-        return Ok(Admitted::AsIs);
-    };
-    let bytes = read_body(std::mem::take(body), state.inner.config.max_body_bytes).await?;
-    let resource: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
-    *body = Body::from(bytes);
-    if !in_patient_compartment(&resource, t, id, p) {
-        return Err(forbid(Refusal(format!(
-            "a patient/ scope may only write resources in the compartment of Patient/{p}"
-        ))));
+    patient: &str,
+) -> Result<(), FhirError> {
+    if resource.is_some_and(|v| in_patient_compartment(v, rtype, id, patient)) {
+        Ok(())
+    } else {
+        Err(forbid(Refusal(format!(
+            "a patient/ scope may only write resources in the compartment of Patient/{patient}"
+        ))))
     }
-    Ok(Admitted::AsIs)
 }

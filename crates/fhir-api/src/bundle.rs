@@ -1,9 +1,20 @@
 //! batch and transaction Bundles posted to the base (FHIR R4 http.html#transaction).
 //!
+//! Every entry is parsed as the [`Interaction`] its method and url name, with the one parser
+//! requests use, and authorized with the same [`permit`] a request alone gets. Reads
+//! (`GET`/`HEAD` of an instance or a version) run in the store transaction; the other entries
+//! that only read — searches at the system, type and compartment levels, histories,
+//! `/metadata`, and reads with parameters or conditional headers — are served by the request
+//! pipeline itself (`route::serve`) and their response becomes the entry's (a searchset or
+//! history Bundle as its resource).
+//!
 //! A transaction is one store transaction: every entry is checked before anything is
 //! written, entries run in the spec's order (DELETE, POST, PUT/PATCH, GET), `urn:uuid:`
 //! fullUrls become server ids in every Reference, and the first failing entry rolls
-//! everything back and is named in the OperationOutcome. A batch runs each entry on its own.
+//! everything back and is named in the OperationOutcome. Searches and histories of a
+//! transaction are authorized before anything is written and run once its writes are
+//! committed, so that they see them; a store failure at that point can no longer undo the
+//! writes and is reported in that entry. A batch runs each entry on its own.
 
 use std::collections::HashMap;
 
@@ -16,14 +27,15 @@ use fhir_store::{format_instant, Prepared, StoredResource, WriteTx};
 use serde_json::{json, Map, Value};
 
 use crate::access::{Op, Reach};
-use crate::authorize::in_patient_compartment;
+use crate::authorize::{permit, stored_in_compartment, written_in_compartment, Permit};
 use crate::error::FhirError;
+use crate::interaction::{decode_segments, Interaction};
 use crate::negotiate::request_body_kind;
 use crate::patch::Patch;
 use crate::read::parse_etag;
 use crate::request::{read_body, Ctx, Return};
 use crate::respond;
-use crate::route::valid_id;
+use crate::route::{self, Call};
 use crate::search;
 use crate::write::{self, check_resource};
 
@@ -49,6 +61,13 @@ enum Action {
         id: String,
         version: Option<u64>,
     },
+    /// Any other entry that only reads: served by the request pipeline as the request
+    /// `method url` alone would be, with the entry's conditional headers.
+    Get {
+        method: axum::http::Method,
+        url: String,
+        headers: Vec<(axum::http::HeaderName, String)>,
+    },
 }
 
 impl Action {
@@ -58,7 +77,7 @@ impl Action {
             Action::Delete { .. } => 0,
             Action::Create { .. } => 1,
             Action::Update { .. } | Action::Patch { .. } => 2,
-            Action::Read { .. } => 3,
+            Action::Read { .. } | Action::Get { .. } => 3,
         }
     }
 }
@@ -82,86 +101,21 @@ struct Entry {
     /// The checked resource of a create or update with its index extracted, under the id it
     /// will be written with.
     prepared: Option<(String, Prepared)>,
-    /// How far the caller's access reaches for this entry (checked when it was parsed).
-    reach: Reach,
-}
-
-impl Action {
-    /// The type and the interaction, as access checks see them.
-    fn access(&self) -> (&str, Op) {
-        match self {
-            Action::Create { rtype } => (rtype, Op::Create),
-            Action::Update { rtype, .. } | Action::Patch { rtype, .. } => (rtype, Op::Update),
-            Action::Delete { rtype, .. } => (rtype, Op::Delete),
-            Action::Read { rtype, .. } => (rtype, Op::Read),
-        }
-    }
+    /// What the caller's access still requires of this entry (decided when it was parsed).
+    permit: Permit,
+    /// `HEAD`: the response entry carries no resource.
+    head: bool,
 }
 
 fn forbidden(msg: String) -> FhirError {
     FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, msg)
 }
 
-/// The caller's access to one entry (FHIR R4 http.html#transaction: each entry is processed
-/// as the interaction it names, so it is authorized as that interaction). A `patient/`
-/// scope reaches into its compartment only; what cannot be bounded to it is refused.
-fn authorize_entry(ctx: &Ctx, e: &Entry) -> Result<Reach, FhirError> {
-    let (rtype, op) = e.action.access();
-    let reach = ctx.access.check(rtype, op).map_err(|r| forbidden(r.0))?;
-    if e.criteria.is_some() || e.if_none_exist.is_some() {
-        match ctx.access.check(rtype, Op::Search).map_err(|r| forbidden(r.0))? {
-            Reach::All if reach == Reach::All => {}
-            _ => {
-                return Err(forbidden(
-                    "a conditional entry is not allowed with a patient/ scope: its search could reach beyond the patient's compartment".into(),
-                ))
-            }
-        }
-    }
-    if matches!(e.action, Action::Patch { .. }) && reach != Reach::All {
-        return Err(forbidden(
-            "a PATCH entry is not allowed with a patient/ scope".into(),
-        ));
-    }
-    Ok(reach)
-}
-
-/// For a patient reach: the resource as stored must be in the compartment (else the entry
-/// sees it as not found, so that its existence does not leak).
-fn stored_in_compartment(r: &StoredResource, reach: &Reach) -> Result<(), FhirError> {
-    let Reach::Patient(p) = reach else {
-        return Ok(());
-    };
-    let inside = r
-        .body
-        .as_ref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .is_some_and(|v| in_patient_compartment(&v, &r.resource_type, Some(&r.id), p));
-    if inside {
-        Ok(())
-    } else {
-        Err(FhirError::not_found(format!(
-            "{}/{} is not known in the compartment of Patient/{p}",
-            r.resource_type, r.id
-        )))
-    }
-}
-
-fn written_in_compartment(
-    resource: Option<&Value>,
-    rtype: &str,
-    id: &str,
-    reach: &Reach,
-) -> Result<(), FhirError> {
-    let Reach::Patient(p) = reach else {
-        return Ok(());
-    };
-    if resource.is_some_and(|v| in_patient_compartment(v, rtype, Some(id), p)) {
-        Ok(())
-    } else {
-        Err(forbidden(format!(
-            "a patient/ scope may only write resources in the compartment of Patient/{p}"
-        )))
+/// The entry's `permit`, for a type and id that a conditional entry settled only now.
+fn patient_of(e: &Entry) -> Option<&str> {
+    match &e.permit {
+        Permit::Compartment { patient, .. } => Some(patient),
+        _ => None,
     }
 }
 
@@ -172,11 +126,15 @@ enum Outcome {
         stored: StoredResource,
     },
     Deleted(Option<StoredResource>),
-    Read(StoredResource),
+    /// A read; `true` for `HEAD` (no resource in the entry).
+    Read(StoredResource, bool),
+    /// An entry served by the request pipeline: its response entry, already built.
+    Served(Value),
 }
 
 pub(crate) async fn batch_or_transaction(
     ctx: &Ctx,
+    call: &Call,
     body: Body,
     limit: usize,
 ) -> Result<Response, FhirError> {
@@ -225,13 +183,13 @@ pub(crate) async fn batch_or_transaction(
         .at("Bundle.entry"));
     }
     if kind == "transaction" {
-        transaction(ctx, raw_entries).await
+        transaction(ctx, call, raw_entries).await
     } else {
-        batch(ctx, raw_entries).await
+        batch(ctx, call, raw_entries).await
     }
 }
 
-async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
+async fn transaction(ctx: &Ctx, call: &Call, raw: Vec<Value>) -> Result<Response, FhirError> {
     let defs = ctx.state.inner.defs;
     let mut entries = Vec::with_capacity(raw.len());
     for (i, e) in raw.into_iter().enumerate() {
@@ -330,8 +288,14 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
     };
 
     let mut outcomes: Vec<Option<Outcome>> = (0..entries.len()).map(|_| None).collect();
+    let mut served = Vec::new();
     for i in order {
         let e = &mut entries[i];
+        if let Action::Get { .. } = e.action {
+            // After the commit, so that it sees the transaction's writes.
+            served.push(i);
+            continue;
+        }
         match run_entry(ctx, tx.as_mut(), e).await {
             Ok(o) => outcomes[i] = Some(o),
             Err(err) => {
@@ -342,6 +306,9 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
         }
     }
     tx.commit().await?;
+    for i in served {
+        outcomes[i] = Some(Outcome::Served(serve_entry(ctx, call, &entries[i]).await));
+    }
     let entries_json = outcomes
         .into_iter()
         .map(|o| response_entry(ctx, o))
@@ -353,12 +320,16 @@ async fn transaction(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> 
     ))
 }
 
-async fn batch(ctx: &Ctx, raw: Vec<Value>) -> Result<Response, FhirError> {
+async fn batch(ctx: &Ctx, call: &Call, raw: Vec<Value>) -> Result<Response, FhirError> {
     let defs = ctx.state.inner.defs;
     let mut out = Vec::with_capacity(raw.len());
     for (i, e) in raw.into_iter().enumerate() {
         let result = async {
             let mut entry = parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?;
+            if let Action::Get { .. } = entry.action {
+                let served = serve_entry(ctx, call, &entry).await;
+                return Ok::<_, FhirError>((entry, Outcome::Served(served)));
+            }
             let mut tx = ctx.state.inner.store.begin(&ctx.service).await?;
             resolve_conditional(ctx, tx.as_mut(), &mut entry).await?;
             if let Action::Create { .. } = entry.action {
@@ -438,6 +409,7 @@ fn check_entry_resource(defs: &fhir_model::Definitions, e: &Entry) -> Result<(),
 }
 
 fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError> {
+    use axum::http::{header, Method};
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
     let resource = e.get_mut("resource").map(Value::take);
     let request = e.get("request").ok_or_else(|| {
@@ -448,20 +420,30 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         )
         .at(format!("{}.request", entry_path(index)))
     })?;
-    let method = request
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let url = request
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let text = |field: &str| request.get(field).and_then(Value::as_str);
+    let method_text = text("method").unwrap_or_default().to_string();
+    let url = text("url").unwrap_or_default().to_string();
     let bad = |msg: String, field: &str| {
         FhirError::bad_request(msg).at(format!("{}.request.{field}", entry_path(index)))
     };
-    let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+    // Bundle.entry.request.method: FHIR R4 valueset-http-verb.
+    let method = match method_text.as_str() {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        other => {
+            return Err(bad(
+                format!(
+                    "request.method must be GET, HEAD, POST, PUT, PATCH or DELETE, not '{other}'"
+                ),
+                "method",
+            ))
+        }
+    };
+    let if_match = match text("ifMatch") {
         None => None,
         Some(v) => Some(parse_etag(v).ok_or_else(|| {
             bad(
@@ -470,97 +452,159 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
             )
         })?),
     };
-    let if_none_exist = request
-        .get("ifNoneExist")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let if_none_exist = text("ifNoneExist").map(str::to_string);
+    // Conditional reads (FHIR R4 bundle.html: request.ifNoneMatch, request.ifModifiedSince).
+    let mut conditional_headers = Vec::new();
+    if let Some(v) = text("ifNoneMatch") {
+        conditional_headers.push((header::IF_NONE_MATCH, v.to_string()));
+    }
+    if let Some(v) = text("ifModifiedSince") {
+        conditional_headers.push((header::IF_MODIFIED_SINCE, v.to_string()));
+    }
     let full_path = local_path(&url, &ctx.base);
-    let (path, criteria) = match full_path.split_once('?') {
+    let (path, query) = match full_path.split_once('?') {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (full_path, None),
     };
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let defs = ctx.state.inner.defs;
-    if let Some(t) = segs.first() {
-        if !defs.is_resource_type(t) {
-            return Err(FhirError::not_found(format!("Unknown resource type '{t}'"))
-                .at(format!("{}.request.url", entry_path(index))));
+    let at_url = |err: FhirError| err.at(format!("{}.request.url", entry_path(index)));
+    let segments = decode_segments(path).map_err(at_url)?;
+    let segs: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
+    let interaction = Interaction::parse(&method, &segs, ctx.state.inner.defs).map_err(at_url)?;
+    let params: Vec<(String, String)> = query
+        .as_deref()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let permit = permit(&ctx.access, &interaction, &params)?;
+    let head = method == Method::HEAD;
+    let owned = |s: &str| s.to_string();
+    let no_criteria = |what: &str| -> Result<(), FhirError> {
+        match &query {
+            Some(_) => Err(bad(
+                format!("{method_text} {url}: {what} takes no search criteria in its url"),
+                "url",
+            )),
+            None => Ok(()),
         }
-    }
-    if let Some(id) = segs.get(1).filter(|s| !valid_id(s)) {
-        return Err(bad(format!("'{id}' is not a valid resource id"), "url"));
-    }
-    let s = |i: usize| segs[i].to_string();
-    let action = match (method.as_str(), segs.as_slice(), &criteria) {
-        // Conditional update and delete: the id comes from the search, inside the transaction.
-        ("PUT", [_], Some(_)) => Action::Update {
-            rtype: s(0),
-            id: String::new(),
-        },
-        ("DELETE", [_], Some(_)) => Action::Delete {
-            rtype: s(0),
-            id: String::new(),
-        },
-        (_, _, Some(_)) => {
+    };
+    let needs_criteria = |what: &str| -> Result<(), FhirError> {
+        match &query {
+            Some(q) if !q.trim().is_empty() => Ok(()),
+            _ => Err(bad(
+                format!(
+                    "{method_text} {url}: {what} needs search criteria (Type?param=value) or an id"
+                ),
+                "url",
+            )),
+        }
+    };
+    use Interaction as I;
+    let action = match interaction {
+        I::Create { rtype } => {
+            no_criteria("a create (use ifNoneExist for a conditional create)")?;
+            Action::Create {
+                rtype: owned(rtype),
+            }
+        }
+        I::Update { rtype, id } => {
+            match id {
+                Some(_) => no_criteria("an update of an id")?,
+                None => needs_criteria("a conditional update")?,
+            }
+            Action::Update {
+                rtype: owned(rtype),
+                id: id.map(owned).unwrap_or_default(),
+            }
+        }
+        I::Patch { rtype, id } => {
+            match id {
+                Some(_) => no_criteria("a patch of an id")?,
+                None => needs_criteria("a conditional patch")?,
+            }
+            Action::Patch {
+                rtype: owned(rtype),
+                id: id.map(owned).unwrap_or_default(),
+            }
+        }
+        I::Delete { rtype, id } => {
+            match id {
+                Some(_) => no_criteria("a delete of an id")?,
+                None => needs_criteria("a conditional delete")?,
+            }
+            Action::Delete {
+                rtype: owned(rtype),
+                id: id.map(owned).unwrap_or_default(),
+            }
+        }
+        I::BatchOrTransaction => {
             return Err(bad(
-                format!("{method} {url}: only PUT and DELETE entries may carry search criteria"),
+                "an entry may not post another batch or transaction".into(),
                 "url",
             ))
         }
-        _ => match (method.as_str(), segs.as_slice()) {
-            ("POST", [_]) => Action::Create { rtype: s(0) },
-            ("PUT", [_, _]) => Action::Update {
-                rtype: s(0),
-                id: s(1),
-            },
-            ("PATCH", [_, _]) => Action::Patch {
-                rtype: s(0),
-                id: s(1),
-            },
-            ("DELETE", [_, _]) => Action::Delete {
-                rtype: s(0),
-                id: s(1),
-            },
-            ("GET", [_, _]) => Action::Read {
-                rtype: s(0),
-                id: s(1),
+        // A plain read runs in the transaction; with parameters (`_elements`, `_summary`)
+        // or conditional headers it is served as the same request alone.
+        I::Read { rtype, id } if query.is_none() && conditional_headers.is_empty() => {
+            Action::Read {
+                rtype: owned(rtype),
+                id: owned(id),
                 version: None,
-            },
-            ("GET", [_, _, "_history", v]) => Action::Read {
-                rtype: s(0),
-                id: s(1),
-                version: Some(
-                    v.parse()
-                        .map_err(|_| FhirError::not_found(format!("no version '{v}'")))?,
-                ),
-            },
-            ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD", _) => {
-                return Err(bad(
-                    format!(
-                        "{method} {url} is not an interaction this server supports in a Bundle"
-                    ),
-                    "url",
-                ))
             }
-            _ => {
-                return Err(bad(
-                    format!(
-                        "request.method must be GET, POST, PUT, PATCH or DELETE, not '{method}'"
-                    ),
-                    "method",
-                ))
+        }
+        I::Vread { rtype, id, vid } if query.is_none() && conditional_headers.is_empty() => {
+            Action::Read {
+                rtype: owned(rtype),
+                id: owned(id),
+                version: Some(vid.parse().map_err(|_| {
+                    at_url(FhirError::not_found(format!(
+                        "{rtype}/{id} has no version '{vid}'"
+                    )))
+                })?),
             }
+        }
+        I::Read { .. }
+        | I::Vread { .. }
+        | I::Search { .. }
+        | I::History(_)
+        | I::Capabilities
+        | I::SmartConfiguration
+        | I::Operation { .. } => Action::Get {
+            method: method.clone(),
+            url: full_path.to_string(),
+            headers: conditional_headers,
         },
     };
-    if if_none_exist.is_some() && !matches!(action, Action::Create { .. }) {
-        return Err(bad(
-            "ifNoneExist applies to POST entries only".into(),
-            "ifNoneExist",
-        ));
+    if if_none_exist.is_some() {
+        if !matches!(action, Action::Create { .. }) {
+            return Err(bad(
+                "ifNoneExist applies to POST entries only".into(),
+                "ifNoneExist",
+            ));
+        }
+        // A conditional create searches: as a conditional update, it needs the search in
+        // full (FHIR R4 http.html#ccreate).
+        if let Some(Action::Create { rtype }) = Some(&action) {
+            match ctx.access.check(rtype, Op::Search) {
+                Ok(Reach::All) if permit == Permit::All => {}
+                Ok(_) => {
+                    return Err(forbidden(
+                        "a conditional create is not allowed with a patient/ scope: its search could reach beyond the patient's compartment".into(),
+                    ))
+                }
+                Err(r) => return Err(forbidden(r.0)),
+            }
+        }
     }
+    let criteria = match &action {
+        Action::Update { id, .. } | Action::Patch { id, .. } | Action::Delete { id, .. }
+            if id.is_empty() =>
+        {
+            query
+        }
+        _ => None,
+    };
     Ok(Entry {
         index,
-        method,
+        method: method_text,
         url,
         full_url,
         action,
@@ -571,12 +615,122 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         if_none_exist,
         existing: None,
         prepared: None,
-        reach: Reach::All,
+        permit,
+        head,
     })
-    .and_then(|mut entry| {
-        entry.reach = authorize_entry(ctx, &entry)?;
-        Ok(entry)
-    })
+}
+
+/// Serves a reading entry through the request pipeline, as the same request alone, and
+/// turns its response into the response entry.
+async fn serve_entry(ctx: &Ctx, call: &Call, e: &Entry) -> Value {
+    use axum::http::{header, HeaderValue};
+    let Action::Get {
+        method,
+        url,
+        headers: conditional,
+    } = &e.action
+    else {
+        return json!({});
+    };
+    let uri: axum::http::Uri = match format!("/{url}").parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return failed_entry(
+                &FhirError::bad_request(format!("'{url}' is not a valid request url"))
+                    .at(format!("{}.request.url", entry_path(e.index))),
+            )
+        }
+    };
+    // The Bundle's own headers, but for what described its body or its own conditions.
+    let mut headers = ctx.headers.clone();
+    for h in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::ACCEPT,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("if-none-exist");
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/fhir+json"),
+    );
+    for (name, value) in conditional {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name.clone(), v);
+        }
+    }
+    let resp = route::serve(call, method.clone(), &uri, headers, Body::empty()).await;
+    response_to_entry(ctx, resp, e.head).await
+}
+
+/// A response of the request pipeline as a response entry (FHIR R4 bundle.html
+/// #Bundle.entry.response): its status, version headers, and body as the resource — or,
+/// for an error, as the outcome.
+async fn response_to_entry(ctx: &Ctx, resp: Response, head: bool) -> Value {
+    use axum::http::header;
+    let status = resp.status();
+    let (etag, last_modified, location) = {
+        let header_text = |name: header::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (
+            header_text(header::ETAG),
+            header_text(header::LAST_MODIFIED),
+            header_text(header::LOCATION),
+        )
+    };
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let body: Option<Value> = if bytes.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&bytes).ok()
+    };
+    let mut entry = Map::new();
+    let mut response = Map::new();
+    response.insert("status".into(), json!(status_line(status)));
+    if let Some(l) = location {
+        response.insert("location".into(), json!(l));
+    }
+    if let Some(t) = etag {
+        response.insert("etag".into(), json!(t));
+    }
+    if let Some(m) = last_modified {
+        // HTTP-date in the header; the entry's lastModified is an instant.
+        let instant = httpdate::parse_http_date(&m)
+            .ok()
+            .map(|t| format_instant(&chrono::DateTime::<chrono::Utc>::from(t)));
+        if let Some(i) = instant {
+            response.insert("lastModified".into(), json!(i));
+        }
+    }
+    match body {
+        Some(v) if status.is_success() && !head => {
+            let rt = v.get("resourceType").and_then(Value::as_str);
+            let id = v.get("id").and_then(Value::as_str);
+            if let (Some(rt), Some(id)) = (rt, id) {
+                if rt != "Bundle" && rt != "CapabilityStatement" {
+                    entry.insert("fullUrl".into(), json!(format!("{}/{rt}/{id}", ctx.base)));
+                }
+            }
+            entry.insert("resource".into(), v);
+        }
+        Some(v) if !status.is_success() => {
+            response.insert("outcome".into(), v);
+        }
+        _ => {}
+    }
+    entry.insert("response".into(), Value::Object(response));
+    Value::Object(entry)
 }
 
 /// Extracts the search index of a create or update entry whose id is settled, once its
@@ -660,6 +814,19 @@ async fn resolve_conditional(
                 [] => String::new(),
                 [found] => found.clone(),
                 _ => return Err(search::too_many("conditional delete", text)),
+            };
+        }
+        // FHIR R4 http.html#cond-patch: one match is patched, none is a 404, several a 412.
+        Action::Patch { rtype, id } => {
+            let q = search::criteria(ctx, rtype, text, "conditional patch")?;
+            *id = match search::matches_in(tx, &q).await?.as_slice() {
+                [] => {
+                    return Err(FhirError::not_found(format!(
+                        "conditional patch: the criteria '{text}' match no resource"
+                    )))
+                }
+                [found] => found.clone(),
+                _ => return Err(search::too_many("conditional patch", text)),
             };
         }
         _ => {}
@@ -794,7 +961,9 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
             let rtype = rtype.clone();
             let id = e.new_id.clone().unwrap_or_else(write::new_id);
             let resource = take_prepared(e, &id, &ctx.base);
-            written_in_compartment(Some(resource.resource()), &rtype, &id, &e.reach)?;
+            if let Some(p) = patient_of(e) {
+                written_in_compartment(Some(resource.resource()), &rtype, Some(&id), p)?;
+            }
             let stored = write::create_in(tx, &rtype, &id, resource).await?;
             Ok(Outcome::Written {
                 status: StatusCode::CREATED,
@@ -803,13 +972,14 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
         }
         Action::Update { rtype, id } => {
             let (rtype, id) = (rtype.clone(), id.clone());
-            if e.reach != Reach::All {
-                if let Some(current) = tx.current(&rtype, &id).await?.filter(|r| !r.is_deleted()) {
-                    stored_in_compartment(&current, &e.reach)?;
-                }
+            if let Some(p) = patient_of(e) {
+                let current = tx.current(&rtype, &id).await?;
+                stored_in_compartment(ctx, p, &rtype, &id, current.as_ref()).await?;
             }
             let resource = take_prepared(e, &id, &ctx.base);
-            written_in_compartment(Some(resource.resource()), &rtype, &id, &e.reach)?;
+            if let Some(p) = patient_of(e) {
+                written_in_compartment(Some(resource.resource()), &rtype, Some(&id), p)?;
+            }
             let (stored, created) = write::update_in(tx, &rtype, &id, resource, e.if_match).await?;
             Ok(Outcome::Written {
                 status: if created {
@@ -820,11 +990,14 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 stored,
             })
         }
+        Action::Get { .. } => Err(FhirError::bad_request(
+            "a reading entry is served by the request pipeline, not in the transaction",
+        )),
         Action::Patch { rtype, id } => {
             let doc = e.resource.take().ok_or_else(|| {
                 FhirError::bad_request("a PATCH entry needs a resource: a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch")
             })?;
-            let patch = entry_patch(doc)?;
+            let patch = entry_patch(doc)?.max_bytes(ctx.state.inner.config.max_body_bytes);
             let stored =
                 write::patch_in(tx, defs, &ctx.base, rtype, id, &patch, e.if_match).await?;
             Ok(Outcome::Written {
@@ -833,16 +1006,21 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
             })
         }
         Action::Delete { rtype, id } => {
-            if e.reach != Reach::All {
-                if let Some(current) = tx.current(rtype, id).await?.filter(|r| !r.is_deleted()) {
-                    stored_in_compartment(&current, &e.reach)?;
-                }
+            if let Some(p) = patient_of(e) {
+                let current = tx.current(rtype, id).await?;
+                stored_in_compartment(ctx, p, rtype, id, current.as_ref()).await?;
             }
             Ok(Outcome::Deleted(
                 write::delete_in(tx, rtype, id, e.if_match).await?,
             ))
         }
         Action::Read { rtype, id, version } => {
+            // The compartment first, on what is stored now, as for a request: a resource
+            // outside it is not known, deleted or not.
+            if let Some(p) = patient_of(e) {
+                let current = tx.current(rtype, id).await?;
+                stored_in_compartment(ctx, p, rtype, id, current.as_ref()).await?;
+            }
             let found = match version {
                 None => tx.current(rtype, id).await?,
                 Some(v) => {
@@ -854,10 +1032,7 @@ async fn run_entry(ctx: &Ctx, tx: &mut dyn WriteTx, e: &mut Entry) -> Result<Out
                 }
             };
             match found {
-                Some(r) if !r.is_deleted() => {
-                    stored_in_compartment(&r, &e.reach)?;
-                    Ok(Outcome::Read(r))
-                }
+                Some(r) if !r.is_deleted() => Ok(Outcome::Read(r, e.head)),
                 Some(r) => Err(FhirError::new(
                     StatusCode::GONE,
                     IssueCode::Deleted,
@@ -935,12 +1110,13 @@ fn response_entry(ctx: &Ctx, o: Option<Outcome>) -> Result<Value, FhirError> {
                 version_fields(&mut response, &d);
             }
         }
-        Outcome::Read(r) => {
+        Outcome::Served(entry) => return Ok(entry),
+        Outcome::Read(r, head) => {
             entry.insert(
                 "fullUrl".into(),
                 json!(format!("{}/{}/{}", ctx.base, r.resource_type, r.id)),
             );
-            if let Some(b) = &r.body {
+            if let Some(b) = r.body.as_ref().filter(|_| !head) {
                 entry.insert(
                     "resource".into(),
                     serde_json::from_slice(b).unwrap_or(Value::Null),

@@ -12,6 +12,7 @@ mod bundle;
 mod capabilities;
 mod error;
 mod history;
+pub mod interaction;
 mod negotiate;
 mod patch;
 mod read;

@@ -1,9 +1,10 @@
-//! The one entry point: parse the request line into an interaction (FHIR R4 http.html §3.1.0)
-//! and call its module. Resource types are data (146 of them), so routing is a match on path
-//! segments rather than 146 axum routes.
+//! The one entry point: parse the request line into an [`Interaction`] (FHIR R4 http.html
+//! §3.1.0, `interaction.rs`), authorize it and call its module. Resource types are data (146
+//! of them), so routing is a match on the parsed interaction rather than 146 axum routes.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,266 +13,196 @@ use fhir_model::IssueCode;
 use crate::access::Access;
 use crate::authorize::{authorize, Admitted};
 use crate::error::FhirError;
+use crate::interaction::{decode_segments, Interaction, Kind, Scope as IScope};
 use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
 use crate::{bundle, capabilities, history, read, write, AppState};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    match handle(state, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn handle(state: AppState, req: Request) -> Result<Response, FhirError> {
     let (mut parts, body) = req.into_parts();
-    let host = request_host(&parts.headers, &parts.uri);
+    let host = request_host(&parts.headers, &parts.uri).map(str::to_owned);
     let service = match parts.extensions.get::<AdmittedService>() {
         Some(AdmittedService(name)) => name.clone(),
-        None => service_for_host(host, &state.inner.config.dns_suffix),
+        None => service_for_host(host.as_deref(), &state.inner.config.dns_suffix),
     };
-    if !state.inner.store.service_exists(&service).await? {
-        return Err(FhirError::not_found(format!(
-            "FHIR service '{service}' does not exist"
-        )));
+    match state.inner.store.service_exists(&service).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return FhirError::not_found(format!("FHIR service '{service}' does not exist"))
+                .into_response()
+        }
+        Err(e) => return FhirError::from(e).into_response(),
     }
     let access = match parts.extensions.remove::<Arc<Access>>() {
         Some(a) => a,
         None if state.inner.config.require_access => {
-            return Err(FhirError::new(
+            return FhirError::new(
                 StatusCode::FORBIDDEN,
                 IssueCode::Forbidden,
                 "no identity was established for this request",
-            ))
+            )
+            .into_response()
         }
         None => Arc::new(Access::unrestricted("anonymous")),
     };
     let security = parts.extensions.get::<crate::access::Security>().cloned();
-    let segments = decode_segments(parts.uri.path())?;
-    let method = parts.method.clone();
-    let host = host.map(str::to_owned);
-    let mut ctx = Ctx::new(
+    let call = Call {
         state,
         service,
-        parts.headers,
-        host.as_deref(),
-        parts.uri.query(),
         access,
+        security,
+        host,
+    };
+    serve(&call, parts.method, &parts.uri, parts.headers, body).await
+}
+
+/// Who a request is for and from: what a bundle entry shares with the Bundle it came in.
+#[derive(Clone)]
+pub(crate) struct Call {
+    pub(crate) state: AppState,
+    pub(crate) service: String,
+    pub(crate) access: Arc<Access>,
+    pub(crate) security: Option<crate::access::Security>,
+    pub(crate) host: Option<String>,
+}
+
+/// Serves one request of `call`'s caller on its service: parses the interaction, checks it
+/// against the caller's access and runs its module. Bundle entries that read (searches,
+/// histories) come through here too, so that each is routed and authorized exactly as the
+/// same request alone. The response carries the interaction's [`Kind`] as an extension.
+pub(crate) fn serve<'a>(
+    call: &'a Call,
+    method: Method,
+    uri: &'a axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> BoxFuture<'a, Response> {
+    // Boxed with its `Send` spelled out: a batch serves its entries through here, so the
+    // future contains itself.
+    Box::pin(async move {
+        let segments = match decode_segments(uri.path()) {
+            Ok(s) => s,
+            Err(e) => return e.into_response(),
+        };
+        let segs: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
+        let interaction = match Interaction::parse(&method, &segs, call.state.inner.defs) {
+            Ok(i) => i,
+            Err(e) => {
+                let mut resp = e.into_response();
+                resp.extensions_mut().insert(Kind::Unknown);
+                return resp;
+            }
+        };
+        let kind = interaction.kind();
+        let mut resp = match run(call, &interaction, uri.query(), headers, body).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        };
+        resp.extensions_mut().insert(kind);
+        resp
+    })
+}
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+async fn run(
+    call: &Call,
+    interaction: &Interaction<'_>,
+    query: Option<&str>,
+    headers: axum::http::HeaderMap,
+    mut body: Body,
+) -> Result<Response, FhirError> {
+    use Interaction as I;
+    let mut ctx = Ctx::new(
+        call.state.clone(),
+        call.service.clone(),
+        headers,
+        call.host.as_deref(),
+        query,
+        call.access.clone(),
     )?;
     let limit = ctx.state.inner.config.max_body_bytes;
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let mut body = body;
-    let admitted = authorize(
-        &ctx.state,
-        &ctx.service,
-        &ctx.access,
-        &method,
-        &segs,
-        &ctx.params,
-        &mut body,
-    )
-    .await;
-    match admitted {
+    let admitted = match authorize(&ctx, interaction, &mut body).await {
+        Ok(a) => a,
         Err(e) => {
             // Read what the client is still sending before refusing, so that it hears the
             // answer instead of a reset stream (HTTP/2) or connection (HTTP/1.1).
             crate::request::drain(body).await;
             return Err(e);
         }
-        Ok(Admitted::AsIs) => {}
+    };
+    if let Admitted::InCompartment(patient) = admitted {
         // A patient-scoped type search runs inside the patient's compartment.
-        Ok(Admitted::InCompartment(patient)) => {
-            return match segs.as_slice() {
-                ["Patient", rest @ ..] => {
-                    ctx.params.push(("_id".into(), patient));
-                    let body = (!rest.is_empty()).then_some(body);
-                    search::search(&ctx, Scope::Type("Patient"), body).await
-                }
-                [t, rest @ ..] => {
-                    let body = (!rest.is_empty()).then_some(body);
-                    search::search(&ctx, Scope::Compartment("Patient", &patient, t), body).await
-                }
-                [] => Err(FhirError::bad_request("no type to search")),
+        if let I::Search {
+            scope: IScope::Type(t),
+            post,
+        } = *interaction
+        {
+            let body = post.then_some(body);
+            return if t == "Patient" {
+                ctx.params.push(("_id".into(), patient));
+                search::search(&ctx, Scope::Type("Patient"), body).await
+            } else {
+                search::search(&ctx, Scope::Compartment("Patient", &patient, t), body).await
             };
         }
+        return Err(FhirError::bad_request("no type to search"));
     }
-
-    match segs.as_slice() {
-        [] => match method {
-            Method::POST => bundle::batch_or_transaction(&ctx, body, limit).await,
-            Method::GET | Method::HEAD => search::search(&ctx, Scope::System, None).await,
-            _ => Err(FhirError::method_not_allowed(
-                method.as_str(),
-                "the base",
-                "GET, POST",
-            )),
-        },
-        ["metadata"] => match method {
-            Method::GET | Method::HEAD => capabilities::capabilities(&ctx, security.as_ref()),
-            _ => Err(FhirError::method_not_allowed(
-                method.as_str(),
-                "/metadata",
-                "GET",
-            )),
-        },
-        ["_search"] => match method {
-            Method::POST => search::search(&ctx, Scope::System, Some(body)).await,
-            _ => Err(FhirError::method_not_allowed(
-                method.as_str(),
-                "/_search",
-                "POST",
-            )),
-        },
-        ["_history"] => match method {
-            Method::GET => history::system(&ctx).await,
-            _ => Err(FhirError::method_not_allowed(
-                method.as_str(),
-                "/_history",
-                "GET",
-            )),
-        },
-        [t, rest @ ..] => {
-            let t = *t;
-            if !ctx.state.inner.defs.is_resource_type(t) {
-                return Err(FhirError::not_found(format!("Unknown resource type '{t}'")));
-            }
-            match rest {
-                [] => match method {
-                    Method::POST => write::create(&ctx, t, body, limit).await,
-                    Method::GET | Method::HEAD => search::search(&ctx, Scope::Type(t), None).await,
-                    Method::PUT => write::conditional_update(&ctx, t, body, limit).await,
-                    Method::DELETE => write::conditional_delete(&ctx, t).await,
-                    Method::PATCH => write::conditional_patch(&ctx, t, body, limit).await,
-                    _ => Err(FhirError::method_not_allowed(
-                        method.as_str(),
-                        t,
-                        "GET, POST, PUT, DELETE",
-                    )),
-                },
-                ["_history"] => match method {
-                    Method::GET => history::type_level(&ctx, t).await,
-                    _ => Err(FhirError::method_not_allowed(
-                        method.as_str(),
-                        &format!("{t}/_history"),
-                        "GET",
-                    )),
-                },
-                ["_search"] => match method {
-                    Method::POST => search::search(&ctx, Scope::Type(t), Some(body)).await,
-                    _ => Err(FhirError::method_not_allowed(
-                        method.as_str(),
-                        &format!("{t}/_search"),
-                        "POST",
-                    )),
-                },
-                [id] => {
-                    let id = *id;
-                    check_id(id)?;
-                    match method {
-                        Method::GET | Method::HEAD => read::read(&ctx, t, id).await,
-                        Method::PUT => write::update(&ctx, t, id, body, limit).await,
-                        Method::DELETE => write::delete(&ctx, t, id).await,
-                        Method::PATCH => write::patch(&ctx, t, id, body, limit).await,
-                        _ => Err(FhirError::method_not_allowed(
-                            method.as_str(),
-                            &format!("{t}/{id}"),
-                            "GET, PUT, PATCH, DELETE",
-                        )),
-                    }
-                }
-                [id, "_history"] => {
-                    check_id(id)?;
-                    match method {
-                        Method::GET => history::instance(&ctx, t, id).await,
-                        _ => Err(FhirError::method_not_allowed(
-                            method.as_str(),
-                            &format!("{t}/{id}/_history"),
-                            "GET",
-                        )),
-                    }
-                }
-                [id, "_history", vid] => {
-                    check_id(id)?;
-                    match method {
-                        Method::GET | Method::HEAD => read::vread(&ctx, t, id, vid).await,
-                        _ => Err(FhirError::method_not_allowed(
-                            method.as_str(),
-                            &format!("{t}/{id}/_history/{vid}"),
-                            "GET",
-                        )),
-                    }
-                }
-                [id, ct] if *ct != "_history" && ctx.state.inner.defs.is_resource_type(ct) => {
-                    check_id(id)?;
-                    match method {
-                        Method::GET | Method::HEAD => {
-                            search::search(&ctx, Scope::Compartment(t, id, ct), None).await
-                        }
-                        _ => Err(FhirError::method_not_allowed(
-                            method.as_str(),
-                            &format!("{t}/{id}/{ct}"),
-                            "GET",
-                        )),
-                    }
-                }
-                [id, ct, "_search"] if ctx.state.inner.defs.is_resource_type(ct) => {
-                    check_id(id)?;
-                    match method {
-                        Method::POST => {
-                            search::search(&ctx, Scope::Compartment(t, id, ct), Some(body)).await
-                        }
-                        _ => Err(FhirError::method_not_allowed(
-                            method.as_str(),
-                            &format!("{t}/{id}/{ct}/_search"),
-                            "POST",
-                        )),
-                    }
-                }
-                _ => Err(FhirError::not_found(format!(
-                    "no FHIR interaction at '{}'",
-                    segments.join("/")
-                ))),
-            }
+    match *interaction {
+        I::Capabilities => capabilities::capabilities(&ctx, call.security.as_ref()),
+        // Served by the authentication layer in front, which knows the service's issuer.
+        I::SmartConfiguration => Err(FhirError::not_found(
+            "this server has no SMART configuration without its authentication layer",
+        )),
+        I::BatchOrTransaction => bundle::batch_or_transaction(&ctx, call, body, limit).await,
+        I::Search { scope, post } => {
+            let body = post.then_some(body);
+            let scope = match scope {
+                IScope::System => Scope::System,
+                IScope::Type(t) => Scope::Type(t),
+                IScope::Compartment(ct, cid, t) => Scope::Compartment(ct, cid, t),
+                IScope::Instance(..) => return Err(FhirError::bad_request("no such search")),
+            };
+            search::search(&ctx, scope, body).await
         }
+        I::History(scope) => match scope {
+            IScope::System => history::system(&ctx).await,
+            IScope::Type(t) => history::type_level(&ctx, t).await,
+            IScope::Instance(t, id) | IScope::Compartment(t, id, _) => {
+                history::instance(&ctx, t, id).await
+            }
+        },
+        I::Read { rtype, id } => read::read(&ctx, rtype, id).await,
+        I::Vread { rtype, id, vid } => read::vread(&ctx, rtype, id, vid).await,
+        I::Create { rtype } => write::create(&ctx, rtype, body, limit).await,
+        I::Update {
+            rtype,
+            id: Some(id),
+        } => write::update(&ctx, rtype, id, body, limit).await,
+        I::Update { rtype, id: None } => write::conditional_update(&ctx, rtype, body, limit).await,
+        I::Patch {
+            rtype,
+            id: Some(id),
+        } => write::patch(&ctx, rtype, id, body, limit).await,
+        I::Patch { rtype, id: None } => write::conditional_patch(&ctx, rtype, body, limit).await,
+        I::Delete {
+            rtype,
+            id: Some(id),
+        } => write::delete(&ctx, rtype, id).await,
+        I::Delete { rtype, id: None } => write::conditional_delete(&ctx, rtype).await,
+        I::Operation { name, .. } => Err(unsupported_operation(name)),
     }
 }
 
-/// Splits a path into percent-decoded segments, ignoring one trailing slash.
-fn decode_segments(path: &str) -> Result<Vec<String>, FhirError> {
-    let trimmed = path.trim_start_matches('/');
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    if trimmed.is_empty() {
-        return Ok(Vec::new());
-    }
-    trimmed
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| FhirError::bad_request("the request path is not valid UTF-8"))
-        })
-        .collect()
-}
-
-/// Logical ids are `[A-Za-z0-9\-\.]{1,64}` (FHIR R4 datatypes.html#id).
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-fn check_id(id: &str) -> Result<(), FhirError> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(FhirError::new(
-            StatusCode::BAD_REQUEST,
-            IssueCode::Value,
-            format!("'{id}' is not a valid resource id: 1-64 of A-Z a-z 0-9 - ."),
-        ))
-    }
+/// An operation this server does not serve (FHIR R4 operations.html: unknown operations are
+/// an error, not ignored).
+pub(crate) fn unsupported_operation(name: &str) -> FhirError {
+    FhirError::new(
+        StatusCode::NOT_FOUND,
+        IssueCode::NotSupported,
+        format!("the operation ${name} is not supported here"),
+    )
 }

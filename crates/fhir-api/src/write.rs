@@ -377,7 +377,7 @@ pub(crate) async fn conditional_update(
         .and_then(Value::as_str)
         .map(str::to_string);
     if let Some(id) = &body_id {
-        if !crate::route::valid_id(id) {
+        if !crate::interaction::valid_id(id) {
             return Err(
                 FhirError::bad_request(format!("'{id}' is not a valid resource id"))
                     .at(format!("{rtype}.id")),

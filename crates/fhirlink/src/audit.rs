@@ -11,7 +11,8 @@
 //! ```
 //!
 //! `time` is when the request arrived (RFC 3339, UTC, milliseconds); `durationMs` runs until
-//! the response head was ready. `action` is the FHIR interaction ([`Interaction`]) on the
+//! the response head was ready. `action` is the FHIR interaction
+//! ([`fhir_api::interaction::Kind`], classified by the router's own parser) on the
 //! data plane, and on the management plane the ARM action as Azure names it and as `link_model`
 //! authorized it (`Microsoft.Resources/subscriptions/resourceGroups/read`,
 //! `Microsoft.Network/privateEndpoints/write`, `…/moveResources/action`; `unknown/<verb>` for
@@ -143,161 +144,6 @@ impl Serialize for Timestamp {
             s.serialize_str(std::str::from_utf8(&buf[..used]).unwrap_or_default())
         })
     }
-}
-
-/// A FHIR interaction (FHIR R4 http.html §3.1.0), as audit records and metrics name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Interaction {
-    Read,
-    Vread,
-    Update,
-    Patch,
-    Delete,
-    HistoryInstance,
-    HistoryType,
-    HistorySystem,
-    Create,
-    SearchType,
-    SearchSystem,
-    SearchCompartment,
-    /// `POST /`: which of the two only the body says, and the body is not read here.
-    BatchTransaction,
-    /// `GET /metadata` (and SMART's `/.well-known/smart-configuration`).
-    Capabilities,
-    /// `$name` at the system, type or instance level.
-    Operation,
-    /// Nothing FHIR defines at this method and path.
-    Unknown,
-}
-
-impl Interaction {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Interaction::Read => "read",
-            Interaction::Vread => "vread",
-            Interaction::Update => "update",
-            Interaction::Patch => "patch",
-            Interaction::Delete => "delete",
-            Interaction::HistoryInstance => "history-instance",
-            Interaction::HistoryType => "history-type",
-            Interaction::HistorySystem => "history-system",
-            Interaction::Create => "create",
-            Interaction::SearchType => "search-type",
-            Interaction::SearchSystem => "search-system",
-            Interaction::SearchCompartment => "search-compartment",
-            Interaction::BatchTransaction => "batch/transaction",
-            Interaction::Capabilities => "capabilities",
-            Interaction::Operation => "operation",
-            Interaction::Unknown => "unknown",
-        }
-    }
-}
-
-/// What a data-plane request line names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FhirAction<'a> {
-    pub(crate) interaction: Interaction,
-    pub(crate) resource_type: Option<&'a str>,
-    pub(crate) resource_id: Option<&'a str>,
-}
-
-/// The interaction of a data-plane request, and the resource type and id its path names,
-/// from the method and the path alone (the routing of `fhir-api`, without its store or
-/// definitions: a resource type is any name that starts with an upper-case letter).
-pub(crate) fn fhir_action<'a>(method: &Method, path: &'a str) -> FhirAction<'a> {
-    use Interaction as I;
-    let trimmed = path.trim_start_matches('/');
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    let mut segs = [""; 5];
-    let mut n = 0;
-    if !trimmed.is_empty() {
-        for s in trimmed.split('/') {
-            if n == segs.len() {
-                return unknown();
-            }
-            segs[n] = s;
-            n += 1;
-        }
-    }
-    let get = *method == Method::GET || *method == Method::HEAD;
-    let post = *method == Method::POST;
-    let on = |interaction, t: Option<&'a str>, id: Option<&'a str>| FhirAction {
-        interaction,
-        resource_type: t,
-        resource_id: id,
-    };
-    let none = |interaction| on(interaction, None, None);
-    match &segs[..n] {
-        [] if post => none(I::BatchTransaction),
-        [] if get => none(I::SearchSystem),
-        ["metadata"] if get => none(I::Capabilities),
-        [".well-known", "smart-configuration"] if get => none(I::Capabilities),
-        ["_search"] if post => none(I::SearchSystem),
-        ["_history"] if get => none(I::HistorySystem),
-        [op] if is_operation(op) => none(I::Operation),
-        [t, rest @ ..] if is_type(t) => {
-            let t = Some(*t);
-            match rest {
-                [] if post => on(I::Create, t, None),
-                [] if get => on(I::SearchType, t, None),
-                // Conditional update, delete and patch (FHIR R4 http.html §3.1.0.4.3 …).
-                [] if *method == Method::PUT => on(I::Update, t, None),
-                [] if *method == Method::DELETE => on(I::Delete, t, None),
-                [] if *method == Method::PATCH => on(I::Patch, t, None),
-                ["_history"] if get => on(I::HistoryType, t, None),
-                ["_search"] if post => on(I::SearchType, t, None),
-                [op] if is_operation(op) => on(I::Operation, t, None),
-                [id] if is_id(id) => {
-                    let interaction = if get {
-                        I::Read
-                    } else if *method == Method::PUT {
-                        I::Update
-                    } else if *method == Method::DELETE {
-                        I::Delete
-                    } else if *method == Method::PATCH {
-                        I::Patch
-                    } else {
-                        I::Unknown
-                    };
-                    on(interaction, t, Some(*id))
-                }
-                [id, "_history"] if get && is_id(id) => on(I::HistoryInstance, t, Some(*id)),
-                [id, "_history", _] if get && is_id(id) => on(I::Vread, t, Some(*id)),
-                [id, op] if is_id(id) && is_operation(op) => on(I::Operation, t, Some(*id)),
-                [id, c] if get && is_id(id) && is_type(c) => on(I::SearchCompartment, t, Some(*id)),
-                [id, c, "_search"] if post && is_id(id) && is_type(c) => {
-                    on(I::SearchCompartment, t, Some(*id))
-                }
-                _ => on(I::Unknown, t, None),
-            }
-        }
-        _ => unknown(),
-    }
-}
-
-fn unknown<'a>() -> FhirAction<'a> {
-    FhirAction {
-        interaction: Interaction::Unknown,
-        resource_type: None,
-        resource_id: None,
-    }
-}
-
-fn is_type(s: &str) -> bool {
-    s.len() <= 64
-        && s.starts_with(|c: char| c.is_ascii_uppercase())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// FHIR R4 datatypes.html#id: `[A-Za-z0-9\-\.]{1,64}`.
-fn is_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-fn is_operation(s: &str) -> bool {
-    s.len() > 1 && s.len() <= 64 && s.starts_with('$')
 }
 
 /// The ARM action of a management request, as its record and its metrics name it: the action
@@ -635,9 +481,13 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 mod tests {
     use super::*;
 
-    fn fhir(method: Method, path: &str) -> (&'static str, Option<&str>, Option<&str>) {
-        let a = fhir_action(&method, path);
-        (a.interaction.as_str(), a.resource_type, a.resource_id)
+    fn fhir(method: Method, path: &str) -> (&'static str, Option<String>, Option<String>) {
+        let a = fhir_api::interaction::classify(&method, path);
+        (
+            a.kind.as_str(),
+            a.resource_type.map(|t| t.into_owned()),
+            a.resource_id.map(|t| t.into_owned()),
+        )
     }
 
     #[test]
@@ -739,7 +589,7 @@ mod tests {
             (
                 Method::POST,
                 "/Patient/p1",
-                ("unknown", Some("Patient"), Some("p1")),
+                ("unknown", Some("Patient"), None),
             ),
             (Method::GET, "/patient/p1", ("unknown", None, None)),
             (
@@ -750,8 +600,9 @@ mod tests {
             (Method::GET, "/a/b/c/d/e/f", ("unknown", None, None)),
             (Method::DELETE, "/metadata", ("unknown", None, None)),
         ];
-        for (method, path, want) in cases {
-            assert_eq!(fhir(method.clone(), path), *want, "{method} {path}");
+        for (method, path, (action, t, id)) in cases {
+            let want = (*action, t.map(str::to_owned), id.map(str::to_owned));
+            assert_eq!(fhir(method.clone(), path), want, "{method} {path}");
         }
     }
 

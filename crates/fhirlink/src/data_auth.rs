@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fhir_api::access::{Rights, Scopes};
@@ -271,14 +271,6 @@ fn is_local(authority: &str) -> bool {
     authority.is_empty() || authority == LOCAL_ISSUER
 }
 
-/// The paths that need no token (FHIR R4 http.html#capabilities; SMART App Launch 2.0
-/// §conformance).
-fn open_path(method: &Method, path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    matches!(*method, Method::GET | Method::HEAD)
-        && (path == "/metadata" || path == "/.well-known/smart-configuration")
-}
-
 /// What follows `Bearer ` (any case; surrounding spaces trimmed) in a request's one
 /// Authorization header: `Ok(None)` without one, `Err` for several or another scheme. Not
 /// checked further: enough to find a token verified before, byte for byte.
@@ -423,7 +415,7 @@ pub(crate) async fn authenticate(
         return next.run(req).await;
     }
     let settings = auth.services.load().get(admitted(&req)).cloned();
-    if open_path(req.method(), req.uri().path()) {
+    if fhir_api::interaction::needs_no_token(req.method(), req.uri().path()) {
         if req.uri().path().trim_end_matches('/') == "/.well-known/smart-configuration" {
             if let Some(s) = &settings {
                 return smart_configuration(&auth, s).await;

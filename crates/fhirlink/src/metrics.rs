@@ -37,7 +37,8 @@ use axum::{Extension, Json};
 use link_dns::DnsServer;
 use link_model::Principal;
 
-use crate::audit::Interaction;
+use fhir_api::interaction::Kind as Interaction;
+
 use crate::telemetry::{thread_shard, Telemetry, SHARDS};
 
 /// Bucket bounds of the latency histogram, in seconds.

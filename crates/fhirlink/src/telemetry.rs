@@ -191,7 +191,7 @@ impl Telemetry {
 impl Observer for Telemetry {
     fn observe(&self, e: &Exchange<'_>) {
         let directory = self.directory.load();
-        let action = audit::fhir_action(e.method, e.path);
+        let action = fhir_api::interaction::classify(e.method, e.path);
         let status = e.status.as_u16();
         let network_path = match e.listener {
             Listener::Public => "public",
@@ -208,9 +208,9 @@ impl Observer for Telemetry {
         let record = Record {
             time: Record::arrival(e.duration),
             service: Some(e.service.into()),
-            action: action.interaction.as_str().into(),
-            resource_type: action.resource_type.map(Into::into),
-            resource_id: action.resource_id,
+            action: action.kind.as_str().into(),
+            resource_type: action.resource_type.clone(),
+            resource_id: action.resource_id.as_deref(),
             method: e.method.as_str(),
             path: e.path,
             query: e.query,
@@ -237,7 +237,7 @@ impl Observer for Telemetry {
         self.metrics.record(&Sample {
             service: service.map_or(self.fixed.unknown, |s| s.label),
             path,
-            kind: InteractionLabel::Fhir(action.interaction),
+            kind: InteractionLabel::Fhir(action.kind),
             status,
             denial,
             duration: e.duration,

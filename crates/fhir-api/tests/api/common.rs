@@ -1,0 +1,196 @@
+//! The harness: a data plane over a store in a temporary folder, requests sent with
+//! `oneshot`, the caller's [`Access`] as the request extension the authentication layer
+//! would insert.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use fhir_api::access::{Rights, Scopes};
+use fhir_api::interaction::Kind;
+use fhir_api::{router, Access, ApiConfig, AppState};
+use fhir_store::Store;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A store backend the suite runs on.
+pub struct Backend {
+    pub name: &'static str,
+    pub open: fn(&std::path::Path) -> Arc<dyn Store>,
+}
+
+/// Every backend this build has.
+pub fn backends() -> Vec<Backend> {
+    vec![Backend {
+        name: "sqlite",
+        open: |dir| Arc::new(fhir_store_sqlite::SqliteStore::open(dir).expect("open store")),
+    }]
+}
+
+pub struct Server {
+    pub backend: &'static str,
+    pub store: Arc<dyn Store>,
+    app: Router,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer: status, body (JSON or `Null`), headers, and the interaction the router said
+/// it served.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: HeaderMap,
+    pub kind: Option<Kind>,
+}
+
+impl Server {
+    pub async fn start(backend: &Backend) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = (backend.open)(dir.path());
+        store.create_service("default").await.expect("service");
+        let app = router(AppState::new(store.clone(), ApiConfig::default()));
+        Server {
+            backend: backend.name,
+            store,
+            app,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request as `access` (none: the router's own unrestricted default).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        access: Option<&Access>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/fhir+json");
+                Body::from(serde_json::to_vec(v).expect("json"))
+            }
+            None => Body::empty(),
+        };
+        let mut req = req.body(body).expect("request");
+        if let Some(a) = access {
+            req.extensions_mut().insert(Arc::new(a.clone()));
+        }
+        answer(self.app.clone().oneshot(req).await.expect("infallible")).await
+    }
+
+    /// Sends a body with its own content type (in `headers`).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        access: Option<&Access>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = body
+            .map(|v| Body::from(serde_json::to_vec(v).expect("json")))
+            .unwrap_or_else(Body::empty);
+        let mut req = req.body(body).expect("request");
+        if let Some(a) = access {
+            req.extensions_mut().insert(Arc::new(a.clone()));
+        }
+        answer(self.app.clone().oneshot(req).await.expect("infallible")).await
+    }
+
+    pub async fn get(&self, path: &str, access: Option<&Access>) -> Answer {
+        self.send(Method::GET, path, None, access, &[]).await
+    }
+
+    /// PUTs a resource as the unrestricted caller; panics unless it is written.
+    pub async fn put(&self, resource: Value) {
+        let path = format!(
+            "/{}/{}",
+            resource["resourceType"].as_str().expect("type"),
+            resource["id"].as_str().expect("id")
+        );
+        let a = self
+            .send(Method::PUT, &path, Some(&resource), None, &[])
+            .await;
+        assert!(a.status.is_success(), "{path}: {} {}", a.status, a.body);
+    }
+
+    pub async fn delete(&self, path: &str) {
+        let a = self.send(Method::DELETE, path, None, None, &[]).await;
+        assert!(a.status.is_success(), "{path}: {} {}", a.status, a.body);
+    }
+
+    /// POSTs a batch or transaction Bundle.
+    pub async fn bundle(&self, bundle: &Value, access: Option<&Access>) -> Answer {
+        self.send(Method::POST, "/", Some(bundle), access, &[])
+            .await
+    }
+}
+
+async fn answer(resp: axum::response::Response) -> Answer {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let kind = resp.extensions().get::<Kind>().copied();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        headers,
+        kind,
+    }
+}
+
+/// A caller with `rights` and the SMART `scopes`, in `patient`'s launch context.
+pub fn caller(rights: Rights, scopes: &[&str], patient: Option<&str>) -> Access {
+    Access {
+        principal: "tester".into(),
+        rights,
+        scopes: Scopes::parse(scopes.iter().copied()),
+        patient: patient.map(str::to_owned),
+    }
+}
+
+pub fn reader() -> Rights {
+    Rights {
+        read: true,
+        ..Rights::default()
+    }
+}
+
+/// A Bundle of `kind` with `entries` (`(method, url, resource)`).
+pub fn bundle(kind: &str, entries: &[(&str, &str, Option<Value>)]) -> Value {
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|(m, u, r)| {
+            let mut e = serde_json::json!({"request": {"method": m, "url": u}});
+            if let Some(r) = r {
+                e["resource"] = r.clone();
+            }
+            e
+        })
+        .collect();
+    serde_json::json!({"resourceType": "Bundle", "type": kind, "entry": entries})
+}
+
+/// The status code of a response entry (`"404 Not Found"` → 404).
+pub fn entry_status(e: &Value) -> u16 {
+    e["response"]["status"]
+        .as_str()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,9 @@
+//! fhir-api in process: the REST suite drives `router(state)` with `oneshot`, no socket
+//! and no binary, in one test binary. Every test runs on each store backend that
+//! [`common::backends`] lists (the same suite for every backend, as the store's conformance
+//! suite is).
+
+mod bundles;
+mod common;
+mod compartment;
+mod interactions;
