@@ -497,7 +497,13 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Classified<'a> {
 /// Whether a request may be served without a token: the CapabilityStatement and SMART's
 /// configuration (FHIR R4 http.html#capabilities; SMART App Launch 2.0 §conformance).
 pub fn needs_no_token(method: &Method, path: &str) -> bool {
-    classify(method, path).kind == Kind::Capabilities
+    // Every request asks this before its token is checked: what cannot be one of the two
+    // paths (no escapes, another first segment) is answered without the full parse.
+    let could_be = path.contains('%')
+        || ["/metadata", "/.well-known/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+    could_be && classify(method, path).kind == Kind::Capabilities
 }
 
 #[cfg(test)]
@@ -595,6 +601,22 @@ mod tests {
         ];
         for (method, path, want) in cases {
             assert_eq!(&parse(method.clone(), path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn only_the_capabilities_need_no_token() {
+        for (m, p, want) in [
+            (Method::GET, "/metadata", true),
+            (Method::HEAD, "/metadata/", true),
+            (Method::GET, "/%6Detadata", true),
+            (Method::GET, "/.well-known/smart-configuration", true),
+            (Method::POST, "/metadata", false),
+            (Method::GET, "/metadata/x", false),
+            (Method::GET, "/Patient", false),
+            (Method::GET, "/.well-known/other", false),
+        ] {
+            assert_eq!(needs_no_token(&m, p), want, "{m} {p}");
         }
     }
 

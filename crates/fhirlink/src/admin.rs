@@ -24,7 +24,6 @@ use link_auth::tls::ServerIdentity;
 use link_model::Principal;
 
 use crate::diagnose::Diagnostics;
-use crate::metrics;
 use crate::telemetry::{self, Telemetry};
 
 #[derive(Args)]
@@ -145,7 +144,7 @@ pub(crate) fn router(
         .with_state((control_plane.clone(), diagnostics))
         .merge(
             Router::new()
-                .route("/metrics", get(metrics::route))
+                .route("/metrics", get(metrics_route))
                 .with_state((control_plane.clone(), telemetry.clone(), dns)),
         )
         .merge(link_api::router(control_plane))
@@ -308,6 +307,41 @@ fn utc(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .map(|t| t.format("%-m/%-d/%Y %-I:%M:%S %p").to_string())
         .unwrap_or_else(|| secs.to_string())
+}
+
+/// What `GET /metrics` needs.
+type MetricsState = (
+    Arc<link_api::ControlPlane>,
+    Arc<Telemetry>,
+    Arc<link_dns::DnsServer>,
+);
+
+/// `GET /metrics`, for principals that may read metrics at the root scope.
+async fn metrics_route(
+    State((control_plane, telemetry, dns)): State<MetricsState>,
+    Extension(who): Extension<Principal>,
+) -> Response {
+    // The action the one classification of management requests gives `GET /metrics`.
+    let action = link_model::METRICS_READ;
+    if !link_model::allowed(&control_plane.snapshot(), &who, action, "") {
+        let message = format!(
+            "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '/' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            who.id
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({"error": {"code": "AuthorizationFailed", "message": message}})),
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry.render_metrics(&dns),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::Method;
 use serde::Serialize;
 
-use crate::telemetry::{thread_shard, SHARDS};
+use crate::shard::{thread_shard, SHARDS};
 
 /// How long a record may wait in a pending buffer before the writer appends it.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(25);

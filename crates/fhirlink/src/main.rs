@@ -11,6 +11,7 @@ mod diagnose;
 mod metrics;
 mod network;
 mod serve;
+mod shard;
 mod telemetry;
 
 use clap::{Parser, Subcommand};

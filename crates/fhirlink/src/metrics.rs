@@ -27,19 +27,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use link_dns::DnsServer;
-use link_model::Principal;
 
 use fhir_api::interaction::Kind as Interaction;
 
-use crate::telemetry::{thread_shard, Telemetry, SHARDS};
+use crate::shard::{thread_shard, SHARDS};
 
 /// Bucket bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -310,37 +305,6 @@ fn escape(v: &str) -> String {
         }
     }
     s
-}
-
-/// What `GET /metrics` needs.
-pub(crate) type MetricsState = (Arc<link_api::ControlPlane>, Arc<Telemetry>, Arc<DnsServer>);
-
-/// `GET /metrics`, for principals that may read metrics at the root scope.
-pub(crate) async fn route(
-    State((control_plane, telemetry, dns)): State<MetricsState>,
-    Extension(who): Extension<Principal>,
-) -> Response {
-    // The action the one classification of management requests gives `GET /metrics`.
-    let action = link_model::METRICS_READ;
-    if !link_model::allowed(&control_plane.snapshot(), &who, action, "") {
-        let message = format!(
-            "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '/' or the scope is invalid. If access was recently granted, please refresh your credentials.",
-            who.id
-        );
-        return (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({"error": {"code": "AuthorizationFailed", "message": message}})),
-        )
-            .into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        telemetry.render_metrics(&dns),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -8,11 +8,9 @@
 //! each new plan with the gateway's and DNS's, and swaps a [`Directory`] in whole. Nothing
 //! here decides access: it only writes down what was decided.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -27,24 +25,6 @@ use link_model::{ArmAction, Plan, Principal};
 
 use crate::audit::{self, AuditLog, Record};
 use crate::metrics::{InteractionLabel, Labels, Metrics, Sample};
-
-/// Shards of the audit log's pending buffers and of the metrics tables: threads are spread
-/// over them, so that two threads rarely share one (and then only contend, never wait on IO).
-pub(crate) const SHARDS: usize = 16;
-
-/// This thread's shard, `0..SHARDS`, handed out round-robin on the thread's first request.
-pub(crate) fn thread_shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SHARD.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
-        }
-        s.get()
-    })
-}
 
 /// The network path of management requests, in records and metrics.
 const MANAGEMENT: &str = "management";
