@@ -771,7 +771,9 @@ async fn drive<C>(
     let mut closing_since = None;
     let mut listening = true;
     loop {
+        // Biased: the connection first, and no random draw on each of its wake-ups.
         tokio::select! {
+            biased;
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(listener = %name, %peer, error = %e, "connection ended with an error");
