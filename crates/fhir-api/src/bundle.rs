@@ -13,8 +13,10 @@
 //! fullUrls become server ids in every Reference, and the first failing entry rolls
 //! everything back and is named in the OperationOutcome. Searches and histories of a
 //! transaction are authorized before anything is written and run once its writes are
-//! committed, so that they see them; a store failure at that point can no longer undo the
-//! writes and is reported in that entry. A batch runs each entry on its own.
+//! committed, so that they see them; what the pipeline refuses in their request (a bad
+//! search parameter: a 4xx other than 404 and 410) is found by serving them once before
+//! anything is written, and fails the transaction. A store failure after the commit can no
+//! longer undo the writes and is reported in that entry. A batch runs each entry on its own.
 
 use std::collections::HashMap;
 
@@ -195,6 +197,7 @@ async fn transaction(ctx: &Ctx, call: &Call, raw: Vec<Value>) -> Result<Response
     for (i, e) in raw.into_iter().enumerate() {
         entries.push(parse_entry(ctx, i, e).map_err(|err| at_entry(err, i))?);
     }
+    refuse_before_writes(ctx, call, &entries).await?;
 
     // Conditional entries and references are decided first, in the transaction that will
     // write them. Without any, everything up to the writes (ids, references, validation,
@@ -618,6 +621,52 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         permit,
         head,
     })
+}
+
+/// The reading entries of a transaction that the request pipeline refuses for what they ask
+/// (a search parameter it cannot parse, `Prefer: handling=strict` with an unknown one, a
+/// bad `_count` or `_since`) fail the transaction before anything is written: they are
+/// served after the commit, when their refusal could no longer undo the writes (FHIR R4
+/// http.html#transaction: all or nothing). Each is served once now, against the data as it
+/// is before the transaction; a 404 or 410 is not decided yet (the writes may create what
+/// it reads) and is left to the run after the commit.
+async fn refuse_before_writes(ctx: &Ctx, call: &Call, entries: &[Entry]) -> Result<(), FhirError> {
+    for e in entries {
+        if !matches!(e.action, Action::Get { .. }) {
+            continue;
+        }
+        let served = serve_entry(ctx, call, e).await;
+        let response = &served["response"];
+        let status = response["status"]
+            .as_str()
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK);
+        if !status.is_client_error()
+            || status == StatusCode::NOT_FOUND
+            || status == StatusCode::GONE
+        {
+            continue;
+        }
+        let issue = &response["outcome"]["issue"][0];
+        let diagnostics = issue["diagnostics"].as_str().unwrap_or("refused");
+        // The issue code the pipeline gave, among those a refused request carries.
+        let code = [
+            IssueCode::NotSupported,
+            IssueCode::Value,
+            IssueCode::TooLong,
+            IssueCode::Forbidden,
+            IssueCode::Security,
+        ]
+        .into_iter()
+        .find(|c| issue["code"].as_str() == Some(c.as_str()))
+        .unwrap_or(IssueCode::Invalid);
+        let prefix = format!("{} ({} {})", entry_path(e.index), e.method, e.url);
+        let err = FhirError::new(status, code, diagnostics);
+        return Err(name_entry(err, e.index, &prefix));
+    }
+    Ok(())
 }
 
 /// Serves a reading entry through the request pipeline, as the same request alone, and

@@ -180,3 +180,84 @@ async fn entries_that_are_no_interaction_are_refused_with_their_path() {
         }
     }
 }
+
+// Regression: a transaction whose search or history entry was refused for its parameters
+// committed its writes and answered 200 with a 400 entry; it is all or nothing (FHIR R4
+// http.html#transaction), so it now fails before anything is written.
+#[tokio::test]
+async fn a_transaction_with_a_refused_search_entry_writes_nothing() {
+    for b in backends() {
+        let s = seeded(&b).await;
+        let strict = [("prefer", "handling=strict")];
+        for (url, headers, code) in [
+            ("Patient?birthdate=notadate", &[][..], "invalid"),
+            ("Patient?_count=many", &[][..], "invalid"),
+            ("Patient/_history?_since=yesterday", &[][..], "invalid"),
+            ("Patient?nosuchparam=1", &strict[..], "not-supported"),
+        ] {
+            let doc = bundle(
+                "transaction",
+                &[
+                    (
+                        "POST",
+                        "Patient",
+                        Some(json!({"resourceType": "Patient", "gender": "unknown"})),
+                    ),
+                    (
+                        "PUT",
+                        "Patient/p1",
+                        Some(json!({"resourceType": "Patient", "id": "p1", "gender": "other"})),
+                    ),
+                    ("GET", url, None),
+                ],
+            );
+            let a = s
+                .send(axum::http::Method::POST, "/", Some(&doc), None, headers)
+                .await;
+            assert_eq!(
+                a.status,
+                StatusCode::BAD_REQUEST,
+                "{}: {url}: {}",
+                b.name,
+                a.body
+            );
+            assert_eq!(a.body["issue"][0]["code"], code, "{url}: {}", a.body);
+            assert_eq!(
+                a.body["issue"][0]["expression"][0], "Bundle.entry[2]",
+                "{url}: {}",
+                a.body
+            );
+            let created = s.get("/Patient?gender=unknown", None).await;
+            assert_eq!(
+                created.body["total"], 0,
+                "{url}: rolled back: {}",
+                created.body
+            );
+            let p1 = s.get("/Patient/p1", None).await;
+            assert_eq!(
+                p1.body["gender"], "female",
+                "{url}: rolled back: {}",
+                p1.body
+            );
+            assert_eq!(p1.body["meta"]["versionId"], "1", "{url}: {}", p1.body);
+        }
+        // Without the refusal, the same transaction writes and its search sees the writes; a
+        // read of what does not exist yet is not refused beforehand (the writes may make it).
+        let doc = bundle(
+            "transaction",
+            &[
+                (
+                    "PUT",
+                    "Patient/p9",
+                    Some(json!({"resourceType": "Patient", "id": "p9", "gender": "unknown"})),
+                ),
+                ("GET", "Patient?gender=unknown", None),
+                ("GET", "Patient/p9?_elements=gender", None),
+            ],
+        );
+        let a = s.bundle(&doc, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}: {}", b.name, a.body);
+        assert_eq!(a.body["entry"][1]["resource"]["total"], 1, "{}", a.body);
+        assert_eq!(entry_status(&a.body["entry"][2]), 200, "{}", a.body);
+    }
+}
