@@ -102,6 +102,18 @@ impl From<StoreError> for FhirError {
                 IssueCode::Throttled,
                 "the store is busy; try again",
             ),
+            // WebDAV's 507 (RFC 4918 §11.5), as other FHIR servers answer a full disk: the
+            // request was not applied and may be repeated as it is once space is freed,
+            // which the store notices by itself (no restart).
+            StoreError::StorageFull(msg) => {
+                tracing::error!(error = %msg, "storage is full");
+                FhirError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    IssueCode::Exception,
+                    "insufficient storage: the server's disk is full; the request was not \
+                     applied, try again later",
+                )
+            }
             StoreError::Backend(msg) => {
                 tracing::error!(error = %msg, "storage failure");
                 FhirError::new(
@@ -126,7 +138,20 @@ impl IntoResponse for FhirError {
         if let Some(allow) = self.allow {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        // A busy or full store is passing: say when to come back (RFC 9110 §10.2.3).
+        if let Some(after) = retry_after(self.status) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static(after));
+        }
         resp
+    }
+}
+
+/// The `Retry-After` of a status that means "not now": seconds, as text.
+fn retry_after(status: StatusCode) -> Option<&'static str> {
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => Some("1"),
+        StatusCode::INSUFFICIENT_STORAGE => Some("5"),
+        _ => None,
     }
 }
 

@@ -63,12 +63,11 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens the store in `dir`, creating the folder and `fhirlink.db` on first start.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create data folder {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error(format!("cannot create data folder {}", dir.display()), &e))?;
         let folder_lock = lock_folder(dir)?;
         let path = dir.join(DATABASE_FILE);
-        let (writer, reindex) = schema::open_writer(&path).map_err(StoreError::Backend)?;
+        let (writer, reindex) = schema::open_writer(&path)?;
         if reindex {
             writer.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
             let built = index::rebuild(&writer);
@@ -153,7 +152,7 @@ fn lock_folder(dir: &Path) -> Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| io_error(format!("cannot open {}", path.display()), &e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
@@ -190,7 +189,9 @@ impl ReaderPool {
     }
 }
 
-/// Maps a SQLite error to the store's: busy and locked become [`StoreError::Busy`].
+/// Maps a SQLite error to the store's: busy and locked become [`StoreError::Busy`], a full
+/// disk [`StoreError::StorageFull`] — `SQLITE_FULL` (a write that got `ENOSPC`), and
+/// `SQLITE_IOERR_SHMSIZE`, the shared-memory index that could not grow (on tmpfs, the same).
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match &e {
@@ -199,7 +200,23 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
         {
             StoreError::Busy
         }
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == ErrorCode::DiskFull
+                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE =>
+        {
+            StoreError::StorageFull(e.to_string())
+        }
         _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Maps a file-system error: `ENOSPC` (and a quota exceeded) is a full disk.
+pub(crate) fn io_error(context: String, e: &std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            StoreError::StorageFull(format!("{context}: {e}"))
+        }
+        _ => StoreError::Backend(format!("{context}: {e}")),
     }
 }
 

@@ -13,6 +13,7 @@
 //! [`fhir_store::MonotonicClock`], which is advanced past the newest stored instant at open,
 //! so a `_since`/`_at` instant can be turned into a `seq` bound with the `versions_time` index.
 
+use fhir_store::StoreError;
 use rusqlite::Connection;
 
 /// The schema version kept in `PRAGMA user_version`.
@@ -176,33 +177,161 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Opens the writer connection, switches the database to WAL and creates or checks the schema.
-/// The flag is true when the database predates the search index, which must then be built.
-pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), String> {
-    let conn = Connection::open(path).map_err(|e| e.to_string())?;
-    configure(&conn).map_err(|e| e.to_string())?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(|e| e.to_string())?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(format!(
-            "could not switch {} to WAL (got {mode})",
-            path.display()
-        ));
-    }
-    conn.execute_batch(WRITER_PRAGMAS)
-        .map_err(|e| e.to_string())?;
+/// `PRAGMA application_id` of a fhirlink database ("FHLK"): what tells it from the database
+/// of another application (<https://www.sqlite.org/fileformat.html#application_id>).
+pub(crate) const APPLICATION_ID: i32 = 0x4648_4C4B;
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Tables every fhirlink database has had since its first schema: a database without the
+/// application id (made before it was stamped) is recognised as fhirlink's by them.
+const FHIRLINK_TABLES: [&str; 3] = ["resources", "services", "versions"];
+
+/// What the file at `path` holds, judged before anything is written to it (switching a
+/// foreign database to WAL would already change it): `None` for a new or empty database,
+/// else the schema version of a fhirlink database. Anything else — bytes that are no SQLite
+/// database, a damaged one, another application's — is refused with a message naming the file.
+fn identify(conn: &Connection, path: &std::path::Path) -> Result<Option<i64>, StoreError> {
+    check_header(path)?;
+    let unreadable = |e: rusqlite::Error| refused(path, &e);
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(unreadable)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|e| e.to_string())?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
+        .map_err(unreadable)?;
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(unreadable)?;
+    let foreign = |why: String| {
+        let listed = if tables.is_empty() {
+            "none".to_owned()
+        } else {
+            tables.join(", ")
+        };
+        StoreError::Backend(format!(
+            "{} is not a fhirlink database: {why} (tables: {listed}); fhirlink will not serve \
+             it. Point --data at another folder, or move the file away to start an empty store",
+            path.display()
+        ))
+    };
+    let newer = || {
+        StoreError::Backend(format!(
             "{} has schema version {version}, newer than this fhirlink knows ({SCHEMA_VERSION})",
             path.display()
-        ));
+        ))
+    };
+    let ours = FHIRLINK_TABLES
+        .iter()
+        .all(|t| tables.iter().any(|have| have == t));
+    match app {
+        APPLICATION_ID if version > SCHEMA_VERSION => Err(newer()),
+        APPLICATION_ID if version >= 1 && ours => Ok(Some(version)),
+        APPLICATION_ID if tables.is_empty() => Ok(None),
+        APPLICATION_ID => Err(foreign(format!(
+            "it carries fhirlink's application id but not its schema (schema version {version})"
+        ))),
+        0 if tables.is_empty() && version == 0 => Ok(None),
+        // Made before fhirlink stamped its databases: its tables say whose it is.
+        0 if ours && version > SCHEMA_VERSION => Err(newer()),
+        0 if ours && version >= 1 => Ok(Some(version)),
+        0 => Err(foreign(format!(
+            "it is the SQLite database of another application (schema version {version})"
+        ))),
+        other => Err(foreign(format!(
+            "it is the SQLite database of another application (application_id {other:#010x})"
+        ))),
     }
+}
+
+/// Refuses a file that is there but does not start like a SQLite database. An empty file is
+/// a new database (SQLite writes the header with the first transaction).
+fn check_header(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(SQLITE_HEADER.len());
+    match std::fs::File::open(path) {
+        Ok(f) => f
+            .take(SQLITE_HEADER.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| StoreError::Backend(format!("cannot read {}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Backend(format!(
+                "cannot open {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    if head.is_empty() || head.as_slice() == SQLITE_HEADER {
+        return Ok(());
+    }
+    Err(StoreError::Backend(format!(
+        "{} is not a SQLite database (it does not start with SQLite's header): it is damaged, \
+         or another kind of file; fhirlink will not serve it. Restore it from a backup, or move \
+         it away to start an empty store",
+        path.display()
+    )))
+}
+
+/// The refusal of a file SQLite cannot read as a database.
+fn refused(path: &std::path::Path, e: &rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Backend(format!(
+            "{} is damaged or not a SQLite database ({e}); fhirlink will not serve it. \
+                 Restore it from a backup, or move it away to start an empty store",
+            path.display()
+        )),
+        _ => opening(path, e),
+    }
+}
+
+/// Any other failure while opening the database, naming it (a full disk stays recognisable).
+fn opening(path: &std::path::Path, e: &rusqlite::Error) -> StoreError {
+    match crate::backend(clone_error(e)) {
+        StoreError::StorageFull(m) => {
+            StoreError::StorageFull(format!("opening {}: {m}", path.display()))
+        }
+        _ => StoreError::Backend(format!("cannot open {}: {e}", path.display())),
+    }
+}
+
+/// The parts of a SQLite error that [`crate::backend`] looks at.
+fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, m) => rusqlite::Error::SqliteFailure(*f, m.clone()),
+        other => rusqlite::Error::InvalidParameterName(other.to_string()),
+    }
+}
+
+/// Opens the writer connection, checks that the file is a fhirlink database (or a new one),
+/// switches it to WAL and creates or upgrades the schema. The flag is true when the database
+/// predates the search index, which must then be built.
+pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), StoreError> {
+    let fail = |e: rusqlite::Error| opening(path, &e);
+    let conn = Connection::open(path).map_err(|e| refused(path, &e))?;
+    configure(&conn).map_err(fail)?;
+    let found = identify(&conn, path)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "could not switch {} to WAL (got {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(WRITER_PRAGMAS).map_err(fail)?;
     // An older index has another shape: dropped here, rebuilt by the caller.
-    let reindex = (1..SCHEMA_VERSION).contains(&version);
+    let reindex = found.is_some_and(|v| v < SCHEMA_VERSION);
     let drop_index: String = if reindex {
         crate::index::TABLES
             .iter()
@@ -211,10 +340,16 @@ pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), 
     } else {
         String::new()
     };
+    // The application id is stamped with the schema, on a new database and on one made
+    // before fhirlink stamped its databases alike.
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {drop_index} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {drop_index} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; \
+         PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
     ))
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| {
+        crate::writer::ensure_idle(&conn);
+        fail(e)
+    })?;
     Ok((conn, reindex))
 }
 

@@ -154,6 +154,10 @@ pub enum StoreError {
     Backend(String),
     #[error("the store is busy, try again")]
     Busy,
+    /// The disk (or the file system the store is on) is full: nothing was written, and the
+    /// same write succeeds once space is freed, without a restart.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
     /// A document write found something other than what it expected; nothing was written.
     #[error("document {collection}/{key} changed: {detail}")]
     Conflict {

@@ -62,7 +62,17 @@ fn error_response(e: &ArmError) -> Response {
     if e.status >= 500 {
         tracing::error!(code = %e.code, message = %e.message, "management request failed");
     }
-    json_response(e.status, Some(&e.to_json()), &[])
+    // A busy or full store is passing: say when to come back (RFC 9110 §10.2.3).
+    let retry = match e.status {
+        503 => Some("1"),
+        507 => Some("5"),
+        _ => None,
+    };
+    let extra: Vec<(&str, String)> = retry
+        .map(|s| ("retry-after", s.to_owned()))
+        .into_iter()
+        .collect();
+    json_response(e.status, Some(&e.to_json()), &extra)
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -75,6 +85,13 @@ fn store_error(e: &fhir_store::StoreError) -> ArmError {
             503,
             "ServiceUnavailable",
             "The store is busy; retry the request.",
+        ),
+        // The disk is full: nothing was changed, and the same request succeeds once space
+        // is freed (the store recovers by itself).
+        fhir_store::StoreError::StorageFull(_) => ArmError::new(
+            507,
+            "InsufficientStorage",
+            "The server's disk is full; the request was not applied. Retry it later.",
         ),
         other => ArmError::new(
             500,
