@@ -194,3 +194,133 @@ pub fn entry_status(e: &Value) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A response as the client got it: status, headers and the body's bytes unparsed (for
+/// tests about the bytes themselves, empty bodies and bodies that are not JSON).
+pub struct Raw {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Raw {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.bytes.clone()).expect("UTF-8 body")
+    }
+
+    /// The body as JSON (panics with the text when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
+    }
+
+    /// Status and JSON body (`Null` when empty).
+    pub fn status_json(&self) -> (u16, Value) {
+        let v = if self.bytes.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        };
+        (self.status.as_u16(), v)
+    }
+
+    /// A header's value as text (panics when it is absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header: {:?}", self.headers))
+            .to_str()
+            .expect("header text")
+    }
+}
+
+impl Server {
+    /// A data plane with `config` (what the binary's flags set: `--max-body-bytes`, …).
+    pub async fn start_with(backend: &Backend, config: ApiConfig) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = (backend.open)(dir.path());
+        store.create_service("default").await.expect("service");
+        let app = router(AppState::new(store.clone(), config));
+        Server {
+            backend: backend.name,
+            store,
+            app,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `body` as it is, with exactly `headers` (no content type added), as the
+    /// unrestricted caller.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> Raw {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Body::from(body.into())).expect("request");
+        let resp = self.app.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        Raw {
+            status,
+            headers,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    /// Sends `body` as `application/fhir+json` with `headers`.
+    pub async fn raw_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Raw {
+        let mut all = vec![("content-type", "application/fhir+json")];
+        all.extend_from_slice(headers);
+        self.raw(method, path, &all, serde_json::to_vec(body).expect("json"))
+            .await
+    }
+
+    /// Creates a resource (`POST /<type>`) and returns its stored form.
+    pub async fn create(&self, resource: &Value) -> Value {
+        let t = resource["resourceType"].as_str().expect("resourceType");
+        let r = self.raw_json("POST", &format!("/{t}"), resource, &[]).await;
+        let (status, body) = r.status_json();
+        assert_eq!(status, 201, "{}: create {t}: {body}", self.backend);
+        body
+    }
+}
+
+/// Asserts that `v` is an OperationOutcome with an issue of this code, and that some issue's
+/// expression equals `expression` when given.
+pub fn assert_outcome(v: &Value, code: &str, expression: Option<&str>) {
+    assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+    let issues = v["issue"].as_array().expect("issues");
+    assert!(
+        issues.iter().any(|i| i["code"] == code),
+        "no issue with code {code}: {v}"
+    );
+    if let Some(e) = expression {
+        assert!(
+            issues.iter().any(|i| i["expression"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == e))),
+            "no issue at {e}: {v}"
+        );
+    }
+}
+
+impl Server {
+    /// `GET path` with `headers`, as the unrestricted caller.
+    pub async fn raw_get(&self, path: &str, headers: &[(&str, &str)]) -> Raw {
+        self.raw("GET", path, headers, Vec::new()).await
+    }
+}

@@ -7,3 +7,4 @@ mod bundles;
 mod common;
 mod compartment;
 mod interactions;
+mod rest;
