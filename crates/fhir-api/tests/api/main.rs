@@ -8,3 +8,4 @@ mod common;
 mod compartment;
 mod interactions;
 mod rest;
+mod transaction;
