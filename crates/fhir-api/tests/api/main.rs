@@ -8,4 +8,5 @@ mod common;
 mod compartment;
 mod interactions;
 mod rest;
+mod robustness;
 mod transaction;
