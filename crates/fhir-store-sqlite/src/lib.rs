@@ -8,6 +8,7 @@
 //! (a commit, service creation and deletion) runs on tokio's blocking pool. The schema and its
 //! invariants are in [`schema`]; this crate knows SQL and files, and nothing of HTTP.
 
+mod backup;
 mod docs;
 mod index;
 mod schema;
@@ -27,6 +28,10 @@ use fhir_store::{
     Result, SearchPage, SearchQuery, Store, StoreError, StoredResource, WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+pub use backup::{
+    lock_data_folder, verify_database, BackupReport, DatabaseInfo, FOLDER_LOCK_FILE,
+};
 
 /// The name of the database file inside the data folder.
 pub const DATABASE_FILE: &str = "fhirlink.db";

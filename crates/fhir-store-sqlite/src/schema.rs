@@ -20,7 +20,7 @@ use rusqlite::Connection;
 /// Version 2 added the search index tables; version 3 gave their rows a tuple group (`grp`,
 /// composite parameters) and changed what is extracted. An older database is reindexed from
 /// its current versions when opened.
-const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services (

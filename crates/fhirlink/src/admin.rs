@@ -68,6 +68,7 @@ impl AdminServer {
         control_plane: Arc<link_api::ControlPlane>,
         diagnostics: Arc<Diagnostics>,
         telemetry: Arc<Telemetry>,
+        backups: Arc<crate::backup::Backups>,
     ) -> anyhow::Result<AdminServer> {
         anyhow::ensure!(
             link_auth::jwt::valid_subject(&args.owner),
@@ -96,7 +97,7 @@ impl AdminServer {
             addr,
             tls,
             ca_path,
-            app: router(control_plane, verifier, diagnostics, telemetry),
+            app: router(control_plane, verifier, diagnostics, telemetry, backups),
         })
     }
 
@@ -137,6 +138,7 @@ pub(crate) fn router(
     verifier: Arc<Verifier>,
     diagnostics: Arc<Diagnostics>,
     telemetry: Arc<Telemetry>,
+    backups: Arc<crate::backup::Backups>,
 ) -> Router {
     let dns = diagnostics.dns.clone();
     Router::new()
@@ -147,6 +149,7 @@ pub(crate) fn router(
                 .route("/metrics", get(metrics_route))
                 .with_state((control_plane.clone(), telemetry.clone(), dns)),
         )
+        .merge(crate::backup::router(control_plane.clone(), backups))
         .merge(link_api::router(control_plane))
         .layer(axum::middleware::from_fn(telemetry::remember_principal))
         .layer(axum::middleware::from_fn_with_state(verifier, authenticate))

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod cli;
 mod data_auth;
 mod diagnose;
@@ -55,6 +56,11 @@ enum Command {
     Nslookup(cli::NslookupArgs),
     /// Explain the path a client at an address takes to a FHIR service, and what to fix.
     Diagnose(cli::DiagnoseArgs),
+    /// Take an online backup of a running server (its data, control plane and keys) into a
+    /// file.
+    Backup(cli::BackupArgs),
+    /// Restore a backup into a data folder, with the server stopped.
+    Restore(cli::RestoreArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +99,8 @@ fn main() -> std::process::ExitCode {
                     Command::Arm(c) => cli::run_arm(c).await,
                     Command::Nslookup(a) => cli::nslookup(a).await,
                     Command::Diagnose(a) => cli::diagnose(a).await,
+                    Command::Backup(a) => cli::backup(a).await,
+                    Command::Restore(a) => cli::restore(a),
                 }
             })
         });

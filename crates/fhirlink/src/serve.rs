@@ -119,7 +119,9 @@ pub(crate) struct ServeArgs {
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.data)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let sqlite = Arc::new(store);
+    let backups = Arc::new(crate::backup::Backups::new(sqlite.clone(), &args.data));
+    let store: Arc<dyn Store> = sqlite;
     store
         .create_service(fhir_api::DEFAULT_SERVICE)
         .await
@@ -283,6 +285,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         control_plane,
         diagnostics,
         telemetry.clone(),
+        backups,
     )
     .await?;
 

@@ -81,6 +81,10 @@ pub const MOVE_RESOURCES: &str =
 pub const CHECK_NAME_AVAILABILITY: &str = "Microsoft.HealthcareApis/checkNameAvailability/read";
 /// `GET /metrics`, the binary's Prometheus endpoint, granted at the root scope.
 pub const METRICS_READ: &str = "Microsoft.Insights/metrics/read";
+/// `POST /fhirlink/backup`, the binary's online backup. A backup holds the token signing key
+/// and the CA's key, so it is granted only with the power to assign roles at the root scope
+/// (the Owner at `/`, [`crate::may_back_up`]): a Contributor's `*` is not enough.
+pub const BACKUP_ACTION: &str = "fhirlink/backup/action";
 
 /// `POST /subscriptions/{s}/providers/{namespace}/register`: Azure's `<namespace>/register/action`,
 /// one per namespace of [`NAMESPACES`].
@@ -111,6 +115,8 @@ pub const UNKNOWN_OTHER: &str = "unknown/other";
 pub const DIAGNOSE_PATH: &str = "/fhirlink/diagnose";
 /// Path of the binary's metrics endpoint on the management listener.
 pub const METRICS_PATH: &str = "/metrics";
+/// Path of the binary's backup endpoint on the management listener.
+pub const BACKUP_PATH: &str = "/fhirlink/backup";
 
 /// Every action [`classify`] can name, the unknown ones last.
 pub fn actions() -> impl Iterator<Item = &'static str> {
@@ -131,6 +137,7 @@ pub fn actions() -> impl Iterator<Item = &'static str> {
             MOVE_RESOURCES,
             CHECK_NAME_AVAILABILITY,
             METRICS_READ,
+            BACKUP_ACTION,
         ])
         .chain(REGISTER.iter().map(|(_, a)| *a))
         .chain([
@@ -216,6 +223,14 @@ pub fn classify(method: Method, raw_path: &str) -> ArmAction {
         return ArmAction {
             name: METRICS_READ,
             resource_type: Some("Microsoft.Insights/metrics"),
+            resource_id: None,
+            service: None,
+        };
+    }
+    if method == Method::Post && raw_path == BACKUP_PATH {
+        return ArmAction {
+            name: BACKUP_ACTION,
+            resource_type: None,
             resource_id: None,
             service: None,
         };

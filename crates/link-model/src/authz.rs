@@ -217,6 +217,19 @@ pub fn allowed(state: &State, who: &Principal, action: &str, target_key: &str) -
     })
 }
 
+/// Whether `who` may take a backup ([`crate::BACKUP_ACTION`]): the action itself and the
+/// power to assign roles, both at the root scope. A backup carries the keys that sign tokens
+/// for any principal, so only a caller who could already grant itself any role may have one.
+pub fn may_back_up(state: &State, who: &Principal) -> bool {
+    allowed(state, who, crate::BACKUP_ACTION, "")
+        && allowed(
+            state,
+            who,
+            crate::action::action(Kind::RoleAssignment, crate::action::Verb::Write),
+            "",
+        )
+}
+
 pub(crate) fn denied(who: &Principal, action: &str, scope_path: &str) -> ArmError {
     ArmError::new(
         403,

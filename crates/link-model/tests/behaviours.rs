@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
 use link_model::{
-    ensure_owner, handle, plan, ArmError, Method, Prefix, Principal, Request, Resource, State,
-    CONTRIBUTOR, NETWORK_CONTRIBUTOR, OWNER, READER, ROLES,
+    ensure_owner, handle, may_back_up, plan, ArmError, Method, Prefix, Principal, Request,
+    Resource, State, CONTRIBUTOR, NETWORK_CONTRIBUTOR, OWNER, READER, ROLES,
 };
 use serde_json::{json, Value};
 
@@ -764,4 +764,21 @@ fn plan_lists_what_the_network_plane_must_make_true() {
             .map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
         Some(vec!["127.10.1.4".to_owned()])
     );
+}
+
+// -- Backups -------------------------------------------------------------------------------
+
+#[test]
+fn a_backup_is_for_the_owner_at_the_root_scope_only() {
+    let mut m = Model::new();
+    m.assign("", "carol", CONTRIBUTOR, 1);
+    m.assign(&rg("rg1"), "dave", OWNER, 2);
+    m.assign("", "rita", READER, 3);
+    assert!(may_back_up(&m.state, &who("admin")));
+    for refused in ["carol", "dave", "rita", "mallory"] {
+        assert!(!may_back_up(&m.state, &who(refused)), "{refused}");
+    }
+    let a = link_model::classify(Method::Post, link_model::BACKUP_PATH);
+    assert_eq!(a.name, link_model::BACKUP_ACTION);
+    assert!(link_model::actions().any(|n| n == link_model::BACKUP_ACTION));
 }

@@ -168,6 +168,14 @@ impl ArmClient {
         bail!("{method} {id}: {} {code}: {message}", status.as_u16())
     }
 
+    /// A request to `path` on the management API with the bearer token, for the calls whose
+    /// answer is not ARM JSON (a backup's byte stream).
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/{}", self.base, path.trim_start_matches('/')))
+            .bearer_auth(&self.token)
+    }
+
     pub(crate) async fn get(&self, id: &str, api_version: &str) -> anyhow::Result<Value> {
         self.call(Method::GET, id, api_version, None).await
     }

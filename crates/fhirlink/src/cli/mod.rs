@@ -4,6 +4,7 @@
 //! and api-versions of the Azure contracts. No command writes to the store directly.
 
 mod arm;
+mod backup;
 mod client;
 mod fhir;
 mod netplane;
@@ -20,6 +21,7 @@ use link_auth::identity::{unix_now, LocalIssuer, MAX_LIFETIME_SECS};
 use serde_json::json;
 
 pub(crate) use arm::{run_arm, ArmCommand};
+pub(crate) use backup::{backup, restore, BackupArgs, RestoreArgs};
 pub(crate) use fhir::{run_fhir, FhirCommand};
 pub(crate) use netplane::{diagnose, nslookup, DiagnoseArgs, NslookupArgs};
 pub(crate) use network::{run_network, NetworkCommand};
