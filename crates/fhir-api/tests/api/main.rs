@@ -9,4 +9,5 @@ mod compartment;
 mod interactions;
 mod rest;
 mod robustness;
+mod search;
 mod transaction;
