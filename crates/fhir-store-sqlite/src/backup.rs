@@ -173,6 +173,15 @@ pub fn verify_database(path: &Path) -> Result<DatabaseInfo> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|e| not_ours(e.to_string()))?;
     check_integrity(&conn)?;
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(|e| not_ours(e.to_string()))?;
+    // 0: made before fhirlink stamped its databases (the tables below still say whose it is).
+    if app != schema::APPLICATION_ID && app != 0 {
+        return Err(not_ours(format!(
+            "it is another application's (application_id {app:#010x})"
+        )));
+    }
     if !(1..=schema::SCHEMA_VERSION).contains(&schema_version) {
         return Err(not_ours(format!(
             "schema version {schema_version} (this fhirlink knows 1 to {})",
@@ -327,6 +336,13 @@ mod tests {
             .unwrap();
         let e = verify_database(&other).unwrap_err().to_string();
         assert!(e.contains("not a fhirlink database"), "{e}");
+        let stamped = dir.path().join("stamped.db");
+        Connection::open(&stamped)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); PRAGMA application_id = 42;")
+            .unwrap();
+        let e = verify_database(&stamped).unwrap_err().to_string();
+        assert!(e.contains("another application"), "{e}");
         let missing = dir.path().join("missing.db");
         assert!(verify_database(&missing).is_err());
         assert!(!missing.exists(), "verifying creates nothing");
