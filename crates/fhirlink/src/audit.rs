@@ -39,18 +39,23 @@
 //! every [`FLUSH_INTERVAL`] the writer thread swaps each buffer for an empty one and appends
 //! it to the files. A buffer that already holds [`MAX_PENDING`] bytes (the writer is stuck:
 //! a slow or full disk) drops the record, counts it (`fhirlink_audit_dropped_total`) and logs
-//! a warning. Lines are in order per thread; records of different threads within one
-//! interval may be out of order (sort by `time`). Records reach the operating system within
-//! the interval, and the files written to are synced to disk ([`SYNC_INTERVAL`], on the
-//! writer thread, never in a request) every second and when the server stops: a crash of
-//! the process can lose the last interval, a power loss the last second.
+//! a warning. A file never holds a partial line: a write that fails part way (`ENOSPC`) is
+//! cut back to the last whole line, and its records are dropped and counted the same way
+//! (and the failure in `fhirlink_audit_write_errors_total`); the next round writes again, so
+//! the log resumes by itself once the disk has room. A file found ending in a partial line
+//! when opened (a power loss during a write) is cut back too. Lines are in order per thread;
+//! records of different threads within one interval may be out of order (sort by `time`).
+//! Records reach the operating system within the interval, and the files written to are
+//! synced to disk ([`SYNC_INTERVAL`], on the writer thread, never in a request) every second
+//! and when the server stops: a crash of the process can lose the last interval, a power loss
+//! the last second.
 //!
 //! The query string goes to these files only: application logs never carry it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -305,12 +310,13 @@ impl AuditLog {
         }
     }
 
-    /// Records dropped because the writer was behind (or the log closed).
+    /// Records dropped: because the writer was behind (or the log closed), or not written
+    /// to a file because the write failed (one per file it was for).
     pub(crate) fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Records (times files) that could not be written.
+    /// Failed writes (opens and syncs too) of the audit files.
     pub(crate) fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
     }
@@ -327,10 +333,96 @@ impl AuditLog {
     }
 }
 
-/// A file the writer appends to, and whether it was written to since its last sync.
+/// Bytes a file's buffer collects before they are written.
+const FILE_BUFFER: usize = 64 * 1024;
+
+/// A file the writer appends to: whole lines waiting to be written, and whether it was
+/// written to since its last sync.
 struct OpenFile {
-    out: BufWriter<File>,
+    file: File,
+    buf: Vec<u8>,
     unsynced: bool,
+}
+
+/// A write that failed: the error, and whether the file was cut back to its last whole line
+/// (if not, it is closed, and cut back when opened again).
+struct WriteFailure {
+    error: std::io::Error,
+    cut: bool,
+}
+
+impl OpenFile {
+    /// Opens `path` for appending, first cutting off a partial last line if there is one.
+    fn open(path: &Path) -> std::io::Result<OpenFile> {
+        let mut file = open_append(path)?;
+        cut_partial_line(&mut file)?;
+        Ok(OpenFile {
+            file,
+            buf: Vec::new(),
+            unsynced: false,
+        })
+    }
+
+    /// Appends `data`, whole lines, to the file: all of it or, when the write fails part
+    /// way (a full disk), none — the file is cut back to the length it had.
+    fn write_whole(&mut self, data: &[u8]) -> Result<(), WriteFailure> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        // Taken from the file rather than remembered: with O_APPEND this is where the write
+        // goes, whatever happened to the file meanwhile.
+        let len = self
+            .file
+            .metadata()
+            .map_err(|error| WriteFailure { error, cut: true })?
+            .len();
+        self.unsynced = true;
+        self.file.write_all(data).map_err(|error| WriteFailure {
+            error,
+            cut: self.file.set_len(len).is_ok(),
+        })
+    }
+
+    /// Writes what the buffer holds (whole lines); on failure they are dropped.
+    fn write_buffer(&mut self) -> Result<(), (WriteFailure, u64)> {
+        let data = std::mem::take(&mut self.buf);
+        let result = self.write_whole(&data).map_err(|f| (f, lines(&data)));
+        // The buffer keeps its capacity.
+        self.buf = data;
+        self.buf.clear();
+        result
+    }
+}
+
+/// The number of lines (records) in `data`.
+fn lines(data: &[u8]) -> u64 {
+    data.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Cuts `file` back to its last whole line, if it ends in a partial one.
+fn cut_partial_line(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(
+            bytes = len - end,
+            "an audit file ended in a partial line; cut back to its last whole line"
+        );
+        file.set_len(end)?;
+    }
+    Ok(())
 }
 
 /// The writer thread's state: the open files, by path relative to the folder.
@@ -387,46 +479,62 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, file: &Path, line: &[u8]) {
+    /// Appends whole lines to `file`: buffered when short, written at once when long.
+    fn append(&mut self, file: &Path, data: &[u8]) {
         if !self.files.contains_key(file) {
-            match open_append(&self.dir.join(file)) {
+            match OpenFile::open(&self.dir.join(file)) {
                 Ok(f) => {
-                    let out = BufWriter::with_capacity(64 * 1024, f);
-                    self.files.insert(
-                        file.to_path_buf(),
-                        OpenFile {
-                            out,
-                            unsynced: false,
-                        },
-                    );
+                    self.files.insert(file.to_path_buf(), f);
                 }
-                Err(e) => return self.failed(file, &e),
+                Err(e) => return self.failed(file, &e, lines(data)),
             }
         }
-        let result = match self.files.get_mut(file) {
-            Some(f) => {
-                f.unsynced = true;
-                f.out.write_all(line)
-            }
-            None => return,
+        let Some(f) = self.files.get_mut(file) else {
+            return;
         };
-        if let Err(e) = result {
-            // Opened again on the next record (the folder may have been removed).
-            self.files.remove(file);
-            self.failed(file, &e);
+        f.unsynced = true;
+        let mut failure = None;
+        let mut lost = 0;
+        if f.buf.len() + data.len() > FILE_BUFFER {
+            if let Err((e, n)) = f.write_buffer() {
+                failure = Some(e);
+                lost += n;
+            }
         }
+        if failure.is_some() {
+            // The file is failing: these lines go with the buffer's.
+            lost += lines(data);
+        } else if data.len() >= FILE_BUFFER {
+            if let Err(e) = f.write_whole(data) {
+                failure = Some(e);
+                lost += lines(data);
+            }
+        } else {
+            f.buf.extend_from_slice(data);
+        }
+        if let Some(failure) = failure {
+            self.write_failed(file, failure, lost);
+        }
+    }
+
+    /// After a failed write: a file that could not be cut back is closed (and cut back when
+    /// opened again, on the next record).
+    fn write_failed(&mut self, file: &Path, failure: WriteFailure, lost: u64) {
+        if !failure.cut {
+            self.files.remove(file);
+        }
+        self.failed(file, &failure.error, lost);
     }
 
     fn flush(&mut self) {
         let mut failed = Vec::new();
         for (path, f) in &mut self.files {
-            if let Err(e) = f.out.flush() {
-                failed.push((path.clone(), e));
+            if let Err((failure, lost)) = f.write_buffer() {
+                failed.push((path.clone(), failure, lost));
             }
         }
-        for (path, e) in failed {
-            self.files.remove(&path);
-            self.failed(&path, &e);
+        for (path, failure, lost) in failed {
+            self.write_failed(&path, failure, lost);
         }
     }
 
@@ -436,24 +544,33 @@ impl Writer {
         let mut failed = Vec::new();
         for (path, f) in self.files.iter_mut().filter(|(_, f)| f.unsynced) {
             f.unsynced = false;
-            if let Err(e) = f.out.get_ref().sync_data() {
+            if let Err(e) = f.file.sync_data() {
                 failed.push((path.clone(), e));
             }
         }
         for (path, e) in failed {
             self.files.remove(&path);
-            self.failed(&path, &e);
+            self.failed(&path, &e, 0);
         }
     }
 
-    fn failed(&mut self, file: &Path, e: &std::io::Error) {
+    /// Counts a failed write and the `lost` records it dropped, and warns (at most every
+    /// [`WARN_EVERY_SECS`]).
+    fn failed(&mut self, file: &Path, e: &std::io::Error, lost: u64) {
         self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+        let dropped = self.shared.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
         let due = self
             .last_warning
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(WARN_EVERY_SECS));
         if due {
             self.last_warning = Some(Instant::now());
-            tracing::warn!(file = %self.dir.join(file).display(), error = %e, "audit records not written");
+            tracing::warn!(
+                file = %self.dir.join(file).display(),
+                error = %e,
+                records = lost,
+                dropped_total = dropped,
+                "audit records not written (dropped, counted in fhirlink_audit_dropped_total)"
+            );
         }
     }
 }
@@ -471,7 +588,8 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         create_private_dir(parent)?;
     }
     let mut o = OpenOptions::new();
-    o.create(true).append(true);
+    // Read too: a partial last line is looked for when the file is opened.
+    o.create(true).append(true).read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     o.open(path)
@@ -792,6 +910,63 @@ mod tests {
             [Path::new("b.ndjson")],
             "only what was written since"
         );
+    }
+
+    fn bare_writer(dir: &Path) -> Writer {
+        Writer {
+            dir: dir.to_path_buf(),
+            files: HashMap::new(),
+            last_sync: Instant::now(),
+            shared: Arc::new(Shared {
+                slots: (0..1).map(|_| Slot::default()).collect(),
+                closed: AtomicBool::new(false),
+                dropped: AtomicU64::new(0),
+                write_errors: AtomicU64::new(0),
+                started: Instant::now(),
+                last_warning: AtomicU64::new(0),
+            }),
+            last_warning: None,
+        }
+    }
+
+    // Regression (issue #15, defect 5): a record torn by a failed write was glued to the
+    // next one. A file that ends in a partial line is cut back to its last whole line before
+    // anything is appended.
+    #[test]
+    fn regression_15_5_a_partial_last_line_is_cut_before_appending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, format!("{{\"a\":1}}\n{{\"b\":{}", "2".repeat(5000))).expect("write");
+        let mut w = bare_writer(dir.path());
+        w.append(Path::new("audit.ndjson"), b"{\"c\":3}\n");
+        w.flush();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, "{\"a\":1}\n{\"c\":3}\n");
+        // A file of one partial line is emptied.
+        std::fs::write(dir.path().join("x.ndjson"), "{\"torn").expect("write");
+        w.append(Path::new("x.ndjson"), b"{}\n");
+        w.flush();
+        let text = std::fs::read_to_string(dir.path().join("x.ndjson")).expect("read");
+        assert_eq!(text, "{}\n");
+    }
+
+    // Regression (issue #15, defect 5): records lost to a failed write were only logged.
+    // They are counted as dropped, record by record, and the failure as a write error.
+    #[test]
+    fn regression_15_5_records_of_a_failed_write_are_counted_as_dropped() {
+        if !Path::new("/dev/full").exists() {
+            panic!("/dev/full is needed: every write to it fails with ENOSPC");
+        }
+        // `/dev/full`: every write fails with ENOSPC, as on a full disk.
+        let mut w = bare_writer(Path::new("/dev"));
+        w.append(Path::new("full"), b"{}\n{}\n");
+        w.append(Path::new("full"), &[b'\n'; FILE_BUFFER]);
+        w.flush();
+        assert_eq!(
+            w.shared.dropped.load(Ordering::Relaxed),
+            2 + FILE_BUFFER as u64
+        );
+        assert!(w.shared.write_errors.load(Ordering::Relaxed) >= 1);
     }
 
     #[test]

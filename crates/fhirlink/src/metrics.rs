@@ -274,14 +274,14 @@ impl Metrics {
             &mut out,
             "fhirlink_audit_dropped_total",
             "counter",
-            "Audit records dropped because the writer's queue was full.",
+            "Audit records dropped: the writer's queue was full, or a write to a file failed (a full disk); one per file not written.",
         );
         let _ = writeln!(out, "fhirlink_audit_dropped_total {audit_dropped}");
         head(
             &mut out,
             "fhirlink_audit_write_errors_total",
             "counter",
-            "Audit records that could not be written to a file.",
+            "Writes to an audit file that failed (their records are in fhirlink_audit_dropped_total).",
         );
         let _ = writeln!(out, "fhirlink_audit_write_errors_total {audit_errors}");
         out
