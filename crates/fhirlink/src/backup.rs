@@ -42,6 +42,8 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 const KEY_FOLDERS: &[&str] = &["identity", "tls"];
 /// A manifest larger than this is not one.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// The folders in the data folder a backup is prepared in (`.backup-<uuid>`).
+const STAGING_PREFIX: &str = ".backup-";
 /// Size of the chunks the archive is streamed in.
 const CHUNK: usize = 256 * 1024;
 
@@ -88,7 +90,18 @@ pub(crate) struct Backups {
 }
 
 impl Backups {
+    /// Made once the store is open (so this process holds the folder): what a backup cut
+    /// short by a crash left in the data folder is removed.
     pub(crate) fn new(store: Arc<SqliteStore>, data: &Path) -> Backups {
+        for entry in std::fs::read_dir(data).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         Backups {
             store,
             data: data.to_path_buf(),
@@ -148,7 +161,7 @@ async fn start(backups: &Backups) -> Result<Response, Response> {
     };
     let staging = backups
         .data
-        .join(format!(".backup-{}", uuid::Uuid::new_v4()));
+        .join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4()));
     let (store, data, dir) = (backups.store.clone(), backups.data.clone(), staging.clone());
     let started = Instant::now();
     let prepared = tokio::task::spawn_blocking(move || prepare(&store, &data, &dir))
