@@ -106,7 +106,7 @@ impl From<StoreError> for FhirError {
             // request was not applied and may be repeated as it is once space is freed,
             // which the store notices by itself (no restart).
             StoreError::StorageFull(msg) => {
-                tracing::error!(error = %msg, "storage is full");
+                log_storage_full(&msg);
                 FhirError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     IssueCode::Exception,
@@ -143,6 +143,32 @@ impl IntoResponse for FhirError {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static(after));
         }
         resp
+    }
+}
+
+/// Logs a full disk at most every ten seconds: until space is freed every write fails the
+/// same way, and a line per request would flood the log (often on the same disk).
+fn log_storage_full(msg: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if (last == 0 || now >= last + 10)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let more = SINCE.swap(0, Ordering::Relaxed);
+        tracing::error!(
+            error = %msg,
+            refused_since_last_report = more,
+            "storage is full: writes are answered 507 until space is freed"
+        );
+    } else {
+        SINCE.fetch_add(1, Ordering::Relaxed);
     }
 }
 

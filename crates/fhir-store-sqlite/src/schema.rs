@@ -12,6 +12,11 @@
 //! is written under the single writer connection with an instant from the store's one
 //! [`fhir_store::MonotonicClock`], which is advanced past the newest stored instant at open,
 //! so a `_since`/`_at` instant can be turned into a `seq` bound with the `versions_time` index.
+//!
+//! A fhirlink database says so in its header (`PRAGMA application_id`, [`APPLICATION_ID`]),
+//! and the file is identified before anything is written to it: bytes that are no SQLite
+//! database, a damaged one, or another application's are refused at open, never served nor
+//! converted; a fhirlink database from before the stamp is recognised by its tables.
 
 use fhir_store::StoreError;
 use rusqlite::Connection;

@@ -13,7 +13,10 @@
 //!   leaving the group's other members intact;
 //! - readers see a group only when it is committed, like any SQLite transaction, so no one
 //!   reads what a crash could take back;
-//! - a failed `COMMIT` fails every member of the group, none of which was acknowledged.
+//! - a failed `COMMIT` fails every member of the group, none of which was acknowledged, and
+//!   is rolled back, so that the next group starts from the last commit: a full disk fails
+//!   the writes made while it is full (`StoreError::StorageFull`), and the first group after
+//!   space is freed commits as usual — SQLite ignores WAL frames after the last commit frame.
 //!
 //! The checkpointer is a thread with its own connection that copies committed WAL frames
 //! into the database file, so that the writer never does it inside a commit (the writer's
@@ -193,25 +196,28 @@ impl Checkpointer {
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("fhirlink-checkpoint".into())
-            .spawn(move || loop {
-                let woken = rx.recv_timeout(CHECKPOINT_IDLE);
-                if stopped.load(Ordering::Acquire)
-                    || woken == Err(mpsc::RecvTimeoutError::Disconnected)
-                {
-                    return;
-                }
-                checkpoint(&conn);
-                // The rest, so that a page written by several commits in a row is copied once.
-                let until = Instant::now() + CHECKPOINT_REST;
-                while let Some(left) = until
-                    .checked_duration_since(Instant::now())
-                    .filter(|d| !d.is_zero())
-                {
-                    let woken = rx.recv_timeout(left);
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    let woken = rx.recv_timeout(CHECKPOINT_IDLE);
                     if stopped.load(Ordering::Acquire)
                         || woken == Err(mpsc::RecvTimeoutError::Disconnected)
                     {
                         return;
+                    }
+                    failing = checkpoint(&conn, failing);
+                    // The rest, so that a page written by several commits in a row is copied once.
+                    let until = Instant::now() + CHECKPOINT_REST;
+                    while let Some(left) = until
+                        .checked_duration_since(Instant::now())
+                        .filter(|d| !d.is_zero())
+                    {
+                        let woken = rx.recv_timeout(left);
+                        if stopped.load(Ordering::Acquire)
+                            || woken == Err(mpsc::RecvTimeoutError::Disconnected)
+                        {
+                            return;
+                        }
                     }
                 }
             })?;
@@ -240,9 +246,10 @@ impl Drop for Checkpointer {
     }
 }
 
-/// One checkpoint round. Errors are logged: the next round tries again, and a WAL that is
-/// not checkpointed is still a correct database, only a longer one.
-fn checkpoint(conn: &Connection) {
+/// One checkpoint round; true when it failed. Errors are logged when they start and when they
+/// end (a full disk fails every round until space is freed): the next round tries again, and
+/// a WAL that is not checkpointed is still a correct database, only a longer one.
+fn checkpoint(conn: &Connection, failing: bool) -> bool {
     let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
     });
@@ -255,6 +262,15 @@ fn checkpoint(conn: &Connection) {
             }
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+        Err(e) => {
+            if !failing {
+                tracing::warn!(error = %e, "checkpoint failed; retried every second");
+            }
+            return true;
+        }
     }
+    if failing {
+        tracing::info!("checkpoints pass again");
+    }
+    false
 }
