@@ -950,6 +950,66 @@ mod tests {
         assert_eq!(text, "{}\n");
     }
 
+    /// A tmpfs of `size` at a fresh folder, unmounted when dropped (needs root, as the suite
+    /// runs: it fails, never skips, without it).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Tmpfs {
+            let dir = tempfile::tempdir().expect("mount point");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mount -t tmpfs failed: this test must run as root");
+            Tmpfs(dir)
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    // Regression (issue #15, defect 5): a write cut short by a full disk left a partial
+    // record in audit.ndjson, which the next record was glued to. The file is cut back to
+    // its last whole line, the records are counted as dropped, and writing resumes once
+    // there is room.
+    #[test]
+    fn regression_15_5_a_write_cut_short_by_a_full_disk_leaves_no_partial_line() {
+        let fs = Tmpfs::mount("1m");
+        let main = Path::new("audit.ndjson");
+        let mut w = bare_writer(fs.0.path());
+        w.append(main, b"{\"first\":1}\n");
+        w.flush();
+        // Fill the disk, then give back 16 KiB: room for part of the next write only.
+        let filler = fs.0.path().join("filler");
+        let mut f = File::create(&filler).expect("filler");
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+        let len = f.metadata().expect("len").len();
+        f.set_len(len.saturating_sub(16 * 1024)).expect("give back");
+        let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(1000));
+        let records = line.repeat(200);
+        w.append(main, records.as_bytes());
+        w.flush();
+        let text = std::fs::read_to_string(fs.0.path().join(main)).expect("read");
+        assert_eq!(text, "{\"first\":1}\n", "cut back to the last whole line");
+        assert_eq!(w.shared.dropped.load(Ordering::Relaxed), 200);
+        assert_eq!(w.shared.write_errors.load(Ordering::Relaxed), 1);
+        // Room again: the next records are written, whole, after the first.
+        drop(f);
+        std::fs::remove_file(&filler).expect("free");
+        w.append(main, b"{\"after\":1}\n");
+        w.flush();
+        let text = std::fs::read_to_string(fs.0.path().join(main)).expect("read");
+        assert_eq!(text, "{\"first\":1}\n{\"after\":1}\n");
+    }
+
     // Regression (issue #15, defect 5): records lost to a failed write were only logged.
     // They are counted as dropped, record by record, and the failure as a write error.
     #[test]
