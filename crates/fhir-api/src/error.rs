@@ -97,6 +97,11 @@ impl From<StoreError> for FhirError {
             StoreError::Conflict { .. } => {
                 FhirError::new(StatusCode::CONFLICT, IssueCode::Conflict, e.to_string())
             }
+            // FHIR R4 valueset-issue-type: too-costly, "the operation was stopped to protect
+            // server resources"; the request was understood and cannot be answered as is.
+            StoreError::TooCostly(msg) => {
+                FhirError::new(StatusCode::UNPROCESSABLE_ENTITY, IssueCode::TooCostly, msg)
+            }
             StoreError::Busy => FhirError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 IssueCode::Throttled,

@@ -398,3 +398,43 @@ fn ordinary_patches_still_apply() {
         assert_eq!(p["meta"]["versionId"], "3");
     });
 }
+
+// Issue #15, "search time limits that answer with an OperationOutcome instead of running on":
+// a search the store stops at its time limit is a 422 too-costly, and the service goes on.
+#[tokio::test]
+async fn a_search_past_the_store_time_limit_is_422_too_costly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(
+        fhir_store_sqlite::SqliteStore::open(dir.path())
+            .expect("open store")
+            .with_search_time_limit(std::time::Duration::ZERO),
+    );
+    store.create_service("default").await.expect("service");
+    let app = router(AppState::new(store, ApiConfig::default()));
+    let s = Server { app, _dir: dir };
+    let entries: Vec<Value> = (0..2000)
+        .map(|i| {
+            serde_json::json!({"request": {"method": "PUT", "url": format!("Patient/p{i}")},
+                "resource": {"resourceType": "Patient", "id": format!("p{i}"), "gender": "female"}})
+        })
+        .collect();
+    let bundle =
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let a = s.send(Method::POST, "/", FHIR_JSON, &bundle).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let req = Request::get("/Patient?gender=female&_total=accurate")
+        .body(Body::empty())
+        .expect("request");
+    let resp = s.app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let outcome: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert_eq!(outcome["issue"][0]["code"], "too-costly", "{outcome}");
+    // A read still answers.
+    let req = Request::get("/Patient/p1")
+        .body(Body::empty())
+        .expect("request");
+    let resp = s.app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+}

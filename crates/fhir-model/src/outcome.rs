@@ -45,6 +45,10 @@ pub enum IssueCode {
     Informational,
     Throttled,
     MultipleMatches,
+    /// The operation was stopped to protect server resources (too long, too large).
+    TooCostly,
+    /// A time limit passed (FHIR R4 valueset-issue-type `timeout`).
+    Timeout,
 }
 
 impl IssueCode {
@@ -70,6 +74,8 @@ impl IssueCode {
             IssueCode::Informational => "informational",
             IssueCode::Throttled => "throttled",
             IssueCode::MultipleMatches => "multiple-matches",
+            IssueCode::TooCostly => "too-costly",
+            IssueCode::Timeout => "timeout",
         }
     }
 }

@@ -29,9 +29,7 @@ use fhir_store::{
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-pub use backup::{
-    lock_data_folder, verify_database, BackupReport, DatabaseInfo, FOLDER_LOCK_FILE,
-};
+pub use backup::{lock_data_folder, verify_database, BackupReport, DatabaseInfo, FOLDER_LOCK_FILE};
 
 /// The name of the database file inside the data folder.
 pub const DATABASE_FILE: &str = "fhirlink.db";
@@ -52,6 +50,8 @@ pub struct SqliteStore {
     /// after each commit (so in commit order), instead of being looked up in the database
     /// per request.
     known_services: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// How long one search may run ([`SEARCH_TIME_LIMIT`] unless set).
+    search_time_limit: std::time::Duration,
     /// Held open and locked for the store's life: one store per data folder, so that one
     /// clock stamps every version (see [`schema`]). The OS releases it when the process dies.
     _folder_lock: std::fs::File,
@@ -126,8 +126,15 @@ impl SqliteStore {
             },
             clock: Arc::new(clock),
             known_services: Arc::new(std::sync::RwLock::new(known_services)),
+            search_time_limit: SEARCH_TIME_LIMIT,
             _folder_lock: folder_lock,
         })
+    }
+
+    /// The longest one search may run before it is stopped (default [`SEARCH_TIME_LIMIT`]).
+    pub fn with_search_time_limit(mut self, limit: std::time::Duration) -> SqliteStore {
+        self.search_time_limit = limit;
+        self
     }
 
     /// Runs `f` on the writer connection on the blocking pool, for work that commits, after
@@ -179,20 +186,34 @@ struct ReaderPool {
 
 impl ReaderPool {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.with_mut(|conn| f(conn))
+    }
+
+    fn with_mut<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let n = self.conns.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            if let Ok(conn) = self.conns[(start + i) % n].try_lock() {
-                return f(&conn);
+            if let Ok(mut conn) = self.conns[(start + i) % n].try_lock() {
+                return f(&mut conn);
             }
         }
         // All busy: a poisoned connection is still usable, its statements reset when dropped.
-        let conn = self.conns[start % n]
+        let mut conn = self.conns[start % n]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        f(&conn)
+        f(&mut conn)
     }
 }
+
+/// How long one search may run before it is stopped with [`StoreError::TooCostly`], unless
+/// [`SqliteStore::with_search_time_limit`] says otherwise: a search the indexes cannot bound
+/// must not hold a reader (and a core) without end.
+pub const SEARCH_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// SQLite calls the progress handler every this many virtual-machine steps (a few
+/// microseconds; the check is one clock read): often enough to stop on time, rarely enough
+/// to cost nothing measurable.
+const PROGRESS_STEPS: std::os::raw::c_int = 1_000;
 
 /// Maps a SQLite error to the store's: busy and locked become [`StoreError::Busy`], a full
 /// disk [`StoreError::StorageFull`] — `SQLITE_FULL` (a write that got `ENOSPC`), and
@@ -210,6 +231,10 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
                 || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE =>
         {
             StoreError::StorageFull(e.to_string())
+        }
+        // Only the search's progress handler interrupts (see `search`).
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::OperationInterrupted => {
+            StoreError::TooCostly(e.to_string())
         }
         _ => StoreError::Backend(e.to_string()),
     }
@@ -416,13 +441,32 @@ impl Store for SqliteStore {
 
     async fn search(&self, service: &str, query: &SearchQuery) -> Result<SearchPage> {
         let now = self.clock.now().timestamp_micros();
-        self.readers.with(|conn| {
-            // One snapshot for the page, its total and its includes.
-            let snapshot = conn.unchecked_transaction().map_err(backend)?;
-            let sid = require_service(&snapshot, service)?;
-            let page = search::search(&snapshot, sid, query, now)?;
-            snapshot.finish().map_err(backend)?;
-            Ok(page)
+        let limit = self.search_time_limit;
+        self.readers.with_mut(|conn| {
+            let deadline = std::time::Instant::now() + limit;
+            conn.progress_handler(
+                PROGRESS_STEPS,
+                Some(move || std::time::Instant::now() >= deadline),
+            )
+            .map_err(backend)?;
+            let page = (|| {
+                // One snapshot for the page, its total and its includes.
+                let snapshot = conn.unchecked_transaction().map_err(backend)?;
+                let sid = require_service(&snapshot, service)?;
+                let page = search::search(&snapshot, sid, query, now)?;
+                snapshot.finish().map_err(backend)?;
+                Ok(page)
+            })();
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            page.map_err(|e| match e {
+                StoreError::TooCostly(_) => {
+                    StoreError::TooCostly(format!(
+                        "the search ran longer than its limit of {} ms and was stopped; narrow it (more selective parameters, _total=none, a smaller _count)",
+                        limit.as_millis()
+                    ))
+                }
+                other => other,
+            })
         })
     }
 

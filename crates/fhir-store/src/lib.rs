@@ -158,6 +158,9 @@ pub enum StoreError {
     /// same write succeeds once space is freed, without a restart.
     #[error("storage is full: {0}")]
     StorageFull(String),
+    /// A search ran past the store's time limit and was stopped (nothing was changed).
+    #[error("{0}")]
+    TooCostly(String),
     /// A document write found something other than what it expected; nothing was written.
     #[error("document {collection}/{key} changed: {detail}")]
     Conflict {

@@ -112,13 +112,18 @@ pub(crate) struct ServeArgs {
     /// eighths of what the open-files limit leaves (the management API has the rest).
     #[arg(long, env = "FHIRLINK_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Data plane: the longest one search may run; past it the search is stopped and
+    /// answered 422 with an OperationOutcome (`too-costly`).
+    #[arg(long, env = "FHIRLINK_SEARCH_TIME_LIMIT", default_value = "10s", value_parser = parse_duration)]
+    search_time_limit: Duration,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.data)
-        .with_context(|| format!("opening the store in {}", args.data.display()))?;
+        .with_context(|| format!("opening the store in {}", args.data.display()))?
+        .with_search_time_limit(args.search_time_limit);
     let sqlite = Arc::new(store);
     let backups = Arc::new(crate::backup::Backups::new(sqlite.clone(), &args.data));
     let store: Arc<dyn Store> = sqlite;
