@@ -172,7 +172,10 @@ impl ArmClient {
     /// answer is not ARM JSON (a backup's byte stream).
     pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}/{}", self.base, path.trim_start_matches('/')))
+            .request(
+                method,
+                format!("{}/{}", self.base, path.trim_start_matches('/')),
+            )
             .bearer_auth(&self.token)
     }
 
