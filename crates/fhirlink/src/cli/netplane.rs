@@ -10,10 +10,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use serde_json::Value;
 
 use super::client::{ArmClient, Connection, Output};
 use super::output::print_json;
+use crate::diagnose::Diagnosis;
 
 /// How long one DNS attempt waits for the answer.
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -156,38 +156,28 @@ pub(crate) async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<()> {
         print_json(&v);
         return Ok(());
     }
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let d: Diagnosis = serde_json::from_value(v).context("the server's diagnosis")?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{} from {}", text(&v, "service"), text(&v, "from"))?;
-    let checks = v
-        .get("checks")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let width = checks
+    writeln!(out, "{} from {}", d.service, d.from)?;
+    let width = d
+        .checks
         .iter()
-        .map(|c| text(c, "check").len())
+        .map(|c| c.check.as_str().len())
         .max()
         .unwrap_or(0);
-    for c in &checks {
-        let ok = c.get("ok").and_then(Value::as_bool).unwrap_or(false);
+    for c in &d.checks {
         writeln!(
             out,
             "  {}  {:width$}  {}",
-            if ok { "ok  " } else { "FAIL" },
-            text(c, "check"),
-            text(c, "detail")
+            if c.ok { "ok  " } else { "FAIL" },
+            c.check.as_str(),
+            c.detail
         )?;
     }
-    writeln!(out, "Result: {}", text(&v, "outcome"))?;
-    let fixes = v
-        .get("fixes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if !fixes.is_empty() {
+    writeln!(out, "Result: {}", d.outcome)?;
+    if !d.fixes.is_empty() {
         writeln!(out, "To fix:")?;
-        for f in fixes.iter().filter_map(Value::as_str) {
+        for f in &d.fixes {
             writeln!(out, "  - {f}")?;
         }
     }
