@@ -34,6 +34,13 @@ impl Decimal {
 
     /// Parses decimal text (`-12.50`, `1e3`); `None` if it is not a number.
     pub fn parse(text: &str) -> Option<Self> {
+        Self::parse_digits(text, true)
+    }
+
+    /// [`Decimal::parse`]; more than 36 significant digits go through `f64` once when
+    /// `via_float`, else they are no Decimal. The text `from_f64` makes is parsed with
+    /// `via_float` off, so the two never call each other without end.
+    fn parse_digits(text: &str, via_float: bool) -> Option<Self> {
         let t = text.trim();
         let (mant, exp) = match t.find(['e', 'E']) {
             Some(i) => (&t[..i], t[i + 1..].parse::<i32>().ok()?),
@@ -56,7 +63,11 @@ impl Decimal {
         let all = format!("{int}{frac}");
         let all = all.trim_start_matches('0');
         if all.len() > 36 {
-            return Self::from_f64(t.parse::<f64>().ok()?);
+            return if via_float {
+                Self::from_f64(t.parse::<f64>().ok()?)
+            } else {
+                None
+            };
         }
         let mut m: i128 = if all.is_empty() { 0 } else { all.parse().ok()? };
         let mut s = frac.len() as i64 - exp as i64;
@@ -82,9 +93,9 @@ impl Decimal {
         let text = format!("{f}");
         if text.contains('e') || text.len() > 36 {
             let text = format!("{f:.8}");
-            return Self::parse(&text).map(|d| d.trim());
+            return Self::parse_digits(&text, false).map(|d| d.trim());
         }
-        Self::parse(&text)
+        Self::parse_digits(&text, false)
     }
 
     pub fn to_f64(self) -> f64 {

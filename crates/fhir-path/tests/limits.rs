@@ -236,3 +236,22 @@ fn regression_15_3_fhirpath_patch_path_building_strings_is_refused() {
     assert!(!e.is_malformed(), "{e}");
     assert!(e.message.contains("too costly"), "{e}");
 }
+
+// Regression (found by fuzzing, fuzz target `fhirpath`): an integer literal of 106 digits
+// made Decimal::parse and Decimal::from_f64 call each other without end (the f64 text of
+// 6.66…e105 has 106 digits again) until the stack overflowed and the process aborted; any
+// FHIRPath Patch path or search could carry one.
+#[test]
+fn regression_15_fuzz_a_106_digit_number_literal_does_not_recurse_without_end() {
+    on_small_stack(|| {
+        let src = format!("'123'.replace('2', {{}}).empty({}) = true", "6".repeat(106));
+        // Refused or evaluated, but answered.
+        let _ = fhir_path::parse(&src);
+        for digits in [37, 40, 106, 400] {
+            let n = "9".repeat(digits);
+            let _ = fhir_path::parse(&n);
+            let _ = fhir_path::parse(&format!("0.{n}"));
+            let _ = fhir_path::parse(&format!("{n}.{n}"));
+        }
+    });
+}
