@@ -113,7 +113,7 @@ fn forbidden(msg: String) -> FhirError {
     FhirError::new(StatusCode::FORBIDDEN, IssueCode::Forbidden, msg)
 }
 
-/// The entry's `permit`, for a type and id that a conditional entry settled only now.
+/// The patient whose compartment bounds this entry's instance checks, if its permit says so.
 fn patient_of(e: &Entry) -> Option<&str> {
     match &e.permit {
         Permit::Compartment { patient, .. } => Some(patient),

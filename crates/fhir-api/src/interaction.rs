@@ -334,20 +334,6 @@ impl<'a> Interaction<'a> {
             },
         }
     }
-
-    /// Whether it only reads: `GET` and `HEAD` interactions and searches.
-    pub fn reads_only(&self) -> bool {
-        use Interaction as I;
-        matches!(
-            self,
-            I::Capabilities
-                | I::SmartConfiguration
-                | I::Search { .. }
-                | I::History(_)
-                | I::Read { .. }
-                | I::Vread { .. }
-        )
-    }
 }
 
 /// An operation: `GET` or `POST` (FHIR R4 operations.html#request).
