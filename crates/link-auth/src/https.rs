@@ -1,8 +1,9 @@
-//! The HTTPS serving loop: accepts TCP connections under the connection caps, runs the TLS
-//! handshake (bounded in time, off the accept loop), and serves an axum [`Router`] over
-//! HTTP/1.1 or HTTP/2 as ALPN chose, every phase of a connection under a deadline
-//! ([`crate::conn`]), until a shutdown signal; then stops accepting and lets open requests
-//! finish.
+//! The management serving loop: accepts TCP connections under the connection caps, runs the
+//! TLS handshake (bounded in time, off the accept loop; skipped for plain HTTP), and serves an
+//! axum [`Router`] over HTTP/1.1 or HTTP/2 as ALPN chose, every phase of a connection under a
+//! deadline ([`crate::conn`]), until a shutdown signal; then stops accepting and lets open
+//! requests finish. Plain HTTP (`--admin-plain-http`) runs the same loop under the same
+//! limits: only the handshake is missing.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,13 +38,14 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with(listener, tls, app, management_limits(), shutdown).await;
+    serve_with(listener, Some(tls), app, management_limits(), shutdown).await;
 }
 
-/// Serves `app` over TLS on `listener` under `limits` until `shutdown` completes.
+/// Serves `app` on `listener` under `limits` until `shutdown` completes: over TLS with
+/// `tls`, over plain HTTP (HTTP/1.1, or HTTP/2 with prior knowledge) without.
 pub async fn serve_with(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -77,7 +79,7 @@ pub async fn serve_with(
     };
     conn::serve(
         Arc::new(listener),
-        Some(tls),
+        tls,
         limits,
         caps,
         MAX_HEADER_LIST_SIZE,

@@ -1,7 +1,8 @@
 //! The management listener's HTTPS loop under hostile connections (issue #15, defect 4):
 //! a handshake that never comes, a connection that says nothing after it, an idle
 //! kept-alive connection, a stalled body, and the per-source cap. TLS on 127.0.0.1 with the
-//! data folder's generated CA; limits of 300 ms, waits of up to 10 s.
+//! data folder's generated CA; limits of 300 ms, waits of up to 10 s. The same loop serves
+//! `--admin-plain-http`, under the same limits (the `plain_` tests).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -25,6 +26,15 @@ struct Server {
 }
 
 fn start(limits: ConnectionLimits) -> Server {
+    start_with(limits, true)
+}
+
+/// The management loop over plain HTTP, as `--admin-plain-http` runs it.
+fn start_plain(limits: ConnectionLimits) -> Server {
+    start_with(limits, false)
+}
+
+fn start_with(limits: ConnectionLimits, with_tls: bool) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let identity = ServerIdentity::generated(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST), &[])
         .expect("identity");
@@ -48,7 +58,7 @@ fn start(limits: ConnectionLimits) -> Server {
         );
     runtime.spawn(https::serve_with(
         listener,
-        tls,
+        with_tls.then_some(tls),
         app,
         limits,
         std::future::pending(),
@@ -115,7 +125,7 @@ fn until_closed(read: &mut impl Read) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-fn get_ping(s: &mut Tls) -> String {
+fn get_ping(s: &mut (impl Read + Write)) -> String {
     s.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .expect("send");
     let mut got = Vec::new();
@@ -195,4 +205,46 @@ fn regression_15_4_management_connections_per_source_are_capped() {
         assert!(Instant::now() < deadline, "no room after the first closed");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn regression_15_4_management_plain_http_silence_is_timed_out() {
+    let server = start_plain(limits());
+    let mut s = tcp(server.addr);
+    assert_eq!(until_closed(&mut s), "");
+}
+
+#[test]
+fn regression_15_4_management_plain_http_idle_keep_alive_connection_is_closed() {
+    let server = start_plain(limits());
+    let mut s = tcp(server.addr);
+    let reply = get_ping(&mut s);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(until_closed(&mut s), "");
+}
+
+#[test]
+fn regression_15_4_management_plain_http_stalled_body_is_timed_out() {
+    let server = start_plain(limits());
+    let mut s = tcp(server.addr);
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
+        .expect("send");
+    let got = until_closed(&mut s);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("RequestTimeout"), "{got}");
+}
+
+#[test]
+fn regression_15_4_management_plain_http_connections_per_source_are_capped() {
+    let server = start_plain(ConnectionLimits {
+        max_per_source: 1,
+        header_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        ..limits()
+    });
+    let mut first = tcp(server.addr);
+    assert!(get_ping(&mut first).starts_with("HTTP/1.1 200"));
+    let mut second = tcp(server.addr);
+    let _ = second.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(until_closed(&mut second), "");
 }
