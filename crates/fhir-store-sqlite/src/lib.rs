@@ -11,6 +11,7 @@
 mod backup;
 mod docs;
 mod index;
+mod scan;
 mod schema;
 mod search;
 mod tx;
@@ -25,7 +26,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fhir_store::{
     Document, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock,
-    Result, SearchPage, SearchQuery, Store, StoreError, StoredResource, WriteTx,
+    Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource,
+    WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -467,6 +469,33 @@ impl Store for SqliteStore {
                 }
                 other => other,
             })
+        })
+    }
+
+    async fn snapshot(&self, service: &str) -> Result<Snapshot> {
+        let now = self.clock.now().timestamp_micros();
+        self.readers.with(|conn| {
+            require_service(conn, service)?;
+            scan::snapshot(conn, now)
+        })
+    }
+
+    async fn scan(
+        &self,
+        service: &str,
+        rtype: &str,
+        query: &ScanQuery,
+    ) -> Result<Vec<StoredResource>> {
+        self.readers.with(|conn| {
+            let snapshot = conn.unchecked_transaction().map_err(backend)?;
+            let page = scan::scan(
+                &snapshot,
+                require_service(&snapshot, service)?,
+                rtype,
+                query,
+            )?;
+            snapshot.finish().map_err(backend)?;
+            Ok(page)
         })
     }
 

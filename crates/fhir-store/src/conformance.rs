@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::{HistoryPage, HistoryQuery, HistoryScope, Method, Store, StoreError, StoredResource};
+use crate::{
+    HistoryPage, HistoryQuery, HistoryScope, Method, ScanQuery, ScanVersions, Snapshot, Store,
+    StoreError, StoredResource,
+};
 
 /// Expands to one `#[tokio::test]` per conformance check.
 ///
@@ -54,6 +57,8 @@ macro_rules! conformance_tests {
             search_composites_match_within_one_tuple,
             search_tokens_in_value_sets_and_hierarchies,
             transaction_matching_sees_its_own_writes,
+            scan_reads_the_snapshot_while_writing,
+            scan_pages_and_filters,
         );
 
         #[tokio::test]
@@ -1728,4 +1733,249 @@ pub async fn transaction_matching_sees_its_own_writes(store: &dyn Store) {
     .await
     .expect("put");
     assert_eq!(tx.matching(&q, 5).await.expect("matching").len(), 2);
+}
+
+/// All `(id, version)` of a scan, read page by page (`page` at a time).
+async fn scan_all(
+    store: &dyn Store,
+    svc: &str,
+    rtype: &str,
+    snapshot: Snapshot,
+    versions: ScanVersions,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    page: usize,
+) -> Vec<(String, u64, bool)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let q = ScanQuery {
+            snapshot,
+            versions,
+            since,
+            till: None,
+            after: after.clone(),
+            limit: page,
+        };
+        let got = store
+            .scan(svc, rtype, &q)
+            .await
+            .unwrap_or_else(|e| panic!("scan {svc}/{rtype} failed: {e}"));
+        for r in &got {
+            assert_eq!(r.resource_type, rtype, "scan returns its type only");
+            out.push((r.id.clone(), r.version, r.is_deleted()));
+        }
+        if got.len() < page {
+            return out;
+        }
+        let last = got.last().expect("a full page");
+        after = Some((last.id.clone(), last.version));
+    }
+}
+
+/// A scan reads the service as it was when the snapshot was taken: writes, deletions and
+/// creations made after it are not seen; the versions it returns are the ones then current,
+/// byte for byte.
+pub async fn scan_reads_the_snapshot_while_writing(store: &dyn Store) {
+    service(store, "a").await;
+    service(store, "b").await;
+    let p1 = put(store, "a", "Patient", "p1", patient("One")).await;
+    let p2 = put(store, "a", "Patient", "p2", patient("Two")).await;
+    put(store, "a", "Patient", "p3", patient("Three")).await;
+    delete(store, "a", "Patient", "p3").await;
+    put(store, "b", "Patient", "other", patient("Other")).await;
+    let snap = store.snapshot("a").await.expect("snapshot");
+    assert!(
+        snap.time >= p2.last_updated,
+        "the snapshot's time is no earlier than its newest version"
+    );
+
+    // After the snapshot: p1 changes, p2 is deleted, p4 is created, p3 comes back.
+    put(store, "a", "Patient", "p1", patient("One again")).await;
+    delete(store, "a", "Patient", "p2").await;
+    put(store, "a", "Patient", "p4", patient("Four")).await;
+    put(store, "a", "Patient", "p3", patient("Three again")).await;
+
+    let current = scan_all(
+        store,
+        "a",
+        "Patient",
+        snap,
+        ScanVersions::Current,
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(
+        current,
+        vec![("p1".into(), 1, false), ("p2".into(), 1, false)],
+        "the current versions as of the snapshot"
+    );
+    let first = store
+        .scan(
+            "a",
+            "Patient",
+            &ScanQuery {
+                snapshot: snap,
+                versions: ScanVersions::Current,
+                since: None,
+                till: None,
+                after: None,
+                limit: 1,
+            },
+        )
+        .await
+        .expect("scan");
+    assert_same("scanned p1", &first[0], &p1);
+
+    let with_deleted = scan_all(
+        store,
+        "a",
+        "Patient",
+        snap,
+        ScanVersions::CurrentAndDeleted,
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(
+        with_deleted,
+        vec![
+            ("p1".into(), 1, false),
+            ("p2".into(), 1, false),
+            ("p3".into(), 2, true)
+        ],
+        "deletions as of the snapshot"
+    );
+    let all = scan_all(store, "a", "Patient", snap, ScanVersions::All, None, 100).await;
+    assert_eq!(
+        all,
+        vec![
+            ("p1".into(), 1, false),
+            ("p2".into(), 1, false),
+            ("p3".into(), 1, false),
+            ("p3".into(), 2, true)
+        ],
+        "every version up to the snapshot"
+    );
+    let later = store.snapshot("a").await.expect("snapshot");
+    let now = scan_all(
+        store,
+        "a",
+        "Patient",
+        later,
+        ScanVersions::Current,
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(
+        now,
+        vec![
+            ("p1".into(), 2, false),
+            ("p3".into(), 3, false),
+            ("p4".into(), 1, false)
+        ],
+        "a new snapshot sees the writes"
+    );
+    assert!(
+        scan_all(
+            store,
+            "a",
+            "Observation",
+            later,
+            ScanVersions::All,
+            None,
+            10
+        )
+        .await
+        .is_empty(),
+        "a type without resources scans empty"
+    );
+    assert!(
+        matches!(
+            store.snapshot("nope").await,
+            Err(StoreError::NoSuchService(_))
+        ),
+        "snapshot of an unknown service"
+    );
+}
+
+/// Pages of a scan, small or large, read the same rows once each; `since` keeps the versions
+/// written at or after it.
+pub async fn scan_pages_and_filters(store: &dyn Store) {
+    service(store, "a").await;
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let id = format!("o{i:02}");
+        put(
+            store,
+            "a",
+            "Observation",
+            &id,
+            json!({"resourceType": "Observation", "status": "final"}),
+        )
+        .await;
+        if i % 3 == 0 {
+            put(
+                store,
+                "a",
+                "Observation",
+                &id,
+                json!({"resourceType": "Observation", "status": "amended"}),
+            )
+            .await;
+            expected.push((id, 2, false));
+        } else {
+            expected.push((id, 1, false));
+        }
+    }
+    let middle = put(
+        store,
+        "a",
+        "Observation",
+        "z-late",
+        json!({"resourceType": "Observation", "status": "final"}),
+    )
+    .await;
+    expected.push(("z-late".into(), 1, false));
+    let snap = store.snapshot("a").await.expect("snapshot");
+    for page in [1, 2, 7, 1000] {
+        let got = scan_all(
+            store,
+            "a",
+            "Observation",
+            snap,
+            ScanVersions::Current,
+            None,
+            page,
+        )
+        .await;
+        assert_eq!(got, expected, "current versions in pages of {page}");
+        let all = scan_all(
+            store,
+            "a",
+            "Observation",
+            snap,
+            ScanVersions::All,
+            None,
+            page,
+        )
+        .await;
+        assert_eq!(all.len(), 25 + 9 + 1, "every version in pages of {page}");
+    }
+    let since = scan_all(
+        store,
+        "a",
+        "Observation",
+        snap,
+        ScanVersions::Current,
+        Some(middle.last_updated),
+        10,
+    )
+    .await;
+    assert_eq!(
+        since,
+        vec![("z-late".into(), 1, false)],
+        "since keeps later versions"
+    );
 }

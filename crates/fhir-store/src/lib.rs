@@ -186,6 +186,45 @@ pub struct SearchPage {
     pub plan: Option<String>,
 }
 
+/// A consistent point in a service's data, for reading a whole service as it was at one
+/// moment while writes go on (bulk export): every version committed before the snapshot was
+/// taken and none after. `position` is the backend's own ordering (opaque to callers, only
+/// handed back to [`Store::scan`]); `time` is the newest `lastUpdated` it holds (the
+/// store's clock when it holds nothing), the Bulk Data manifest's `transactionTime`: a later
+/// export with `_since` of it misses nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub position: i64,
+    pub time: DateTime<Utc>,
+}
+
+/// Which versions a [`Store::scan`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanVersions {
+    /// Each resource's version as of the snapshot, when it is not a deletion.
+    Current,
+    /// Each resource's version as of the snapshot, deletions included.
+    CurrentAndDeleted,
+    /// Every version up to the snapshot, deletions included, oldest first per resource.
+    All,
+}
+
+/// A page request of [`Store::scan`]: one type of one service as of a [`Snapshot`], in `id`
+/// order (then version order), after a cursor.
+#[derive(Debug, Clone)]
+pub struct ScanQuery {
+    pub snapshot: Snapshot,
+    pub versions: ScanVersions,
+    /// Only versions with `lastUpdated >= since` (`_since`).
+    pub since: Option<DateTime<Utc>>,
+    /// Only versions with `lastUpdated <= till` (Azure's `_till`).
+    pub till: Option<DateTime<Utc>>,
+    /// Only after this `(id, version)`: the last one of the previous page.
+    pub after: Option<(String, u64)>,
+    /// Page size; a page shorter than it is the last.
+    pub limit: usize,
+}
+
 /// The store of every FHIR service's resources.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -218,6 +257,17 @@ pub trait Store: Send + Sync + 'static {
     /// default order (no `_sort`) resources come in the order their current version was
     /// written, so a page cursor stays correct while resources are added.
     async fn search(&self, service: &str, query: &SearchQuery) -> Result<SearchPage>;
+
+    /// The service's data as of now, to [`Store::scan`] while writes go on.
+    async fn snapshot(&self, service: &str) -> Result<Snapshot>;
+    /// One page of the versions of type `rtype` as of `query.snapshot` (see [`ScanQuery`]):
+    /// what a write made after the snapshot changed is read as it was before.
+    async fn scan(
+        &self,
+        service: &str,
+        rtype: &str,
+        query: &ScanQuery,
+    ) -> Result<Vec<StoredResource>>;
 
     /// Starts a write transaction on one service. Writers are serialised: a transaction
     /// sees the current versions and no other writer changes them until it ends. Nothing is
