@@ -181,16 +181,29 @@ fn is_cruds(p: &str) -> bool {
     true
 }
 
-/// How a service's clients authenticate, for the CapabilityStatement's `rest.security`
-/// (a request extension set by the authentication layer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a service's clients authenticate, for the CapabilityStatement's `rest.security` and
+/// SMART's `/.well-known/smart-configuration` (a request extension set by the authentication
+/// layer; without it there is no SMART configuration to serve).
+///
+/// What an external issuer's discovery document says is filled in as far as the layer knows
+/// it: for the SMART configuration it asks the issuer, for the CapabilityStatement it takes
+/// only what is cached, so that the statement never waits for the identity provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Security {
+    /// The issuer as the service is configured with it (its authority, or fhirlink's own).
     pub issuer: String,
     pub audience: String,
     /// Where a client gets a token, for an external issuer whose discovery document says
     /// (SMART App Launch 1.0's `oauth-uris` extension, which Azure's statement carried).
     pub authorize_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
+    /// The `issuer` the discovery document names, the `iss` of its tokens (Entra ID v1's
+    /// differs from its authority's URL).
+    pub discovered_issuer: Option<String>,
+    /// The issuer's key set, from its discovery document.
+    pub jwks_uri: Option<String>,
+    pub grant_types_supported: Option<Vec<String>>,
+    pub code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 /// How far an allowed interaction reaches.

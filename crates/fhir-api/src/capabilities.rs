@@ -362,8 +362,7 @@ mod tests {
             security: security.map(|issuer| Security {
                 issuer: issuer.into(),
                 audience: "aud".into(),
-                authorize_endpoint: None,
-                token_endpoint: None,
+                ..Security::default()
             }),
             summary: None,
             elements: None,

@@ -2,7 +2,8 @@
 //!
 //! `router(state)` builds the whole data plane: one entry point parses the request line,
 //! routes it to the FHIR service named by the Host header, and hands it to the module of the
-//! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`). Every error leaves
+//! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`, and `smart`
+//! for SMART's `/.well-known/smart-configuration`). Every error leaves
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
@@ -21,6 +22,7 @@ mod respond;
 mod route;
 mod search;
 pub mod service;
+mod smart;
 mod write;
 
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use crate::interaction::{decode_segments, Interaction, Kind, Scope as IScope};
 use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
-use crate::{bundle, capabilities, history, read, write, AppState};
+use crate::{bundle, capabilities, history, read, smart, write, AppState};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -116,6 +116,11 @@ async fn run(
     mut body: Body,
 ) -> Result<Response, FhirError> {
     use Interaction as I;
+    if let I::SmartConfiguration = interaction {
+        // Not a FHIR resource: plain JSON whatever the request's Accept or `_format`, and
+        // nothing to authorize (SMART App Launch 2.0 §conformance: needs no token).
+        return smart::configuration(call.security.as_ref());
+    }
     let mut ctx = Ctx::new(
         call.state.clone(),
         call.service.clone(),
@@ -153,10 +158,7 @@ async fn run(
     }
     match *interaction {
         I::Capabilities => capabilities::capabilities(&ctx, call.security.as_ref()),
-        // Served by the authentication layer in front, which knows the service's issuer.
-        I::SmartConfiguration => Err(FhirError::not_found(
-            "this server has no SMART configuration without its authentication layer",
-        )),
+        I::SmartConfiguration => smart::configuration(call.security.as_ref()),
         I::BatchOrTransaction => bundle::batch_or_transaction(&ctx, call, body, limit).await,
         I::Search { scope, post } => {
             let body = post.then_some(body);

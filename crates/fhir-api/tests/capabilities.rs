@@ -1,7 +1,8 @@
 //! `GET /metadata` (FHIR R4 http.html#capabilities), driven through `router(state)` in
 //! process: the CapabilityStatement is rendered once per service, base URL, security and
 //! view (issue #14), served with an ETag that `If-None-Match` turns into 304, and a
-//! service's changed security settings are never answered from the old body.
+//! service's changed security settings are never answered from the old body. And SMART's
+//! `/.well-known/smart-configuration`, built beside it from the same `Security`.
 
 use std::sync::Arc;
 
@@ -82,6 +83,7 @@ fn security(issuer: &str) -> Security {
         audience: "https://default.fhir.example".into(),
         authorize_endpoint: None,
         token_endpoint: Some(format!("{issuer}/token")),
+        ..Security::default()
     }
 }
 
@@ -201,4 +203,70 @@ async fn metadata_honours_summary_elements_and_format() {
         s.get("/metadata?_summary=banana", &[], None).await.status,
         StatusCode::BAD_REQUEST
     );
+}
+
+/// SMART App Launch 2.0 §conformance: the document names the issuer (as its discovery
+/// document does), the scopes and capabilities honoured, the audience, and the issuer's
+/// endpoints as far as they are known; plain JSON whatever the client asks for.
+#[tokio::test]
+async fn smart_configuration_is_built_from_the_services_security() {
+    let s = server().await;
+    let discovered = Security {
+        issuer: "https://login.example/tenant".into(),
+        audience: "https://default.fhir.example".into(),
+        authorize_endpoint: Some("https://login.example/tenant/authorize".into()),
+        token_endpoint: Some("https://login.example/tenant/token".into()),
+        discovered_issuer: Some("https://sts.example/tenant/".into()),
+        jwks_uri: Some("https://login.example/tenant/keys".into()),
+        grant_types_supported: Some(vec!["authorization_code".into()]),
+        code_challenge_methods_supported: Some(vec!["S256".into()]),
+    };
+    let path = "/.well-known/smart-configuration";
+    let answer = s
+        .get(path, &[("accept", "text/html")], Some(discovered))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    let v = answer.json();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "issuer": "https://sts.example/tenant/",
+            "scopes_supported": [
+                "openid", "fhirUser", "launch/patient",
+                "patient/*.cruds", "user/*.cruds", "system/*.cruds",
+                "patient/*.read", "user/*.read", "system/*.read"
+            ],
+            "capabilities": [
+                "permission-v1", "permission-v2", "permission-patient", "permission-user",
+                "context-standalone-patient"
+            ],
+            "audience": "https://default.fhir.example",
+            "jwks_uri": "https://login.example/tenant/keys",
+            "authorization_endpoint": "https://login.example/tenant/authorize",
+            "token_endpoint": "https://login.example/tenant/token",
+            "grant_types_supported": ["authorization_code"],
+            "code_challenge_methods_supported": ["S256"]
+        })
+    );
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys[..4],
+        ["issuer", "scopes_supported", "capabilities", "audience"]
+    );
+
+    // fhirlink's own issuer (or an authority not reached): no endpoints to name.
+    let local = Security {
+        issuer: "fhirlink".into(),
+        audience: "https://default.fhir.example".into(),
+        ..Security::default()
+    };
+    let v = s.get(path, &[], Some(local)).await.json();
+    assert_eq!(v["issuer"], "fhirlink");
+    for absent in ["jwks_uri", "authorization_endpoint", "token_endpoint"] {
+        assert!(v.get(absent).is_none(), "{absent} in {v}");
+    }
+
+    // Without an authentication layer in front there is no configuration to give.
+    assert_eq!(s.get(path, &[], None).await.status, StatusCode::NOT_FOUND);
 }

@@ -7,7 +7,6 @@ mod admin;
 mod audit;
 mod backup;
 mod cli;
-mod data_auth;
 mod diagnose;
 mod metrics;
 mod network;

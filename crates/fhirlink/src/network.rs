@@ -10,10 +10,10 @@ use std::sync::Arc;
 use link_api::{EndpointFaults, NetworkPlane};
 use link_auth::service_tls::{DataPlaneCertificates, DataPlaneNames};
 use link_dns::DnsServer;
+use link_gateway::auth::DataAuth;
 use link_gateway::Gateway;
 use link_model::State;
 
-use crate::data_auth::DataAuth;
 use crate::telemetry::Telemetry;
 
 /// Everything that follows the plan, driven together.

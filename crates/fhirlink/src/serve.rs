@@ -16,14 +16,33 @@ use fhir_api::{ApiConfig, AppState};
 use fhir_store::Store;
 use fhir_store_sqlite::SqliteStore;
 use link_dns::{DnsConfig, DnsServer};
+use link_gateway::auth::{self as data_auth, DataAuth};
 use link_gateway::{ConnectionLimits, Gateway, GatewayConfig};
 
 use crate::admin;
-use crate::data_auth::{self, AuthMode, DataAuth};
 use crate::diagnose::Diagnostics;
 use crate::network::Wire;
 use crate::telemetry::Telemetry;
 use link_auth::service_tls::DataPlaneCertificates;
+
+/// `--auth`: whether data-plane requests need a token (the command line's spelling of
+/// [`data_auth::AuthMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    /// Every request but the CapabilityStatement carries a verified bearer token.
+    Tokens,
+    /// No tokens: everyone may do everything. For local experiments only.
+    None,
+}
+
+impl From<AuthMode> for data_auth::AuthMode {
+    fn from(mode: AuthMode) -> data_auth::AuthMode {
+        match mode {
+            AuthMode::Tokens => data_auth::AuthMode::Tokens,
+            AuthMode::None => data_auth::AuthMode::None,
+        }
+    }
+}
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -190,7 +209,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let issuer = link_auth::identity::LocalIssuer::load_or_create(&args.data)
         .context("the token signing key")?;
     let auth = DataAuth::new(
-        args.auth,
+        args.auth.into(),
         issuer.verifier(),
         std::time::Duration::from_secs(args.oidc_refresh_interval),
     );

@@ -14,9 +14,16 @@
 //!   the data plane refuses (a body declared over the limit, an oversized target or header
 //!   section, a bad Host) is answered with an OperationOutcome before the router sees it.
 //!
-//! This crate knows HTTP and sockets, and the FHIR API only by its router and its service
-//! naming; it never touches the store or the control-plane state itself.
+//! - [`auth`]: after the decision, the bearer token: [`auth::DataAuth`] verifies it against
+//!   the admitted service's issuer and audience and hands fhir-api the caller's
+//!   `fhir_api::Access` (or answers 401), and the service's `fhir_api::access::Security` for
+//!   the CapabilityStatement and SMART configuration that fhir-api builds.
+//!
+//! This crate knows HTTP and sockets, and the FHIR API only by its router, its service
+//! naming and the `Access` and `Security` it hands it; it never touches the store or the
+//! control-plane state itself (it follows the plan it is given).
 
+pub mod auth;
 mod decide;
 mod nsg;
 mod serve;

@@ -1,15 +1,21 @@
-//! Authentication on the data plane: the bearer token of every request is verified against
-//! the issuer and audience of the FHIR service it was admitted to
-//! (`authenticationConfiguration.authority` and `.audience`; an empty authority means
-//! fhirlink's own issuer, `fhirlink token`), and turned into the [`Access`] that fhir-api
-//! enforces: the principal's FHIR data roles on the service (role assignments, or an
+//! Authentication on the data plane, after the network decision: the bearer token of every
+//! admitted request is verified against the issuer and audience of the FHIR service it was
+//! admitted to (`authenticationConfiguration.authority` and `.audience`; an empty authority
+//! means fhirlink's own issuer, `fhirlink token`), and turned into the [`Access`] that
+//! fhir-api enforces: the principal's FHIR data roles on the service (role assignments, or an
 //! `accessPolicies` entry) and the token's SMART scopes and `patient` context.
 //!
+//! - [`DataAuth`]: the services' settings and grants of the current plan ([`DataAuth::apply`])
+//!   and the tokens verified for each since.
+//! - [`authenticate`]: the axum middleware in front of `fhir_api::router`.
+//!
 //! `/metadata` and `/.well-known/smart-configuration` need no token (the network rules still
-//! apply: the gateway decided before this layer runs). A missing or bad token gets 401 with a
-//! `WWW-Authenticate: Bearer` challenge (RFC 6750 §3) naming where to get one; a good token
-//! that is not enough gets fhir-api's 403. `--auth none` replaces all of this with full
-//! access for everyone, for local experiments only.
+//! apply: the gateway decided before this layer runs); for them this layer only hands
+//! fhir-api the service's [`Security`], from which fhir-api builds both documents. A missing
+//! or bad token gets 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750 §3) naming
+//! where to get one; a good token that is not enough gets fhir-api's 403. [`AuthMode::None`]
+//! (`--auth none`) replaces all of this with full access for everyone, for local experiments
+//! only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,20 +25,20 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fhir_api::access::{Rights, Scopes};
+use fhir_api::access::{Rights, Scopes, Security};
 use fhir_api::service::AdmittedService;
 use fhir_api::{Access, FhirError};
 use fhir_model::IssueCode;
 use link_auth::identity::{unix_now, LOCAL_ISSUER};
 use link_auth::jwt::{TokenError, Verifier};
 use link_auth::oidc::{Authority, IssuerMetadata, OidcConfig, OidcIssuers};
-use link_gateway::Caller;
 use link_model::{DataRights, Plan};
-use serde_json::{json, Value};
+
+use crate::Caller;
 
 /// Whether data-plane requests need a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum AuthMode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
     /// Every request but the CapabilityStatement carries a verified bearer token.
     Tokens,
     /// No tokens: everyone may do everything. For local experiments only.
@@ -62,8 +68,9 @@ impl ServiceAuth {
     }
 }
 
-/// The data plane's authentication layer.
-pub(crate) struct DataAuth {
+/// The data plane's authentication layer: build it with [`DataAuth::new`], give it each new
+/// plan with [`DataAuth::apply`], and put [`authenticate`] in front of the FHIR router.
+pub struct DataAuth {
     mode: AuthMode,
     local: Arc<Verifier>,
     oidc: OidcIssuers,
@@ -203,7 +210,7 @@ fn rights(r: DataRights) -> Rights {
 
 impl DataAuth {
     /// `oidc_refresh`: at most one fetch of an OIDC issuer's keys per this interval.
-    pub(crate) fn new(
+    pub fn new(
         mode: AuthMode,
         local: Verifier,
         oidc_refresh: std::time::Duration,
@@ -229,7 +236,7 @@ impl DataAuth {
     /// Takes the services' settings and grants of a new plan. Each service starts a new
     /// token cache: a changed authority or audience must not find tokens verified under the
     /// old one.
-    pub(crate) fn apply(&self, plan: &Plan) {
+    pub fn apply(&self, plan: &Plan) {
         let services: HashMap<String, Arc<ServiceAuth>, _> = plan
             .services
             .iter()
@@ -353,59 +360,25 @@ async fn issuer_metadata(auth: &DataAuth, settings: &ServiceAuth) -> Option<Arc<
         .ok()
 }
 
-/// `/.well-known/smart-configuration` (SMART App Launch 2.0 §conformance): which issuer's
-/// tokens the service takes and what they may say. fhirlink is a resource server only: for an
-/// external authority the endpoints to get a token from are those its discovery document
-/// names (fetched and cached with its keys), and fhirlink's own issuer has none (its tokens
-/// come from `fhirlink token`). An authority that cannot be reached leaves them out.
-async fn smart_configuration(auth: &DataAuth, settings: &ServiceAuth) -> Response {
-    let mut body = json!({
-        "issuer": settings.issuer(),
-        "scopes_supported": [
-            "openid", "fhirUser", "launch/patient",
-            "patient/*.cruds", "user/*.cruds", "system/*.cruds",
-            "patient/*.read", "user/*.read", "system/*.read"
-        ],
-        "capabilities": [
-            "permission-v1", "permission-v2", "permission-patient", "permission-user",
-            "context-standalone-patient"
-        ],
-        "audience": settings.audience,
-    });
-    if let Some(m) = issuer_metadata(auth, settings).await {
-        body["issuer"] = m.issuer.clone().into();
-        body["jwks_uri"] = m.jwks_uri.clone().into();
-        let optional = [
-            (
-                "authorization_endpoint",
-                m.authorization_endpoint.clone().map(Value::from),
-            ),
-            ("token_endpoint", m.token_endpoint.clone().map(Value::from)),
-            (
-                "grant_types_supported",
-                m.grant_types_supported.clone().map(Value::from),
-            ),
-            (
-                "code_challenge_methods_supported",
-                m.code_challenge_methods_supported.clone().map(Value::from),
-            ),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                body[name] = v;
-            }
-        }
+/// The service's [`Security`] for fhir-api's CapabilityStatement and SMART configuration:
+/// its issuer and audience, and what the issuer's discovery document says, as far as
+/// `metadata` knows it.
+fn security(settings: &ServiceAuth, metadata: Option<&IssuerMetadata>) -> Security {
+    Security {
+        issuer: settings.issuer().to_owned(),
+        audience: settings.audience.clone(),
+        authorize_endpoint: metadata.and_then(|m| m.authorization_endpoint.clone()),
+        token_endpoint: metadata.and_then(|m| m.token_endpoint.clone()),
+        discovered_issuer: metadata.map(|m| m.issuer.clone()),
+        jwks_uri: metadata.map(|m| m.jwks_uri.clone()),
+        grant_types_supported: metadata.and_then(|m| m.grant_types_supported.clone()),
+        code_challenge_methods_supported: metadata
+            .and_then(|m| m.code_challenge_methods_supported.clone()),
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// The middleware: verifies the token and hands fhir-api the caller's [`Access`].
-pub(crate) async fn authenticate(
+pub async fn authenticate(
     State(auth): State<Arc<DataAuth>>,
     mut req: Request,
     next: Next,
@@ -416,28 +389,24 @@ pub(crate) async fn authenticate(
     }
     let settings = auth.services.load().get(admitted(&req)).cloned();
     if fhir_api::interaction::needs_no_token(req.method(), req.uri().path()) {
-        if req.uri().path().trim_end_matches('/') == "/.well-known/smart-configuration" {
-            if let Some(s) = &settings {
-                return smart_configuration(&auth, s).await;
-            }
-        }
         if let Some(s) = &settings {
-            // Only what is known already: the CapabilityStatement never waits for the
-            // authority, so it answers while the identity provider is down.
-            let known = match auth.authority(&s.authority) {
-                Ok(Authority::Oidc(issuer)) => issuer.cached_metadata(),
-                _ => None,
-            };
-            req.extensions_mut().insert(fhir_api::access::Security {
-                issuer: s.issuer().to_owned(),
-                audience: s.audience.clone(),
-                authorize_endpoint: known
-                    .as_ref()
-                    .and_then(|m| m.authorization_endpoint.clone()),
-                token_endpoint: known.as_ref().and_then(|m| m.token_endpoint.clone()),
-            });
+            let metadata =
+                if req.uri().path().trim_end_matches('/') == "/.well-known/smart-configuration" {
+                    // The SMART configuration names the issuer's endpoints: worth the wait for
+                    // its discovery document (fetched once, then cached with its keys).
+                    issuer_metadata(&auth, s).await
+                } else {
+                    // Only what is known already: the CapabilityStatement never waits for the
+                    // authority, so it answers while the identity provider is down.
+                    match auth.authority(&s.authority) {
+                        Ok(Authority::Oidc(issuer)) => issuer.cached_metadata(),
+                        _ => None,
+                    }
+                };
+            req.extensions_mut()
+                .insert(security(s, metadata.as_deref()));
         }
-        // No rights at all: fhir-api serves the CapabilityStatement and nothing else.
+        // No rights at all: fhir-api serves the two documents and nothing else.
         req.extensions_mut().insert(auth.nobody.clone());
         return next.run(req).await;
     }
@@ -605,6 +574,50 @@ mod tests {
         // A principal the plan grants nothing gets no rights.
         let none = Verified::new(identity(None, "stranger", 5_000), &grants, now);
         assert_eq!(none.access.rights, Rights::default());
+    }
+
+    #[test]
+    fn security_names_what_the_discovery_document_said_as_far_as_it_is_known() {
+        let settings = |authority: &str| ServiceAuth {
+            name: "default".into(),
+            authority: authority.into(),
+            audience: "https://default.fhir.example".into(),
+            data_access: BTreeMap::new(),
+            verified: TokenCache::default(),
+        };
+        // fhirlink's own issuer: its name, and nothing discovered.
+        assert_eq!(
+            security(&settings(""), None),
+            Security {
+                issuer: LOCAL_ISSUER.into(),
+                audience: "https://default.fhir.example".into(),
+                ..Security::default()
+            }
+        );
+        let metadata = IssuerMetadata {
+            issuer: "https://sts.example/t/".into(),
+            jwks_uri: "https://login.example/t/keys".into(),
+            authorization_endpoint: None,
+            token_endpoint: Some("https://login.example/t/token".into()),
+            grant_types_supported: Some(vec!["client_credentials".into()]),
+            code_challenge_methods_supported: None,
+        };
+        let external = settings("https://login.example/t");
+        let s = security(&external, Some(&metadata));
+        assert_eq!(
+            s.issuer, "https://login.example/t",
+            "the authority as configured"
+        );
+        assert_eq!(
+            s.discovered_issuer.as_deref(),
+            Some("https://sts.example/t/")
+        );
+        assert_eq!(s.jwks_uri.as_deref(), Some("https://login.example/t/keys"));
+        assert_eq!(s.token_endpoint, metadata.token_endpoint);
+        assert_eq!(s.authorize_endpoint, None);
+        assert_eq!(s.grant_types_supported, metadata.grant_types_supported);
+        // An authority not reached (yet): only what the plan says.
+        assert_eq!(security(&external, None).jwks_uri, None);
     }
 
     #[test]
