@@ -238,8 +238,10 @@ impl Bulk {
         }
         self.remove_orphans(&owned);
         let bulk = Arc::downgrade(self);
+        // Often enough that a job is gone within a third of its retention past it.
+        let every = (self.config.retention / 3).clamp(Duration::from_millis(100), Duration::from_secs(60));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let Some(bulk) = bulk.upgrade() else { return };
@@ -347,8 +349,10 @@ impl Bulk {
         serde_json::from_value(doc.body).map_err(|e| BulkError::Io(format!("job {id}: {e}")))
     }
 
-    /// A poll of job `id`: `429` when it comes too soon after the previous one.
-    pub async fn status(&self, service: &str, id: &str) -> Result<Status, BulkError> {
+    /// A poll of job `id`, addressed at `base` (the manifest's file URLs are under it, so
+    /// that a client polling through a private endpoint's name gets files under that name):
+    /// `429` when it comes too soon after the previous poll.
+    pub async fn status(&self, service: &str, id: &str, base: &str) -> Result<Status, BulkError> {
         let job = self.job(service, id).await?;
         {
             let now = Instant::now();
@@ -388,7 +392,7 @@ impl Bulk {
                     .unwrap_or(chrono::Duration::MAX);
                 let finished = job.finished.unwrap_or(job.created);
                 Status::Completed {
-                    manifest: manifest(&job),
+                    manifest: manifest(&job, base),
                     expires: finished.checked_add_signed(retention).unwrap_or(finished),
                 }
             }
@@ -587,21 +591,17 @@ fn valid_job_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok()
 }
 
-/// The status URL of a job: `[base]/_operations/export/[id]` (Azure's form).
-pub fn status_url(job: &Job) -> String {
-    format!("{}/_operations/export/{}", job.base, job.id)
+/// The status URL of a job under `base`: `[base]/_operations/export/[id]` (Azure's form).
+pub fn status_url(base: &str, job: &Job) -> String {
+    format!("{}/_operations/export/{}", base.trim_end_matches('/'), job.id)
 }
 
-/// The URL of one output file.
-fn file_url(job: &Job, file: &str) -> String {
-    format!("{}/{file}", status_url(job))
-}
-
-/// The completion manifest (IG 2.0.0 §response-complete-status).
-pub fn manifest(job: &Job) -> Value {
+/// The completion manifest (IG 2.0.0 §response-complete-status), its file URLs under `base`.
+pub fn manifest(job: &Job, base: &str) -> Value {
+    let status = status_url(base, job);
     let files = |list: &[OutputFile]| -> Vec<Value> {
         list.iter()
-            .map(|f| json!({"type": f.rtype, "url": file_url(job, &f.file), "count": f.count}))
+            .map(|f| json!({"type": f.rtype, "url": format!("{status}/{}", f.file), "count": f.count}))
             .collect()
     };
     let mut m = json!({
