@@ -58,6 +58,7 @@ pub(crate) struct AdminServer {
     tls: Option<Arc<rustls::ServerConfig>>,
     ca_path: Option<PathBuf>,
     app: Router,
+    limits: link_auth::conn::ConnectionLimits,
 }
 
 impl AdminServer {
@@ -98,7 +99,15 @@ impl AdminServer {
             tls,
             ca_path,
             app: router(control_plane, verifier, diagnostics, telemetry, backups),
+            limits: link_auth::https::management_limits(),
         })
+    }
+
+    /// Serves under `limits` (the connection flags of `serve`) instead of
+    /// [`link_auth::https::management_limits`], over TLS and plain HTTP alike.
+    pub(crate) fn with_limits(mut self, limits: link_auth::conn::ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The base URL clients use.
@@ -115,18 +124,9 @@ impl AdminServer {
     /// Serves until `shutdown` completes, then lets open requests finish.
     pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         tracing::info!(url = %self.url(), "management API listening");
-        match self.tls {
-            Some(tls) => link_auth::https::serve(self.listener, tls, self.app, shutdown).await,
-            None => {
-                let app = self.app.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(self.listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(error = %e, "management API stopped");
-                }
-            }
-        }
+        // One loop for TLS and plain HTTP: the same deadlines and connection caps.
+        link_auth::https::serve_with(self.listener, self.tls, self.app, self.limits, shutdown)
+            .await;
     }
 }
 

@@ -103,23 +103,23 @@ pub(crate) struct ServeArgs {
     /// diagnostic settings); default `<data>/audit`.
     #[arg(long, env = "FHIRLINK_AUDIT_DIR")]
     audit_dir: Option<PathBuf>,
-    /// Data plane: how long a client may take to finish the TLS handshake (`10s`, `300ms`,
+    /// Data plane and management API: how long a client may take to finish the TLS handshake (`10s`, `300ms`,
     /// `2m`).
     #[arg(long, env = "FHIRLINK_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
-    /// Data plane: how long a client may take to send a request's head, the first one from
+    /// Data plane and management API: how long a client may take to send a request's head, the first one from
     /// the moment it connected, a later one from its first byte.
     #[arg(long, env = "FHIRLINK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
-    /// Data plane: how long a kept-alive connection may sit with no request before it is
+    /// Data plane and management API: how long a kept-alive connection may sit with no request before it is
     /// closed (HTTP/2: GOAWAY).
     #[arg(long, env = "FHIRLINK_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Data plane: how long a request body may stop arriving (answered 408), or a response
+    /// Data plane and management API: how long a request body may stop arriving (answered 408), or a response
     /// stop being read (the connection is closed).
     #[arg(long, env = "FHIRLINK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     body_timeout: Duration,
-    /// Data plane: most connections open at once from one client (an IPv4 address, an IPv6
+    /// Data plane and management API: most connections open at once from one client (an IPv4 address, an IPv6
     /// /64); more are closed at accept.
     #[arg(
         long,
@@ -311,7 +311,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         telemetry.clone(),
         backups,
     )
-    .await?;
+    .await?
+    // The management API keeps to the same deadlines and per-source cap as the data
+    // plane; its share of the connection budget is the eighth the data plane leaves.
+    .with_limits(link_auth::conn::ConnectionLimits {
+        handshake_timeout: args.handshake_timeout,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        body_timeout: args.body_timeout,
+        max_per_source: args.max_connections_per_source,
+        max_connections: (link_auth::conn::connection_budget() / 8).max(16),
+    });
 
     // Tests and scripts read these lines to find ephemeral ports; the data plane's comes
     // first. Whoever reads them may close the pipe afterwards: that is not an error here.

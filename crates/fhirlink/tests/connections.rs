@@ -109,3 +109,63 @@ fn regression_15_4_serve_flags_cap_connections_and_refuse_declared_bodies() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The management API runs the same loop under the same flags: over TLS (the default) a
+/// client that never starts its handshake is closed at --handshake-timeout, and with
+/// --admin-plain-http a silent connection at --header-timeout, a stalled body at
+/// --body-timeout, and a fourth connection from one source over the cap at accept.
+#[test]
+fn regression_15_4_serve_flags_reach_the_management_api() {
+    let flags = [
+        "--handshake-timeout",
+        "300ms",
+        "--header-timeout",
+        "300ms",
+        "--body-timeout",
+        "300ms",
+    ];
+    let tls = common::admin::AdminServer::start_with(&flags);
+    let addr = tls.admin_url.trim_start_matches("https://").to_string();
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    silent.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    assert_eq!(until_closed(&mut silent), "", "TLS handshake never started");
+    drop(tls);
+
+    let mut plain_flags = flags.to_vec();
+    plain_flags.extend(["--admin-plain-http", "--max-connections-per-source", "3"]);
+    let plain = common::admin::AdminServer::start_with(&plain_flags);
+    let addr = plain.admin_url.trim_start_matches("http://").to_string();
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    silent.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    assert_eq!(until_closed(&mut silent), "", "no request head");
+    let mut stalled = TcpStream::connect(&addr).expect("connect");
+    stalled.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let head = format!(
+        "PUT /subscriptions/s/resourceGroups/g?api-version=2021-04-01 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        plain.token("admin")
+    );
+    stalled.write_all(head.as_bytes()).expect("send");
+    let got = until_closed(&mut stalled);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+
+    // Three held open (each has answered, so each is accepted and counted).
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .expect("send");
+            let mut buf = [0u8; 16];
+            let n = s.read(&mut buf).expect("read");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 "), "answered");
+            s
+        })
+        .collect();
+    // A whole request on the fourth: unanswered, so closed at accept (under the cap it
+    // would get a status line).
+    let mut over = TcpStream::connect(&addr).expect("connect");
+    over.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(until_closed(&mut over), "", "over the per-source cap");
+    drop(held);
+}
