@@ -179,10 +179,33 @@ pub(crate) fn permit(
                 _ => Err(patient_only("a conditional PATCH")),
             }
         }
-        // No operation is served yet; each one, as it is added, names the interaction it
-        // resembles here (a read, a write, a delete). Deny what has no rule.
+        // Bulk export (at any level), its status URL and its files: the export right (FHIR
+        // Data Exporter, or a role with resources/*) and a read of every type in full
+        // (`system/*.read`, `system/*.rs`), as the IG's backend services ask. A
+        // patient/ scope is refused: an export is not bounded to one compartment.
+        I::Operation { name: "export", .. } | I::JobStatus { .. } | I::JobFile { .. } => {
+            export_allowed(access)?;
+            Ok(Permit::All)
+        }
+        // Each operation, as it is added, names the interaction it resembles here (a read,
+        // a write, a delete). Deny what has no rule.
         I::Operation { name, .. } => Err(crate::route::unsupported_operation(name)),
     }
+}
+
+fn export_allowed(access: &Access) -> Result<(), FhirError> {
+    if !access.rights.export {
+        return Err(forbid(Refusal(format!(
+            "{} may not export data: no FHIR data role with the export right (FHIR Data Exporter) is assigned on this service",
+            access.principal
+        ))));
+    }
+    access.check_all_types(Op::Read).map_err(|e| {
+        forbid(Refusal(format!(
+            "an export reads every type: the token needs system/*.read or system/*.rs ({})",
+            e.0
+        )))
+    })
 }
 
 /// How an admitted request continues.

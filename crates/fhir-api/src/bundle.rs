@@ -544,6 +544,14 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
                 "url",
             ))
         }
+        // The asynchronous pattern answers with headers and NDJSON, nothing an entry's
+        // response can carry (Bulk Data IG 2.0.0 is defined on requests alone).
+        I::Operation { name: "export", .. } | I::JobStatus { .. } | I::JobFile { .. } => {
+            return Err(bad(
+                format!("{method_text} {url}: a bulk export, its status and its files are requested alone, not as bundle entries"),
+                "url",
+            ))
+        }
         // A plain read runs in the transaction; with parameters (`_elements`, `_summary`)
         // or conditional headers it is served as the same request alone.
         I::Read { rtype, id } if query.is_none() && conditional_headers.is_empty() => {

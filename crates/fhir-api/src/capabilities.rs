@@ -124,6 +124,18 @@ impl Cached {
         }
     }
 
+    /// The statement of a server that runs bulk export: it `instantiates` the Bulk Data
+    /// server CapabilityStatement and lists `$export` at the system level and on `Patient`
+    /// and `Group`, each with its canonical OperationDefinition (Bulk Data IG 2.0.0).
+    pub(crate) fn with_bulk(defs: &Definitions) -> Cached {
+        let mut statement = build(defs, &chrono::Utc::now().format("%Y-%m-%d").to_string());
+        add_bulk(&mut statement);
+        Cached {
+            statement,
+            rendered: Mutex::new(Renders::default()),
+        }
+    }
+
     /// The body and ETag for `key`, rendered by `render` on a miss.
     fn get_or_render(&self, key: Key, render: impl FnOnce() -> Bytes) -> (Bytes, HeaderValue) {
         {
@@ -278,6 +290,29 @@ fn build(defs: &Definitions, date: &str) -> Value {
             ],
         }],
     })
+}
+
+fn add_bulk(statement: &mut Value) {
+    let op = |level: &str| {
+        let (_, url) = crate::bulk::EXPORT_DEFINITIONS
+            .iter()
+            .find(|(l, _)| *l == level)
+            .copied()
+            .unwrap_or_default();
+        json!([{"name": "export", "definition": url}])
+    };
+    statement["instantiates"] =
+        json!(["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]);
+    let rest = &mut statement["rest"][0];
+    rest["operation"] = op("system");
+    if let Some(resources) = rest["resource"].as_array_mut() {
+        for r in resources {
+            let t = r["type"].as_str().unwrap_or_default().to_owned();
+            if t == "Patient" || t == "Group" {
+                r["operation"] = op(&t);
+            }
+        }
+    }
 }
 
 pub(crate) fn capabilities(ctx: &Ctx, security: Option<&Security>) -> Result<Response, FhirError> {

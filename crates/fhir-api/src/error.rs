@@ -182,6 +182,8 @@ fn retry_after(status: StatusCode) -> Option<&'static str> {
     match status {
         StatusCode::SERVICE_UNAVAILABLE => Some("1"),
         StatusCode::INSUFFICIENT_STORAGE => Some("5"),
+        // A bulk job polled too often, or a kick-off over the job limit.
+        StatusCode::TOO_MANY_REQUESTS => Some("2"),
         _ => None,
     }
 }

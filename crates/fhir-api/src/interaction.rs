@@ -35,13 +35,17 @@ pub enum Kind {
     Capabilities,
     /// `$name` at the system, type or instance level.
     Operation,
+    /// The status URL of an asynchronous job (`/_operations/export/[id]`): poll or cancel.
+    JobStatus,
+    /// An output file of a finished job (`/_operations/export/[id]/[file]`).
+    JobFile,
     /// Nothing FHIR defines at this method and path.
     Unknown,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Read,
         Kind::Vread,
         Kind::Update,
@@ -57,6 +61,8 @@ impl Kind {
         Kind::BatchTransaction,
         Kind::Capabilities,
         Kind::Operation,
+        Kind::JobStatus,
+        Kind::JobFile,
         Kind::Unknown,
     ];
 
@@ -79,6 +85,8 @@ impl Kind {
             Kind::BatchTransaction => "batch/transaction",
             Kind::Capabilities => "capabilities",
             Kind::Operation => "operation",
+            Kind::JobStatus => "job-status",
+            Kind::JobFile => "job-file",
             Kind::Unknown => "unknown",
         }
     }
@@ -153,6 +161,17 @@ pub enum Interaction<'a> {
         level: Level<'a>,
         post: bool,
     },
+    /// `GET` (poll) or `DELETE` (`cancel`) of `/_operations/export/[id]`, the status URL
+    /// the `$export` kick-off names (Azure's form; Bulk Data IG 2.0.0 §status request).
+    JobStatus {
+        id: &'a str,
+        cancel: bool,
+    },
+    /// `GET /_operations/export/[id]/[file]`: one output file of a finished export.
+    JobFile {
+        id: &'a str,
+        file: &'a str,
+    },
 }
 
 impl<'a> Interaction<'a> {
@@ -190,6 +209,25 @@ impl<'a> Interaction<'a> {
             ["_search"] => Err(wrong("/_search", "POST")),
             ["_history"] if get => Ok(I::History(Scope::System)),
             ["_history"] => Err(wrong("/_history", "GET")),
+            ["_operations", "export", id] => {
+                let id = checked_job(id)?;
+                match *method {
+                    _ if get => Ok(I::JobStatus { id, cancel: false }),
+                    Method::DELETE => Ok(I::JobStatus { id, cancel: true }),
+                    _ => Err(wrong("an export's status", "GET, DELETE")),
+                }
+            }
+            ["_operations", "export", id, file] => {
+                let id = checked_job(id)?;
+                if !valid_file_name(file) {
+                    return Err(no_interaction(segs));
+                }
+                if get {
+                    Ok(I::JobFile { id, file })
+                } else {
+                    Err(wrong("an export's file", "GET"))
+                }
+            }
             [op] if is_operation(op) => operation(method, op, Level::System),
             [t, rest @ ..] if typed(t) => {
                 let t = *t;
@@ -308,6 +346,8 @@ impl<'a> Interaction<'a> {
             I::Patch { .. } => Kind::Patch,
             I::Delete { .. } => Kind::Delete,
             I::Operation { .. } => Kind::Operation,
+            I::JobStatus { .. } => Kind::JobStatus,
+            I::JobFile { .. } => Kind::JobFile,
         }
     }
 
@@ -316,7 +356,11 @@ impl<'a> Interaction<'a> {
     pub fn target(&self) -> (Option<&'a str>, Option<&'a str>) {
         use Interaction as I;
         match *self {
-            I::Capabilities | I::SmartConfiguration | I::BatchOrTransaction => (None, None),
+            I::Capabilities
+            | I::SmartConfiguration
+            | I::BatchOrTransaction
+            | I::JobStatus { .. }
+            | I::JobFile { .. } => (None, None),
             I::Search { scope, .. } | I::History(scope) => match scope {
                 Scope::System => (None, None),
                 Scope::Type(t) => (Some(t), None),
@@ -380,6 +424,28 @@ pub(crate) fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// A job id: what [`fhir_bulk`] makes (a UUID), checked as an id so that nothing else
+/// reaches the job store.
+fn checked_job(id: &str) -> Result<&str, FhirError> {
+    if valid_id(id) {
+        Ok(id)
+    } else {
+        Err(FhirError::not_found(format!("no export job '{id}'")))
+    }
+}
+
+/// An output file's name: `Type-N.ndjson` and the like, letters, digits, `-`, `_` and one
+/// `.` before an extension; never a path.
+fn valid_file_name(name: &str) -> bool {
+    name.len() <= 128
+        && name.bytes().filter(|b| *b == b'.').count() == 1
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn checked_id(id: &str) -> Result<&str, FhirError> {
@@ -547,6 +613,44 @@ mod tests {
             (Method::GET, "/$export", Ok(K::Operation)),
             (Method::POST, "/Patient/$validate", Ok(K::Operation)),
             (Method::GET, "/Patient/p1/$everything", Ok(K::Operation)),
+            (Method::GET, "/_operations/export/j-1", Ok(K::JobStatus)),
+            (Method::HEAD, "/_operations/export/j-1", Ok(K::JobStatus)),
+            (Method::DELETE, "/_operations/export/j-1", Ok(K::JobStatus)),
+            (
+                Method::GET,
+                "/_operations/export/j-1/Patient-1.ndjson",
+                Ok(K::JobFile),
+            ),
+            (
+                Method::POST,
+                "/_operations/export/j-1",
+                Err(StatusCode::METHOD_NOT_ALLOWED),
+            ),
+            (
+                Method::DELETE,
+                "/_operations/export/j-1/Patient-1.ndjson",
+                Err(StatusCode::METHOD_NOT_ALLOWED),
+            ),
+            (
+                Method::GET,
+                "/_operations/export/j-1/..",
+                Err(StatusCode::NOT_FOUND),
+            ),
+            (
+                Method::GET,
+                "/_operations/export/j-1/a%2F..%2Fb.ndjson",
+                Err(StatusCode::NOT_FOUND),
+            ),
+            (
+                Method::GET,
+                "/_operations/export/bad%20job",
+                Err(StatusCode::NOT_FOUND),
+            ),
+            (
+                Method::GET,
+                "/_operations/import/j-1",
+                Err(StatusCode::NOT_FOUND),
+            ),
             (
                 Method::POST,
                 "/Patient/p1",

@@ -2,13 +2,14 @@
 //!
 //! `router(state)` builds the whole data plane: one entry point parses the request line,
 //! routes it to the FHIR service named by the Host header, and hands it to the module of the
-//! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`, and `smart`
-//! for SMART's `/.well-known/smart-configuration`). Every error leaves
+//! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`, `bulk` for
+//! `$export` and its jobs, and `smart` for SMART's `/.well-known/smart-configuration`). Every error leaves
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
 pub mod access;
 mod authorize;
+mod bulk;
 mod bundle;
 mod capabilities;
 mod error;
@@ -78,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) defs: &'static Definitions,
     pub(crate) config: ApiConfig,
     pub(crate) capabilities: capabilities::Cached,
+    /// Bulk export's jobs, when the server runs them (`None`: `$export` answers 501).
+    pub(crate) bulk: Option<Arc<fhir_bulk::Bulk>>,
 }
 
 impl AppState {
@@ -89,6 +92,25 @@ impl AppState {
                 defs,
                 config,
                 capabilities: capabilities::Cached::new(defs),
+                bulk: None,
+            }),
+        }
+    }
+
+    /// Serves `$export`, its status URLs and its files with `bulk`'s jobs.
+    pub fn with_bulk(
+        store: Arc<dyn Store>,
+        config: ApiConfig,
+        bulk: Arc<fhir_bulk::Bulk>,
+    ) -> AppState {
+        let defs = fhir_model::r4();
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                defs,
+                config,
+                capabilities: capabilities::Cached::with_bulk(defs),
+                bulk: Some(bulk),
             }),
         }
     }

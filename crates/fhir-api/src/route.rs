@@ -17,7 +17,7 @@ use crate::interaction::{decode_segments, Interaction, Kind, Scope as IScope};
 use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
-use crate::{bundle, capabilities, history, read, smart, write, AppState};
+use crate::{bulk, bundle, capabilities, history, read, smart, write, AppState};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -95,7 +95,7 @@ pub(crate) fn serve<'a>(
             }
         };
         let kind = interaction.kind();
-        let mut resp = match run(call, &interaction, uri.query(), headers, body).await {
+        let mut resp = match run(call, &interaction, uri.path(), uri.query(), headers, body).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -111,8 +111,9 @@ pub(crate) type BoxFuture<'a, T> =
 async fn run(
     call: &Call,
     interaction: &Interaction<'_>,
+    path: &str,
     query: Option<&str>,
-    headers: axum::http::HeaderMap,
+    mut headers: axum::http::HeaderMap,
     mut body: Body,
 ) -> Result<Response, FhirError> {
     use Interaction as I;
@@ -120,6 +121,11 @@ async fn run(
         // Not a FHIR resource: plain JSON whatever the request's Accept or `_format`, and
         // nothing to authorize (SMART App Launch 2.0 §conformance: needs no token).
         return smart::configuration(call.security.as_ref());
+    }
+    if let I::JobStatus { .. } | I::JobFile { .. } = interaction {
+        // A manifest is plain JSON and a file NDJSON, whatever the client accepts (clients
+        // send `application/json` or `application/fhir+ndjson`): no format to negotiate.
+        headers.remove(axum::http::header::ACCEPT);
     }
     let mut ctx = Ctx::new(
         call.state.clone(),
@@ -195,6 +201,13 @@ async fn run(
             id: Some(id),
         } => write::delete(&ctx, rtype, id).await,
         I::Delete { rtype, id: None } => write::conditional_delete(&ctx, rtype).await,
+        I::Operation {
+            name: "export",
+            level,
+            post,
+        } => bulk::kick_off(&ctx, level, post, body, limit, path, query).await,
+        I::JobStatus { id, cancel } => bulk::status(&ctx, id, cancel).await,
+        I::JobFile { id, file } => bulk::file(&ctx, id, file).await,
         I::Operation { name, .. } => Err(unsupported_operation(name)),
     }
 }

@@ -135,6 +135,20 @@ pub(crate) struct ServeArgs {
     /// answered 422 with an OperationOutcome (`too-costly`).
     #[arg(long, env = "FHIRLINK_SEARCH_TIME_LIMIT", default_value = "10s", value_parser = parse_duration)]
     search_time_limit: Duration,
+    /// Bulk export: jobs running at once per service; a further kick-off is answered 429
+    /// with Retry-After.
+    #[arg(long, env = "FHIRLINK_BULK_MAX_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    bulk_max_jobs: u16,
+    /// Bulk export: how long a finished job's manifest and files are kept before they are
+    /// deleted (`24h`, `30m`).
+    #[arg(long, env = "FHIRLINK_BULK_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    bulk_retention: Duration,
+    /// Bulk export: resources per output file before the next `Type-N.ndjson` is started.
+    #[arg(long, env = "FHIRLINK_BULK_FILE_LINES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    bulk_file_lines: u64,
+    /// Bulk export: where the output files are written; default `<data>/bulk`.
+    #[arg(long, env = "FHIRLINK_BULK_DIR")]
+    bulk_dir: Option<PathBuf>,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -213,7 +227,26 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         issuer.verifier(),
         std::time::Duration::from_secs(args.oidc_refresh_interval),
     );
-    let app = fhir_api::router(AppState::new(store, config)).layer(
+    let mut bulk_config = fhir_bulk::BulkConfig::new(
+        args.bulk_dir
+            .clone()
+            .unwrap_or_else(|| args.data.join("bulk")),
+    );
+    bulk_config.max_jobs_per_service = usize::from(args.bulk_max_jobs);
+    bulk_config.retention = args.bulk_retention;
+    bulk_config.max_resources_per_file = args.bulk_file_lines;
+    let bulk = fhir_bulk::Bulk::new(store.clone(), bulk_config);
+    let resumed = bulk
+        .start()
+        .await
+        .context("starting the bulk export jobs")?;
+    if resumed > 0 {
+        tracing::info!(
+            jobs = resumed,
+            "bulk export jobs taken up again after a restart"
+        );
+    }
+    let app = fhir_api::router(AppState::with_bulk(store, config, bulk)).layer(
         axum::middleware::from_fn_with_state(auth.clone(), data_auth::authenticate),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -376,7 +409,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A duration of more than zero: `300ms`, `10s`, `2m`, or a bare number of seconds.
+/// A duration of more than zero: `300ms`, `10s`, `2m`, `24h`, or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -390,10 +423,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("'{s}' is not a duration like 300ms, 10s or 2m")),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "'{s}' is not a duration like 300ms, 10s, 2m or 24h"
+            ))
+        }
     };
     if d.is_zero() {
-        return Err("a timeout must be more than zero".into());
+        return Err("a duration must be more than zero".into());
     }
     Ok(d)
 }

@@ -196,11 +196,17 @@ async fn routing_authorization_audit_and_metrics_agree_for_every_interaction() {
             assert_eq!(audited.kind, *kind, "{what}: audited");
             assert_eq!(audited.kind.as_str(), kind.as_str());
         }
-        // Every kind but Operation and Unknown is served (no operation is yet).
+        // Every kind is served but the operations and bulk export's jobs (a router
+        // without a bulk engine answers them 501: fhirlink/tests/bulk.rs serves them) and
+        // Unknown.
         let served: std::collections::BTreeSet<Kind> = cases.iter().map(|c| c.3).collect();
         for k in Kind::ALL {
             assert!(
-                served.contains(&k) || matches!(k, Kind::Operation | Kind::Unknown),
+                served.contains(&k)
+                    || matches!(
+                        k,
+                        Kind::Operation | Kind::JobStatus | Kind::JobFile | Kind::Unknown
+                    ),
                 "{k:?} has no case"
             );
         }
@@ -210,8 +216,29 @@ async fn routing_authorization_audit_and_metrics_agree_for_every_interaction() {
         assert_eq!(a.kind, Some(Kind::Unknown));
         assert_eq!(classify(&Method::POST, "/Patient/p1").kind, Kind::Unknown);
         let a = s.get("/$export", None).await;
-        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+        assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{}", a.body);
         assert_eq!(a.kind, Some(Kind::Operation));
         assert_eq!(classify(&Method::GET, "/$export").kind, Kind::Operation);
+        let a = s.get("/$everything", None).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+        for (method, path, kind) in [
+            (Method::GET, "/_operations/export/j1", Kind::JobStatus),
+            (Method::DELETE, "/_operations/export/j1", Kind::JobStatus),
+            (
+                Method::GET,
+                "/_operations/export/j1/Patient-1.ndjson",
+                Kind::JobFile,
+            ),
+        ] {
+            let a = s.send(method.clone(), path, None, None, &[]).await;
+            assert_eq!(
+                a.status,
+                StatusCode::NOT_IMPLEMENTED,
+                "{method} {path}: {}",
+                a.body
+            );
+            assert_eq!(a.kind, Some(kind), "{method} {path}");
+            assert_eq!(classify(&method, path).kind, kind, "{method} {path}");
+        }
     }
 }

@@ -1,0 +1,507 @@
+//! Bulk export end to end against the binary with its defaults (HTTPS, tokens): kick-off,
+//! polling, the manifest, downloads, `_type`, `_since` with deletions, `_typeFilter`, a
+//! Group export, cancel then 404, the job limit, output expiry, a restart mid-export, and
+//! who may do what (FHIR Data Exporter; a reader is refused; no token is 401).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::admin::{client_trusting, data_token, AdminServer};
+use serde_json::{json, Value};
+
+const HOME: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fhirlink";
+
+struct Data<'a> {
+    s: &'a AdminServer,
+    client: reqwest::blocking::Client,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    text: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl<'a> Data<'a> {
+    fn new(s: &'a AdminServer) -> Data<'a> {
+        Data {
+            s,
+            client: client_trusting(s.ca.as_deref()),
+        }
+    }
+
+    /// `path` relative to the base, or an absolute URL (a status or file URL).
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let url = if path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}/{}", self.s.base, path.trim_start_matches('/'))
+        };
+        let mut req = self.client.request(method.parse().expect("method"), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/fhir+json")
+                .body(b.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().expect("data-plane request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            body,
+            text,
+            headers,
+        }
+    }
+
+    fn put(&self, token: &str, resource: Value) {
+        let path = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
+        let a = self.send("PUT", &path, Some(token), Some(&resource), &[]);
+        assert!(a.status == 200 || a.status == 201, "PUT {path}: {}", a.text);
+    }
+
+    /// Kicks off and returns the status URL.
+    fn kick_off(&self, token: &str, path: &str) -> String {
+        let a = self.send(
+            "GET",
+            path,
+            Some(token),
+            None,
+            &[
+                ("prefer", "respond-async"),
+                ("accept", "application/fhir+json"),
+            ],
+        );
+        assert_eq!(a.status, 202, "kick-off {path}: {}", a.text);
+        a.headers["content-location"].to_str().unwrap().to_owned()
+    }
+
+    /// Polls until done (honouring Retry-After); the manifest.
+    fn wait(&self, token: &str, status_url: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let a = self.send(
+                "GET",
+                status_url,
+                Some(token),
+                None,
+                &[("accept", "application/json")],
+            );
+            match a.status {
+                200 => {
+                    assert!(
+                        a.headers["content-type"]
+                            .to_str()
+                            .unwrap()
+                            .starts_with("application/json"),
+                        "{:?}",
+                        a.headers
+                    );
+                    assert!(a.headers.contains_key("expires"), "{:?}", a.headers);
+                    return a.body;
+                }
+                202 => {
+                    assert!(a.headers.contains_key("retry-after"), "{:?}", a.headers);
+                    assert!(a.headers.contains_key("x-progress"), "{:?}", a.headers);
+                }
+                429 => {}
+                other => panic!("poll: {other} {}", a.text),
+            }
+            assert!(Instant::now() < deadline, "the export did not finish");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The resources of every file of `list`, by type (each line checked as one JSON).
+    fn files(&self, token: &str, manifest: &Value, list: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for f in manifest[list].as_array().expect("a file list") {
+            let url = f["url"].as_str().unwrap();
+            let a = self.send("GET", url, Some(token), None, &[]);
+            assert_eq!(a.status, 200, "{url}: {}", a.text);
+            assert_eq!(a.headers["content-type"], "application/fhir+ndjson");
+            let lines: Vec<Value> = a
+                .text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("NDJSON"))
+                .collect();
+            assert_eq!(lines.len() as u64, f["count"].as_u64().unwrap(), "{url}");
+            out.extend(lines);
+        }
+        out
+    }
+}
+
+fn grant(s: &AdminServer, principal: &str, role: &str) {
+    s.cli_json(&[
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        principal,
+        "--role",
+        role,
+        "--scope",
+        &format!("{HOME}/providers/Microsoft.HealthcareApis/services/default"),
+    ]);
+}
+
+fn refs(resources: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn patient(id: &str, gender: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id, "gender": gender})
+}
+
+fn observation(id: &str, subject: &str, status: &str) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": status, "code": {"text": "x"},
+           "subject": {"reference": format!("Patient/{subject}")}})
+}
+
+#[test]
+fn export_kick_off_poll_manifest_download_and_who_may() {
+    let s = AdminServer::start();
+    let d = Data::new(&s);
+    let owner = data_token(&s.data, "admin", "default", &[]);
+    for (id, g) in [("p1", "female"), ("p2", "male")] {
+        d.put(&owner, patient(id, g));
+    }
+    d.put(&owner, observation("o1", "p1", "final"));
+    d.put(&owner, observation("o2", "p2", "preliminary"));
+    d.put(
+        &owner,
+        json!({"resourceType": "Group", "id": "g1", "type": "person", "actual": true,
+               "member": [{"entity": {"reference": "Patient/p2"}}]}),
+    );
+    grant(&s, "exporter", "FHIR Data Exporter");
+    grant(&s, "reader", "FHIR Data Reader");
+    let exporter = data_token(&s.data, "exporter", "default", &[]);
+    let reader = data_token(&s.data, "reader", "default", &[]);
+
+    // Who may: a reader is refused (403), no token is 401, a patient/ scope is refused.
+    let a = d.send(
+        "GET",
+        "$export",
+        Some(&reader),
+        None,
+        &[("prefer", "respond-async")],
+    );
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert_eq!(a.body["issue"][0]["code"], "forbidden");
+    assert_eq!(d.send("GET", "$export", None, None, &[]).status, 401);
+    let scoped = data_token(&s.data, "exporter", "default", &["patient/*.read"]);
+    assert_eq!(
+        d.send("GET", "$export", Some(&scoped), None, &[]).status,
+        403
+    );
+    let system = data_token(&s.data, "exporter", "default", &["system/*.read"]);
+
+    // System level, with system/*.read.
+    let url = d.kick_off(&system, "$export");
+    assert!(
+        url.starts_with(&format!("{}/_operations/export/", s.base)),
+        "{url}"
+    );
+    let manifest = d.wait(&system, &url);
+    assert_eq!(manifest["requiresAccessToken"], true);
+    assert_eq!(manifest["request"], format!("{}/$export", s.base));
+    assert_eq!(manifest["error"], json!([]));
+    let all = d.files(&exporter, &manifest, "output");
+    assert_eq!(
+        refs(&all),
+        [
+            "Group/g1",
+            "Observation/o1",
+            "Observation/o2",
+            "Patient/p1",
+            "Patient/p2"
+        ]
+    );
+    // The files are the exporter's: a reader and an anonymous caller get none.
+    let file = manifest["output"][0]["url"].as_str().unwrap();
+    assert_eq!(d.send("GET", file, Some(&reader), None, &[]).status, 403);
+    assert_eq!(d.send("GET", file, None, None, &[]).status, 401);
+    assert_eq!(d.send("GET", &url, Some(&reader), None, &[]).status, 403);
+
+    // _type and _typeFilter; POST with the parameters in the query and no body (Medplum).
+    let a = d.send(
+        "POST",
+        "$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal",
+        Some(&exporter),
+        None,
+        &[("prefer", "respond-async")],
+    );
+    assert_eq!(a.status, 202, "{}", a.text);
+    let url = a.headers["content-location"].to_str().unwrap().to_owned();
+    let got = d.files(&exporter, &d.wait(&exporter, &url), "output");
+    assert_eq!(refs(&got), ["Observation/o1"]);
+
+    // POST with a Parameters body, at the Patient level.
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "_type", "valueString": "Patient,Observation"},
+        {"name": "patient", "valueReference": {"reference": "Patient/p1"}}]});
+    let a = d.send(
+        "POST",
+        "Patient/$export",
+        Some(&exporter),
+        Some(&body),
+        &[("prefer", "respond-async")],
+    );
+    assert_eq!(a.status, 202, "{}", a.text);
+    let url = a.headers["content-location"].to_str().unwrap().to_owned();
+    let got = d.files(&exporter, &d.wait(&exporter, &url), "output");
+    assert_eq!(refs(&got), ["Observation/o1", "Patient/p1"]);
+
+    // A Group: its members' compartments (the Group itself is in Patient/p2's, by its
+    // `member` parameter in R4's CompartmentDefinition).
+    let url = d.kick_off(&exporter, "Group/g1/$export");
+    let got = d.files(&exporter, &d.wait(&exporter, &url), "output");
+    assert_eq!(refs(&got), ["Group/g1", "Observation/o2", "Patient/p2"]);
+    let a = d.send("GET", "Group/nope/$export", Some(&exporter), None, &[]);
+    assert_eq!(a.status, 404, "{}", a.text);
+
+    // Bad parameters: 400 naming the parameter; lenient handling ignores unknown ones.
+    let a = d.send(
+        "GET",
+        "$export?_outputFormat=text/csv",
+        Some(&exporter),
+        None,
+        &[],
+    );
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.body["issue"][0]["expression"][0], "_outputFormat");
+    let a = d.send("GET", "$export?_bogus=1", Some(&exporter), None, &[]);
+    assert_eq!(a.status, 400, "{}", a.text);
+    let a = d.send(
+        "GET",
+        "$export?_bogus=1&_type=Patient",
+        Some(&exporter),
+        None,
+        &[("prefer", "respond-async, handling=lenient")],
+    );
+    assert_eq!(a.status, 202, "{}", a.text);
+    let url = a.headers["content-location"].to_str().unwrap().to_owned();
+    d.wait(&exporter, &url);
+
+    // Cancel: 202, then the status URL is 404 with an OperationOutcome.
+    let url = d.kick_off(&exporter, "$export");
+    let a = d.send("DELETE", &url, Some(&exporter), None, &[]);
+    assert_eq!(a.status, 202, "{}", a.text);
+    let a = d.send("GET", &url, Some(&exporter), None, &[]);
+    assert_eq!(a.status, 404, "{}", a.text);
+    assert_eq!(a.body["resourceType"], "OperationOutcome");
+
+    // The CapabilityStatement instantiates the Bulk Data server and names the operations.
+    let cs = d.send("GET", "metadata", None, None, &[]).body;
+    assert_eq!(
+        cs["instantiates"],
+        json!(["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"])
+    );
+    assert_eq!(
+        cs["rest"][0]["operation"],
+        json!([{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}])
+    );
+    let of = |t: &str| {
+        cs["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == t)
+            .unwrap()["operation"][0]["definition"]
+            .clone()
+    };
+    assert_eq!(
+        of("Patient"),
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+    );
+    assert_eq!(
+        of("Group"),
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
+    );
+
+    // Every kick-off, poll and download left its audit record, under its own action.
+    let audit = s.data.join("audit").join("audit.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let records: Vec<Value> = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let count = |action: &str, status: u64| {
+            records
+                .iter()
+                .filter(|r| r["action"] == action && r["status"] == status)
+                .count()
+        };
+        let done = count("operation", 202) >= 6
+            && count("operation", 403) >= 2
+            && count("job-status", 200) >= 5
+            && count("job-status", 403) >= 1
+            && count("job-file", 200) >= 5
+            && count("job-file", 403) >= 1;
+        if done {
+            let file = records
+                .iter()
+                .find(|r| r["action"] == "job-file" && r["status"] == 200)
+                .unwrap();
+            assert_eq!(file["principal"], "exporter", "{file}");
+            assert!(file["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/_operations/export/"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit records of the export missing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn since_reports_deletions_and_history_keeps_versions() {
+    let s = AdminServer::start();
+    let d = Data::new(&s);
+    let owner = data_token(&s.data, "admin", "default", &[]);
+    d.put(&owner, patient("old", "male"));
+    d.put(&owner, patient("gone", "male"));
+    let first = d.kick_off(&owner, "$export");
+    let since = d.wait(&owner, &first)["transactionTime"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(5));
+    d.put(&owner, patient("new", "female"));
+    assert_eq!(
+        d.send("DELETE", "Patient/gone", Some(&owner), None, &[])
+            .status,
+        204
+    );
+
+    let url = d.kick_off(
+        &owner,
+        &format!("$export?_since={}", since.replace('+', "%2B")),
+    );
+    let manifest = d.wait(&owner, &url);
+    let got = d.files(&owner, &manifest, "output");
+    assert_eq!(refs(&got), ["Patient/new"]);
+    let deleted = d.files(&owner, &manifest, "deleted");
+    assert_eq!(
+        deleted[0]["entry"],
+        json!([{"request": {"method": "DELETE", "url": "Patient/gone"}}])
+    );
+
+    let url = d.kick_off(&owner, "$export?includeAssociatedData=_history,_deleted");
+    let got = d.files(&owner, &d.wait(&owner, &url), "output");
+    let versions: Vec<String> = got
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{}",
+                r["id"].as_str().unwrap(),
+                r["meta"]["versionId"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(versions, ["gone@1", "gone@2", "new@1", "old@1"]);
+}
+
+#[test]
+fn the_job_limit_expiry_and_a_restart_mid_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let flags = [
+        "--bulk-max-jobs",
+        "1",
+        "--bulk-retention",
+        "5s",
+        "--bulk-file-lines",
+        "20",
+    ];
+    let s = AdminServer::start_in(&data, &flags);
+    let d = Data::new(&s);
+    let owner = data_token(&s.data, "admin", "default", &[]);
+    let entries: Vec<Value> = (0..2000)
+        .map(|i| {
+            json!({"resource": patient(&format!("p{i}"), "female"),
+                   "request": {"method": "PUT", "url": format!("Patient/p{i}")}})
+        })
+        .collect();
+    let a = d.send(
+        "POST",
+        "",
+        Some(&owner),
+        Some(&json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})),
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    // One job at a time: the second kick-off is 429 with Retry-After.
+    let url = d.kick_off(&owner, "$export");
+    let a = d.send("GET", "$export", Some(&owner), None, &[]);
+    if a.status != 202 {
+        assert_eq!(a.status, 429, "{}", a.text);
+        assert!(a.headers.contains_key("retry-after"));
+    }
+    // Killed right after the kick-off: the job is taken up again after the restart (from its
+    // snapshot) and completes with every file, or it had completed already.
+    drop(d);
+    s.kill();
+    let s = AdminServer::start_in(&data, &flags);
+    let d = Data::new(&s);
+    let owner = data_token(&s.data, "admin", "default", &[]);
+    let url = url.replace(url.split("/_operations").next().unwrap(), &s.base);
+    let manifest = d.wait(&owner, &url);
+    let got = d.files(&owner, &manifest, "output");
+    assert_eq!(got.len(), 2000, "every patient, in files of 20");
+    assert_eq!(manifest["output"].as_array().unwrap().len(), 100);
+
+    // Kept for the retention, then gone (the sweep runs within a second or so).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = d.send("GET", &url, Some(&owner), None, &[]);
+        if a.status == 404 {
+            break;
+        }
+        assert!(matches!(a.status, 200 | 429), "{}", a.text);
+        assert!(Instant::now() < deadline, "the finished job did not expire");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let file = manifest["output"][0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(d.send("GET", &file, Some(&owner), None, &[]).status, 404);
+}
