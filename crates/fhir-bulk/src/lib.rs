@@ -239,7 +239,8 @@ impl Bulk {
         self.remove_orphans(&owned);
         let bulk = Arc::downgrade(self);
         // Often enough that a job is gone within a third of its retention past it.
-        let every = (self.config.retention / 3).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let every =
+            (self.config.retention / 3).clamp(Duration::from_millis(100), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -593,7 +594,11 @@ fn valid_job_id(id: &str) -> bool {
 
 /// The status URL of a job under `base`: `[base]/_operations/export/[id]` (Azure's form).
 pub fn status_url(base: &str, job: &Job) -> String {
-    format!("{}/_operations/export/{}", base.trim_end_matches('/'), job.id)
+    format!(
+        "{}/_operations/export/{}",
+        base.trim_end_matches('/'),
+        job.id
+    )
 }
 
 /// The completion manifest (IG 2.0.0 §response-complete-status), its file URLs under `base`.

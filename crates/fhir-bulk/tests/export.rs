@@ -79,7 +79,12 @@ fn params(level: ExportLevel, pairs: &[(&str, &str)]) -> ExportParams {
 
 async fn finish(f: &Fixture, job: &Job) -> Value {
     assert!(f.bulk.idle(Duration::from_secs(30)).await, "the job ends");
-    match f.bulk.status("default", &job.id, "https://fhir.example").await.expect("status") {
+    match f
+        .bulk
+        .status("default", &job.id, "https://fhir.example")
+        .await
+        .expect("status")
+    {
         Status::Completed { manifest, .. } => manifest,
         other => panic!("not completed: {other:?}"),
     }
@@ -403,7 +408,9 @@ async fn cancel_then_404_and_the_job_limit() {
     }
     f.bulk.cancel("default", &first.id).await.expect("cancel");
     assert!(matches!(
-        f.bulk.status("default", &first.id, "https://fhir.example").await,
+        f.bulk
+            .status("default", &first.id, "https://fhir.example")
+            .await,
         Err(BulkError::NotFound(_))
     ));
     assert!(f.bulk.idle(Duration::from_secs(30)).await);
@@ -429,9 +436,14 @@ async fn polling_too_fast_is_refused() {
         .kick_off_export(who(), params(ExportLevel::System, &[]))
         .await
         .unwrap();
-    f.bulk.status("default", &job.id, "https://fhir.example").await.expect("first poll");
+    f.bulk
+        .status("default", &job.id, "https://fhir.example")
+        .await
+        .expect("first poll");
     assert!(matches!(
-        f.bulk.status("default", &job.id, "https://fhir.example").await,
+        f.bulk
+            .status("default", &job.id, "https://fhir.example")
+            .await,
         Err(BulkError::PolledTooFast { .. })
     ));
 }
@@ -474,7 +486,11 @@ async fn a_job_left_running_is_run_again_from_its_snapshot_or_failed() {
     let again = Bulk::new(f.store.clone(), f.bulk.config().clone());
     assert_eq!(again.start().await.unwrap(), 1, "one job taken up");
     assert!(again.idle(Duration::from_secs(30)).await);
-    let manifest = match again.status("default", &job.id, "https://fhir.example").await.unwrap() {
+    let manifest = match again
+        .status("default", &job.id, "https://fhir.example")
+        .await
+        .unwrap()
+    {
         Status::Completed { manifest, .. } => manifest,
         other => panic!("{other:?}"),
     };
@@ -507,7 +523,10 @@ async fn a_job_left_running_is_run_again_from_its_snapshot_or_failed() {
     let third = Bulk::new(f.store.clone(), f.bulk.config().clone());
     assert_eq!(third.start().await.unwrap(), 0);
     assert!(matches!(
-        third.status("default", &job.id, "https://fhir.example").await.unwrap(),
+        third
+            .status("default", &job.id, "https://fhir.example")
+            .await
+            .unwrap(),
         Status::Failed { .. }
     ));
 }
@@ -530,7 +549,9 @@ async fn finished_jobs_expire_with_their_files() {
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
     assert_eq!(f.bulk.sweep(later).await.unwrap(), 1);
     assert!(matches!(
-        f.bulk.status("default", &job.id, "https://fhir.example").await,
+        f.bulk
+            .status("default", &job.id, "https://fhir.example")
+            .await,
         Err(BulkError::NotFound(_))
     ));
     assert!(!fhir_bulk::job_folder(&f.out, "default", &job.id).exists());
