@@ -945,3 +945,115 @@ fn other_names_are_forwarded_to_the_upstream() {
     let (status, _) = dig(&s, OUTSIDER, "nothing.upstream.test");
     assert_eq!(status, "NXDOMAIN");
 }
+
+/// A client at source address `from` that reaches the service's name at `addr` (as a VM
+/// whose DNS answered `addr`), trusting the data folder's CA.
+fn client_at(s: &AdminServer, from: &str, addr: &str) -> reqwest::blocking::Client {
+    common::admin::init_tls();
+    let ca = std::fs::read(ca(s)).expect("CA");
+    reqwest::blocking::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().expect("source"))
+        .resolve(
+            FQDN,
+            std::net::SocketAddr::new(addr.parse().expect("addr"), port(s)),
+        )
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("PEM"))
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+// Bulk export's status URL and files get the same network decision as every request: a
+// service reachable only through its private endpoint exports there and serves its files
+// there; the public endpoint refuses them, with a token and all (issue #16).
+#[test]
+fn export_files_are_served_only_where_the_service_is_reachable() {
+    let s = AdminServer::start();
+    seed(&s, true);
+    let service_id = format!("{}/providers/Microsoft.HealthcareApis/services/{SVC}", rg());
+    for role in ["FHIR Data Writer", "FHIR Data Exporter"] {
+        s.cli_json(&[
+            "role",
+            "assignment",
+            "create",
+            "--assignee",
+            "etl",
+            "--role",
+            role,
+            "--scope",
+            &service_id,
+        ]);
+    }
+    let token =
+        common::admin::data_token(&s.data, "etl", SVC, &["system/*.read", "system/*.write"]);
+    let addr = resolve(&s, HUB_VM, FQDN);
+    assert_eq!(addr, "127.10.1.4");
+    let base = format!("https://{FQDN}:{}", port(&s));
+    let vm = client_at(&s, HUB_VM, &addr);
+    let r = vm
+        .put(format!("{base}/Patient/p1"))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "id": "p1"}).to_string())
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 201);
+    let r = vm
+        .get(format!("{base}/$export"))
+        .bearer_auth(&token)
+        .header("prefer", "respond-async")
+        .send()
+        .expect("kick-off");
+    assert_eq!(r.status(), 202);
+    let status_url = r.headers()["content-location"].to_str().unwrap().to_owned();
+    assert!(
+        status_url.starts_with(&format!("{base}/_operations/export/")),
+        "{status_url}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let manifest: Value = loop {
+        let r = vm
+            .get(&status_url)
+            .bearer_auth(&token)
+            .send()
+            .expect("poll");
+        match r.status().as_u16() {
+            200 => break r.json().expect("manifest"),
+            202 | 429 => {}
+            other => panic!("poll: {other} {}", r.text().unwrap_or_default()),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let file = manifest["output"][0]["url"]
+        .as_str()
+        .expect("a file")
+        .to_owned();
+    assert!(
+        file.starts_with(&format!("{base}/_operations/export/")),
+        "{file}"
+    );
+    let r = vm.get(&file).bearer_auth(&token).send().expect("download");
+    assert_eq!(r.status(), 200);
+    let text = r.text().unwrap();
+    assert!(text.contains("\"id\":\"p1\""), "{text}");
+
+    // From outside, at the public address: refused by the network decision, token or not.
+    let outside = client_at(&s, OUTSIDER, "127.0.0.1");
+    for url in [&status_url, &file] {
+        let r = outside.get(url).bearer_auth(&token).send().expect("GET");
+        assert_eq!(r.status(), 403, "{url}");
+        let body: Value = r.json().expect("OperationOutcome");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    }
+    let r = outside
+        .get(format!("{base}/$export"))
+        .bearer_auth(&token)
+        .send()
+        .expect("GET");
+    assert_eq!(r.status(), 403);
+}
