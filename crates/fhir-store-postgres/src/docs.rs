@@ -1,0 +1,222 @@
+//! Control-plane documents in the `documents` table. A batch is one transaction whose every
+//! write is a compare-and-set on the row, so that expectations hold between processes: a
+//! write that expects a version updates only that version (waiting for, then re-reading, a
+//! row another writer holds), one that expects no document inserts only where there is none.
+//! The first expectation that fails rolls the whole batch back.
+
+use fhir_store::{Document, DocumentWrite, Expected, Result, StoreError};
+use serde_json::Value;
+
+use crate::{version_to_sql, Conn};
+
+fn decode(collection: String, key: String, version: i64, body: &[u8]) -> Result<Document> {
+    let body: Value = serde_json::from_slice(body).map_err(|e| {
+        StoreError::Backend(format!("document {collection}/{key} is not JSON: {e}"))
+    })?;
+    Ok(Document {
+        collection,
+        key,
+        version: u64::try_from(version).unwrap_or(0),
+        body,
+    })
+}
+
+pub(crate) async fn get(conn: &Conn, collection: &str, key: &str) -> Result<Option<Document>> {
+    let row = conn
+        .query_opt(
+            "SELECT version, body FROM documents WHERE collection = $1 AND key = $2",
+            &[&collection, &key],
+        )
+        .await?;
+    row.map(|r| {
+        decode(
+            collection.to_owned(),
+            key.to_owned(),
+            r.get(0),
+            r.get::<_, &[u8]>(1),
+        )
+    })
+    .transpose()
+}
+
+pub(crate) async fn list(conn: &Conn, collection: &str) -> Result<Vec<Document>> {
+    let rows = conn
+        .query(
+            "SELECT key, version, body FROM documents WHERE collection = $1 ORDER BY key",
+            &[&collection],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            decode(
+                collection.to_owned(),
+                r.get(0),
+                r.get(1),
+                r.get::<_, &[u8]>(2),
+            )
+        })
+        .collect()
+}
+
+/// The refusal of a write whose expectation failed, with what is there now.
+async fn conflict(
+    conn: &Conn,
+    collection: &str,
+    key: &str,
+    expected: Expected,
+) -> Result<StoreError> {
+    let current: Option<i64> = conn
+        .query_opt(
+            "SELECT version FROM documents WHERE collection = $1 AND key = $2",
+            &[&collection, &key],
+        )
+        .await?
+        .map(|r| r.get(0));
+    Ok(StoreError::Conflict {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        detail: match current {
+            Some(v) => format!("it is at version {v}, not {expected:?}"),
+            None => format!("it does not exist, not {expected:?}"),
+        },
+    })
+}
+
+/// One write of a batch, inside its transaction: the version written, `None` for a delete.
+async fn apply(conn: &Conn, w: &DocumentWrite) -> Result<std::result::Result<Option<i64>, ()>> {
+    let written: Option<i64> = match w {
+        DocumentWrite::Put {
+            collection,
+            key,
+            body,
+            expected,
+        } => {
+            let bytes = serde_json::to_vec(body)
+                .map_err(|e| StoreError::Backend(format!("document JSON: {e}")))?;
+            let row = match expected {
+                Expected::Any => {
+                    conn.query_opt(
+                        "INSERT INTO documents (collection, key, version, body) \
+                         VALUES ($1, $2, 1, $3) ON CONFLICT (collection, key) DO UPDATE \
+                         SET version = documents.version + 1, body = excluded.body \
+                         RETURNING version",
+                        &[collection, key, &bytes],
+                    )
+                    .await?
+                }
+                Expected::Absent => {
+                    conn.query_opt(
+                        "INSERT INTO documents (collection, key, version, body) \
+                         VALUES ($1, $2, 1, $3) ON CONFLICT (collection, key) DO NOTHING \
+                         RETURNING version",
+                        &[collection, key, &bytes],
+                    )
+                    .await?
+                }
+                Expected::Version(v) => {
+                    let v = version_to_sql(*v)?;
+                    conn.query_opt(
+                        "UPDATE documents SET version = version + 1, body = $4 \
+                         WHERE collection = $1 AND key = $2 AND version = $3 \
+                         RETURNING version",
+                        &[collection, key, &v, &bytes],
+                    )
+                    .await?
+                }
+            };
+            match row {
+                Some(r) => Some(r.get(0)),
+                None => return Ok(Err(())),
+            }
+        }
+        DocumentWrite::Delete {
+            collection,
+            key,
+            expected,
+        } => {
+            let ok = match expected {
+                Expected::Any => {
+                    conn.execute(
+                        "DELETE FROM documents WHERE collection = $1 AND key = $2",
+                        &[collection, key],
+                    )
+                    .await?;
+                    true
+                }
+                Expected::Absent => conn
+                    .query_opt(
+                        "SELECT 1 FROM documents WHERE collection = $1 AND key = $2 \
+                         FOR UPDATE",
+                        &[collection, key],
+                    )
+                    .await?
+                    .is_none(),
+                Expected::Version(v) => {
+                    let v = version_to_sql(*v)?;
+                    conn.execute(
+                        "DELETE FROM documents \
+                         WHERE collection = $1 AND key = $2 AND version = $3",
+                        &[collection, key, &v],
+                    )
+                    .await?
+                        == 1
+                }
+            };
+            if !ok {
+                return Ok(Err(()));
+            }
+            None
+        }
+    };
+    Ok(Ok(written))
+}
+
+/// Applies the writes in one transaction, or none of them.
+pub(crate) async fn write(conn: &mut Conn, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
+    conn.begin("BEGIN").await?;
+    let mut written = Vec::new();
+    for w in writes {
+        match apply(conn, &w).await? {
+            Ok(Some(version)) => {
+                if let DocumentWrite::Put {
+                    collection,
+                    key,
+                    body,
+                    ..
+                } = w
+                {
+                    written.push(Document {
+                        collection,
+                        key,
+                        version: u64::try_from(version).unwrap_or(0),
+                        body,
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(()) => {
+                let (collection, key, expected) = match &w {
+                    DocumentWrite::Put {
+                        collection,
+                        key,
+                        expected,
+                        ..
+                    }
+                    | DocumentWrite::Delete {
+                        collection,
+                        key,
+                        expected,
+                    } => (collection, key, *expected),
+                };
+                let refusal = conflict(conn, collection, key, expected).await?;
+                conn.rollback().await?;
+                return Err(refusal);
+            }
+        }
+    }
+    conn.commit().await.map_err(|e| match e {
+        StoreError::Backend(m) => StoreError::Backend(format!("committing documents: {m}")),
+        other => other,
+    })?;
+    Ok(written)
+}
