@@ -324,3 +324,7 @@ impl Server {
         self.raw("GET", path, headers, Vec::new()).await
     }
 }
+
+// Where the test data lives: `test_data` (the fetched R4 packages), `fixture`,
+// `synthea_fixtures` (testdata/) and `full_data` (FHIRLINK_FULL_DATA, only when asked).
+include!("../../../../testdata/locate.rs.in");

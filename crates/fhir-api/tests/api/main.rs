@@ -6,8 +6,10 @@
 mod bundles;
 mod common;
 mod compartment;
+mod corpus;
 mod interactions;
 mod rest;
 mod robustness;
 mod search;
+mod synthea_search;
 mod transaction;

@@ -1,7 +1,6 @@
 //! Search (FHIR R4 search.html) on each backend, from small fixtures whose answers are worked
 //! out by hand in the comments, never copied from the server. The searches over the Synthea
-//! sample stay in fhirlink/tests/search.rs for now: they read gzipped fixtures, and this crate
-//! has no gzip decoder among its dev-dependencies yet.
+//! sample, whose answers are computed from the loaded JSON, are in synthea_search.rs.
 
 use std::collections::HashMap;
 

@@ -109,11 +109,6 @@ impl Server {
             .body(serde_json::to_vec(body).expect("json"))
     }
 
-    pub fn request(&self, method: &str, path: &str) -> RequestBuilder {
-        self.client
-            .request(method.parse().expect("method"), self.url(path))
-    }
-
     /// Creates a resource and returns its stored form.
     pub fn create(&self, resource: &Value) -> Value {
         let t = resource["resourceType"].as_str().expect("resourceType");
@@ -148,18 +143,6 @@ pub fn json(r: Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Status and JSON body (Null when empty).
-pub fn status_json(r: Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().expect("body");
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    };
-    (status, v)
-}
-
 /// Asserts that `v` is an OperationOutcome whose first issue has this code, and that some
 /// issue's expression equals `expression` when given.
 pub fn assert_outcome(v: &Value, code: &str, expression: Option<&str>) {
@@ -178,7 +161,3 @@ pub fn assert_outcome(v: &Value, code: &str, expression: Option<&str>) {
         );
     }
 }
-
-// Where the test data lives: `test_data` (the fetched R4 packages), `fixture`,
-// `synthea_fixtures` (testdata/) and `full_data` (FHIRLINK_FULL_DATA, only when asked).
-include!("../../../../testdata/locate.rs.in");
