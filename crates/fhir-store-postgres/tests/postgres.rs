@@ -432,3 +432,81 @@ async fn scratch_databases_are_dropped() {
         .get(0);
     assert_eq!(n, 0, "{name} still exists");
 }
+
+/// `_explain=true` returns the statement and PostgreSQL's plan for it.
+#[tokio::test]
+async fn explain_returns_the_plan() {
+    let db = scratch().await;
+    let store = connect(&db, small()).await;
+    store.create_service("s").await.expect("service");
+    let page = store
+        .search(
+            "s",
+            &query("Patient", &[("gender", "female"), ("_explain", "true")]),
+        )
+        .await
+        .expect("search");
+    let plan = page.plan.expect("a plan");
+    assert!(plan.contains("ix_token"), "the statement: {plan}");
+    assert!(
+        plan.contains("Scan") || plan.contains("Result"),
+        "PostgreSQL's plan: {plan}"
+    );
+}
+
+/// A writer whose connection dies mid-transaction (its node killed, the database restarted)
+/// leaves nothing half-written: its commit fails as `Busy`, none of its writes is visible,
+/// and the service takes the next writer.
+#[tokio::test]
+async fn a_transaction_cut_off_mid_way_leaves_nothing() {
+    let db = scratch().await;
+    let store = connect(&db, small()).await;
+    store.create_service("s").await.expect("service");
+    let mut tx = store.begin("s").await.expect("begin");
+    for id in ["a", "b", "c"] {
+        tx.put(
+            "Patient",
+            id,
+            json!({"resourceType": "Patient"}),
+            Method::Post,
+        )
+        .await
+        .expect("put");
+    }
+    let killed = sql(&db)
+        .await
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'idle in transaction'",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(killed.len(), 1, "one transaction open");
+    match tx.commit().await {
+        Err(StoreError::Busy) => {}
+        other => panic!("the commit of a cut-off transaction must be Busy, got {other:?}"),
+    }
+    for id in ["a", "b", "c"] {
+        assert!(
+            store
+                .read("s", "Patient", id)
+                .await
+                .expect("read")
+                .is_none(),
+            "Patient/{id} half-written"
+        );
+    }
+    let mut tx = store.begin("s").await.expect("the next writer");
+    let p = tx
+        .put(
+            "Patient",
+            "a",
+            json!({"resourceType": "Patient"}),
+            Method::Post,
+        )
+        .await
+        .expect("put");
+    tx.commit().await.expect("commit");
+    assert_eq!(p.version, 1, "nothing of the cut-off transaction counted");
+}
