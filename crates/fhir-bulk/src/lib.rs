@@ -361,13 +361,17 @@ impl Bulk {
             if polls.len() > 10_000 {
                 polls.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
             }
-            if let Some(last) = polls.insert(job.key(), now) {
-                if now.duration_since(last) < self.config.min_poll_interval {
+            // Only an answered poll starts the interval again: a client that polls too
+            // fast is told to wait, never kept waiting for ever by its own refusals.
+            let key = job.key();
+            if let Some(last) = polls.get(&key) {
+                if now.duration_since(*last) < self.config.min_poll_interval {
                     return Err(BulkError::PolledTooFast {
                         retry_after: self.config.retry_after,
                     });
                 }
             }
+            polls.insert(key, now);
         }
         Ok(match job.state {
             JobState::Running => {
@@ -535,6 +539,16 @@ impl Bulk {
             job.finished = Some(Utc::now());
             match outcome {
                 Ok(files) => {
+                    let resources: u64 = files.output.iter().map(|f| f.count).sum();
+                    let seconds = (Utc::now() - job.created).num_milliseconds() as f64 / 1000.0;
+                    tracing::info!(
+                        service = %job.service,
+                        job = %job.id,
+                        resources,
+                        files = files.output.len(),
+                        seconds,
+                        "bulk export completed"
+                    );
                     job.state = JobState::Completed;
                     job.output = files.output;
                     job.deleted = files.deleted;

@@ -448,6 +448,36 @@ async fn polling_too_fast_is_refused() {
     ));
 }
 
+/// A client polling faster than allowed is refused, but its refused polls do not start the
+/// interval again: once the interval since its last answered poll has passed, it is answered
+/// (found by scripts/bench-export, whose 50 ms polls were refused for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_polls_do_not_starve_a_fast_poller() {
+    let f = fixture(|c| c.min_poll_interval = Duration::from_millis(300)).await;
+    let job = f
+        .bulk
+        .kick_off_export(who(), params(ExportLevel::System, &[]))
+        .await
+        .unwrap();
+    let poll = || f.bulk.status("default", &job.id, "https://fhir.example");
+    poll().await.expect("first poll");
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    loop {
+        match poll().await {
+            Ok(_) => break,
+            Err(BulkError::PolledTooFast { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a poll every 20 ms was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused > 0, "the polls in between were refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_left_running_is_run_again_from_its_snapshot_or_failed() {
     let f = fixture(|_| {}).await;
