@@ -2,14 +2,12 @@
 //! value kind (see [`crate::schema`]), keyed by `(sid, …, seq)`.
 //!
 //! A new version replaces the rows of the previous one; a deletion removes them. The rows of
-//! one version go in with one `INSERT … SELECT FROM unnest(…)` per table that has any, the
-//! tables' statements pipelined, so indexing a resource costs one round trip however many
-//! values it has.
+//! one version go in as arrays, one per column, through `INSERT … SELECT FROM unnest(…)`,
+//! inside the one statement that writes the version ([`crate::tx`]), so indexing a resource
+//! costs no round trip of its own however many values it has.
 
 use fhir_search::{IndexEntry, IndexValue};
-use fhir_store::Result;
-
-use crate::Conn;
+use tokio_postgres::types::ToSql;
 
 /// The longest text kept in an index column, in bytes: a B-tree entry must fit in a third of
 /// a page (about 2,700 bytes), and a key has up to three text columns. A longer value is
@@ -35,22 +33,6 @@ pub(crate) fn cut(s: &str) -> String {
 
 fn cut_opt(s: &Option<String>) -> String {
     s.as_deref().map(cut).unwrap_or_default()
-}
-
-/// Removes the index rows of version `seq` of service `sid`: one statement for all tables.
-pub(crate) async fn remove(conn: &Conn, sid: i64, seq: i64) -> Result<()> {
-    conn.execute(
-        "WITH a AS (DELETE FROM ix_string WHERE sid = $1 AND seq = $2), \
-         b AS (DELETE FROM ix_token WHERE sid = $1 AND seq = $2), \
-         c AS (DELETE FROM ix_ref WHERE sid = $1 AND seq = $2), \
-         d AS (DELETE FROM ix_date WHERE sid = $1 AND seq = $2), \
-         e AS (DELETE FROM ix_number WHERE sid = $1 AND seq = $2), \
-         f AS (DELETE FROM ix_quantity WHERE sid = $1 AND seq = $2) \
-         DELETE FROM ix_uri WHERE sid = $1 AND seq = $2",
-        &[&sid, &seq],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The rows of one version for one table, column by column (what `unnest` takes).
@@ -108,7 +90,7 @@ struct UriRows {
 
 /// The rows of one version, per table.
 #[derive(Default)]
-struct Columns {
+pub(crate) struct Columns {
     string: StringRows,
     token: TokenRows,
     reference: RefRows,
@@ -118,7 +100,7 @@ struct Columns {
     uri: UriRows,
 }
 
-fn columns(entries: &[IndexEntry]) -> Columns {
+pub(crate) fn columns(entries: &[IndexEntry]) -> Columns {
     let mut c = Columns::default();
     for e in entries {
         let pid = i64::from(e.param);
@@ -179,145 +161,124 @@ fn columns(entries: &[IndexEntry]) -> Columns {
     c
 }
 
-/// Writes the rows of `entries` for version `seq` of service `sid`.
-pub(crate) async fn insert(conn: &Conn, sid: i64, seq: i64, entries: &[IndexEntry]) -> Result<()> {
-    let c = columns(entries);
-    let string = async {
-        if c.string.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_string (sid, pid, norm, exact, seq, grp) \
-             SELECT $1, u.pid, u.norm, u.exact, $2, u.grp \
-             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[]) \
-               AS u(pid, norm, exact, grp) \
-             ON CONFLICT DO NOTHING",
-            &[
-                &sid,
-                &seq,
-                &c.string.pid,
-                &c.string.norm,
-                &c.string.exact,
-                &c.string.grp,
-            ],
-        )
-        .await
-    };
-    let token = async {
-        if c.token.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_token (sid, pid, code, system, seq, grp, text) \
-             SELECT $1, u.pid, u.code, u.system, $2, u.grp, u.text \
-             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[]) \
-               AS u(pid, code, system, grp, text) \
-             ON CONFLICT DO NOTHING",
-            &[
-                &sid,
-                &seq,
-                &c.token.pid,
-                &c.token.code,
-                &c.token.system,
-                &c.token.grp,
-                &c.token.text,
-            ],
-        )
-        .await
-    };
-    let reference = async {
-        if c.reference.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_ref (sid, pid, ttype, tid, url, seq, grp) \
-             SELECT $1, u.pid, u.ttype, u.tid, u.url, $2, u.grp \
-             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
-               AS u(pid, ttype, tid, url, grp) \
-             ON CONFLICT DO NOTHING",
-            &[
-                &sid,
-                &seq,
-                &c.reference.pid,
-                &c.reference.ttype,
-                &c.reference.tid,
-                &c.reference.url,
-                &c.reference.grp,
-            ],
-        )
-        .await
-    };
-    let date = async {
-        if c.date.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_date (sid, pid, lo, hi, seq, grp) \
-             SELECT $1, u.pid, u.lo, u.hi, $2, u.grp \
-             FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
-               AS u(pid, lo, hi, grp) \
-             ON CONFLICT DO NOTHING",
-            &[&sid, &seq, &c.date.pid, &c.date.lo, &c.date.hi, &c.date.grp],
-        )
-        .await
-    };
-    let number = async {
-        if c.number.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_number (sid, pid, lo, hi, seq, grp) \
-             SELECT $1, u.pid, u.lo, u.hi, $2, u.grp \
-             FROM unnest($3::bigint[], $4::float8[], $5::float8[], $6::bigint[]) \
-               AS u(pid, lo, hi, grp) \
-             ON CONFLICT DO NOTHING",
-            &[
-                &sid,
-                &seq,
-                &c.number.pid,
-                &c.number.lo,
-                &c.number.hi,
-                &c.number.grp,
-            ],
-        )
-        .await
-    };
-    let quantity = async {
-        if c.quantity.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_quantity (sid, pid, code, system, lo, hi, seq, grp) \
-             SELECT $1, u.pid, u.code, u.system, u.lo, u.hi, $2, u.grp \
-             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::float8[], $7::float8[], \
-                         $8::bigint[]) AS u(pid, code, system, lo, hi, grp) \
-             ON CONFLICT DO NOTHING",
-            &[
-                &sid,
-                &seq,
-                &c.quantity.pid,
-                &c.quantity.code,
-                &c.quantity.system,
-                &c.quantity.lo,
-                &c.quantity.hi,
-                &c.quantity.grp,
-            ],
-        )
-        .await
-    };
-    let uri = async {
-        if c.uri.pid.is_empty() {
-            return Ok(0);
-        }
-        conn.execute(
-            "INSERT INTO ix_uri (sid, pid, value, seq, grp) \
-             SELECT $1, u.pid, u.value, $2, u.grp \
-             FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS u(pid, value, grp) \
-             ON CONFLICT DO NOTHING",
-            &[&sid, &seq, &c.uri.pid, &c.uri.value, &c.uri.grp],
-        )
-        .await
-    };
-    tokio::try_join!(string, token, reference, date, number, quantity, uri)?;
-    Ok(())
+/// The index tables, each with its columns after `sid` and the casts of their arrays, in
+/// the order of [`Columns::params`]. `seq` and `sid` are scalars of the statement.
+const TABLES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "ix_string",
+        &[
+            ("pid", "bigint"),
+            ("norm", "text"),
+            ("exact", "text"),
+            ("grp", "bigint"),
+        ],
+    ),
+    (
+        "ix_token",
+        &[
+            ("pid", "bigint"),
+            ("code", "text"),
+            ("system", "text"),
+            ("grp", "bigint"),
+            ("text", "text"),
+        ],
+    ),
+    (
+        "ix_ref",
+        &[
+            ("pid", "bigint"),
+            ("ttype", "text"),
+            ("tid", "text"),
+            ("url", "text"),
+            ("grp", "bigint"),
+        ],
+    ),
+    (
+        "ix_date",
+        &[
+            ("pid", "bigint"),
+            ("lo", "bigint"),
+            ("hi", "bigint"),
+            ("grp", "bigint"),
+        ],
+    ),
+    (
+        "ix_number",
+        &[
+            ("pid", "bigint"),
+            ("lo", "float8"),
+            ("hi", "float8"),
+            ("grp", "bigint"),
+        ],
+    ),
+    (
+        "ix_quantity",
+        &[
+            ("pid", "bigint"),
+            ("code", "text"),
+            ("system", "text"),
+            ("lo", "float8"),
+            ("hi", "float8"),
+            ("grp", "bigint"),
+        ],
+    ),
+    (
+        "ix_uri",
+        &[("pid", "bigint"), ("value", "text"), ("grp", "bigint")],
+    ),
+];
+
+/// The `WITH` items that replace the index rows of a resource: delete those of its old
+/// version (`seq = ${old}`, NULL for none) and insert those of the new one (`${seq}`) from the
+/// arrays numbered from `${first}` on, in [`Columns::params`] order. An empty array inserts
+/// nothing, so the statement is the same for every resource and is prepared once.
+pub(crate) fn replace_ctes(sid: usize, seq: usize, old: usize, first: usize) -> String {
+    let mut items = Vec::new();
+    let mut n = first;
+    for (i, (table, cols)) in TABLES.iter().enumerate() {
+        items.push(format!(
+            "d{i} AS (DELETE FROM {table} WHERE sid = ${sid} AND seq = ${old})"
+        ));
+        let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
+        let arrays: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(k, (_, cast))| format!("${}::{cast}[]", n + k))
+            .collect();
+        n += cols.len();
+        let picked: Vec<String> = names.iter().map(|c| format!("u.{c}")).collect();
+        items.push(format!(
+            "i{i} AS (INSERT INTO {table} (sid, seq, {}) SELECT ${sid}, ${seq}, {} \
+             FROM unnest({}) AS u({}) ON CONFLICT DO NOTHING)",
+            names.join(", "),
+            picked.join(", "),
+            arrays.join(", "),
+            names.join(", ")
+        ));
+    }
+    items.join(", ")
+}
+
+impl Columns {
+    /// The arrays, in the order [`replace_ctes`] numbers them.
+    pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let (s, t, r, d, n, q, u) = (
+            &self.string,
+            &self.token,
+            &self.reference,
+            &self.date,
+            &self.number,
+            &self.quantity,
+            &self.uri,
+        );
+        vec![
+            &s.pid, &s.norm, &s.exact, &s.grp, //
+            &t.pid, &t.code, &t.system, &t.grp, &t.text, //
+            &r.pid, &r.ttype, &r.tid, &r.url, &r.grp, //
+            &d.pid, &d.lo, &d.hi, &d.grp, //
+            &n.pid, &n.lo, &n.hi, &n.grp, //
+            &q.pid, &q.code, &q.system, &q.lo, &q.hi, &q.grp, //
+            &u.pid, &u.value, &u.grp,
+        ]
+    }
 }

@@ -2,9 +2,10 @@
 //! embedded SQLite store, on a database that several fhirlink processes can share.
 //!
 //! The driver is `tokio-postgres` with the `deadpool-postgres` pool: asynchronous from end to
-//! end (no blocking thread per query), maintained, with pipelining (the statements of one
-//! write are sent back to back and answered in one round trip) and `COPY` for the bulk paths
-//! to come; unlike sqlx it needs no database at compile time. This slice connects without TLS
+//! end (no blocking thread per query), maintained, with pipelining (concurrent statements on
+//! one connection are sent back to back: a write transaction's `BEGIN` and its lock go out
+//! together) and `COPY` for the bulk paths to come; unlike sqlx it needs no database at
+//! compile time. This slice connects without TLS
 //! (`NoTls`): point it at a database on the same machine or a trusted network; `sslmode` is to
 //! come with `serve --store`.
 //!

@@ -7,8 +7,9 @@
 //! committed row after a lock wait), and every statement after sees what the first wrote. So
 //! `If-Match`, conditional creates and read-modify-write hold without retries, and `seq`,
 //! handed out from the counter, grows in commit order. The counter and the type totals are
-//! written back once, at commit. Each write's statements are pipelined: sent together, one
-//! round trip. Dropping the transaction rolls it back (see [`crate::Conn`]).
+//! written back once, at commit. A write is two round trips: the resource's current version,
+//! then one statement that appends the version, moves the resource's pointer and replaces its
+//! index rows. Dropping the transaction rolls it back (see [`crate::Conn`]).
 
 use std::collections::HashMap;
 
@@ -92,7 +93,7 @@ impl PgTx {
     }
 
     /// Appends a version, points the resource at it, and replaces the index rows of the old
-    /// current version (`old`) with `entries`, all in one round trip.
+    /// current version (`old`) with `entries`: one statement, one round trip.
     #[allow(clippy::too_many_arguments)]
     async fn append(
         &mut self,
@@ -111,8 +112,8 @@ impl PgTx {
         let sid = self.sid;
         let method = i16::try_from(method.code()).unwrap_or(3);
         let deleted = body.is_none();
-        let conn = self.conn()?;
-        let version_params: [&(dyn ToSql + Sync); 8] = [
+        let columns = index::columns(entries);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &sid,
             &rtype,
             &id,
@@ -121,30 +122,32 @@ impl PgTx {
             last_updated,
             &method,
             &body,
+            &deleted,
+            &old,
         ];
-        let insert_version = conn.execute(
-            "INSERT INTO versions (sid, rtype, id, version, seq, last_updated, method, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &version_params,
-        );
-        let point_params: [&(dyn ToSql + Sync); 6] = [&sid, &rtype, &id, &version, &seq, &deleted];
-        let point = conn.execute(
-            "INSERT INTO resources (sid, rtype, id, version, seq, deleted) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (sid, rtype, id) DO UPDATE \
-             SET version = excluded.version, seq = excluded.seq, deleted = excluded.deleted",
-            &point_params,
-        );
-        let unindex = async {
-            match old {
-                Some(old) => index::remove(conn, sid, old).await,
-                None => Ok(()),
-            }
-        };
-        let reindex = index::insert(conn, sid, seq, entries);
-        tokio::try_join!(insert_version, point, unindex, reindex)?;
+        params.extend(columns.params());
+        self.conn()?.execute(append_sql(), &params).await?;
         Ok(())
     }
+}
+
+/// The statement of [`PgTx::append`]: $1 sid, $2 rtype, $3 id, $4 version, $5 seq,
+/// $6 lastUpdated, $7 method, $8 body, $9 deleted, $10 the old current version's seq (NULL
+/// for none), then the index arrays.
+fn append_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH v AS (INSERT INTO versions \
+               (sid, rtype, id, version, seq, last_updated, method, body) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)), \
+             r AS (INSERT INTO resources (sid, rtype, id, version, seq, deleted) \
+               VALUES ($1, $2, $3, $4, $5, $9) ON CONFLICT (sid, rtype, id) DO UPDATE \
+               SET version = excluded.version, seq = excluded.seq, deleted = excluded.deleted), \
+             {} SELECT 1",
+            index::replace_ctes(1, 5, 10, 11)
+        )
+    })
 }
 
 #[async_trait]
