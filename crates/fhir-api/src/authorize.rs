@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::access::{Access, Op, Reach, Refusal};
 use crate::error::FhirError;
-use crate::interaction::{Interaction, Scope};
+use crate::interaction::{Interaction, Level, Scope};
 use crate::request::{read_body, Ctx};
 
 /// What an allowed interaction must still respect.
@@ -187,6 +187,19 @@ pub(crate) fn permit(
             export_allowed(access)?;
             Ok(Permit::All)
         }
+        // A patient's whole record: a read of the patient, then each type's own read check
+        // inside the operation (everything.rs). A patient/ scope reaches its own only.
+        I::Operation {
+            name: "everything",
+            level: Level::Instance("Patient", id),
+            ..
+        } => match access.check("Patient", Op::Read).map_err(forbid)? {
+            Reach::All => Ok(Permit::All),
+            Reach::Patient(p) if p == id => Ok(Permit::All),
+            Reach::Patient(_) => Err(forbid(Refusal(format!(
+                "a patient/ scope reaches only its own patient's record, not Patient/{id}"
+            )))),
+        },
         // Each operation, as it is added, names the interaction it resembles here (a read,
         // a write, a delete). Deny what has no rule.
         I::Operation { name, .. } => Err(crate::route::unsupported_operation(name)),

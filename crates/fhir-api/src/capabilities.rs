@@ -242,7 +242,7 @@ fn build(defs: &Definitions, date: &str) -> Value {
                 })
                 .map(|p| format!("{}:{}", p.rtype, p.code))
                 .collect();
-            json!({
+            let mut resource = json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
                 "interaction": interactions(TYPE_INTERACTIONS),
@@ -256,7 +256,12 @@ fn build(defs: &Definitions, date: &str) -> Value {
                 "searchInclude": includes,
                 "searchRevInclude": revincludes,
                 "searchParam": params,
-            })
+            });
+            if t == "Patient" {
+                resource["operation"] =
+                    json!([{"name": "everything", "definition": crate::everything::DEFINITION}]);
+            }
+            resource
         })
         .collect();
     json!({
@@ -308,8 +313,12 @@ fn add_bulk(statement: &mut Value) {
     if let Some(resources) = rest["resource"].as_array_mut() {
         for r in resources {
             let t = r["type"].as_str().unwrap_or_default().to_owned();
-            if t == "Patient" || t == "Group" {
+            if t == "Group" {
                 r["operation"] = op(&t);
+            } else if t == "Patient" {
+                if let Some(ops) = r["operation"].as_array_mut() {
+                    ops.extend(op(&t).as_array().cloned().unwrap_or_default());
+                }
             }
         }
     }

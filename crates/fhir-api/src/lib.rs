@@ -13,6 +13,7 @@ mod bulk;
 mod bundle;
 mod capabilities;
 mod error;
+mod everything;
 mod history;
 pub mod interaction;
 mod negotiate;

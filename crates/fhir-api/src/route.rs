@@ -13,11 +13,11 @@ use fhir_model::IssueCode;
 use crate::access::Access;
 use crate::authorize::{authorize, Admitted};
 use crate::error::FhirError;
-use crate::interaction::{decode_segments, Interaction, Kind, Scope as IScope};
+use crate::interaction::{decode_segments, Interaction, Kind, Level, Scope as IScope};
 use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
-use crate::{bulk, bundle, capabilities, history, read, smart, write, AppState};
+use crate::{bulk, bundle, capabilities, everything, history, read, smart, write, AppState};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -206,6 +206,11 @@ async fn run(
             level,
             post,
         } => bulk::kick_off(&ctx, level, post, body, limit, path, query).await,
+        I::Operation {
+            name: "everything",
+            level: Level::Instance("Patient", id),
+            post,
+        } => everything::everything(&ctx, id, post, body, limit).await,
         I::JobStatus { id, cancel } => bulk::status(&ctx, id, cancel).await,
         I::JobFile { id, file } => bulk::file(&ctx, id, file).await,
         I::Operation { name, .. } => Err(unsupported_operation(name)),

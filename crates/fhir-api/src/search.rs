@@ -50,7 +50,7 @@ fn strict(ctx: &Ctx) -> bool {
 
 /// The filter that puts a search inside a compartment: any of the compartment's reference
 /// parameters of `rtype` points at `ctype/cid`.
-fn compartment_filter(ctype: &str, cid: &str, rtype: &str) -> Vec<Cond> {
+pub(crate) fn compartment_filter(ctype: &str, cid: &str, rtype: &str) -> Vec<Cond> {
     let reg = fhir_search::registry();
     fhir_search::compartment::params(ctype, rtype)
         .iter()
@@ -214,14 +214,14 @@ pub(crate) async fn search(
 }
 
 /// An entry of a searchset: built as JSON, or a stored resource to splice in as it is.
-enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     Json(Value),
     Raw(&'a StoredResource, &'static str),
 }
 
 /// The compact JSON of `bundle` with `"entry": [...]` appended, raw entries written around
 /// their stored bytes. The keys come out in the order the Bundle has them elsewhere.
-fn splice_bundle(ctx: &Ctx, bundle: &Value, entries: &[Entry<'_>]) -> Vec<u8> {
+pub(crate) fn splice_bundle(ctx: &Ctx, bundle: &Value, entries: &[Entry<'_>]) -> Vec<u8> {
     let mut out = serde_json::to_vec(bundle).unwrap_or_default();
     if entries.is_empty() {
         return out;

@@ -335,12 +335,18 @@ fn export_kick_off_poll_manifest_download_and_who_may() {
         json!([{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}])
     );
     let of = |t: &str| {
-        cs["rest"][0]["resource"]
+        let r = cs["rest"][0]["resource"]
             .as_array()
             .unwrap()
             .iter()
             .find(|r| r["type"] == t)
-            .unwrap()["operation"][0]["definition"]
+            .unwrap();
+        r["operation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "export")
+            .unwrap()["definition"]
             .clone()
     };
     assert_eq!(

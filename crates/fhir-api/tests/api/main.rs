@@ -7,6 +7,7 @@ mod bundles;
 mod common;
 mod compartment;
 mod corpus;
+mod everything;
 mod interactions;
 mod rest;
 mod robustness;
