@@ -5,19 +5,20 @@
 //! end (no blocking thread per query), maintained, with pipelining (concurrent statements on
 //! one connection are sent back to back: a write transaction's `BEGIN` and its lock go out
 //! together) and `COPY` for the bulk paths to come; unlike sqlx it needs no database at
-//! compile time. This slice connects without TLS
-//! (`NoTls`): point it at a database on the same machine or a trusted network; `sslmode` is to
-//! come with `serve --store`.
+//! compile time. This slice connects without TLS (`NoTls`): point it at a database on the same
+//! machine or a trusted network; `sslmode` is to come with `serve --store`.
 //!
 //! [`PgStore::connect`] creates the schema on first use and refuses a database whose schema
 //! is newer than this build's ([`schema`]). Writers of one service are serialised by the
-//! service's counter row, locked by `SELECT … FOR UPDATE` when a transaction begins, and, in
-//! this process, by a queue per service before a connection is even taken, so that waiting
-//! writers hold no connection. Reads run on the pool without taking any lock; a history, a
-//! search or a scan reads one `REPEATABLE READ` snapshot. Errors that a retry may cure —
-//! a lost connection, a serialisation failure (40001), a deadlock (40P01), a lock or
-//! connection timeout — are [`StoreError::Busy`], the contract's one retryable error (503).
-//! This crate knows SQL, and nothing of HTTP.
+//! service's counter row, locked by `SELECT … FOR UPDATE` in the transaction's first statement
+//! (across processes), and, in this process, by one writer per service whose queued
+//! transactions are savepoints of one PostgreSQL transaction, committed together ([`writer`]),
+//! so that waiting writers hold no connection and a commit's WAL flush is shared. Reads run on
+//! the pool without taking any lock; a history, a search or a scan reads one `REPEATABLE READ`
+//! snapshot. Errors that a retry may cure — a lost connection, a serialisation failure
+//! (40001), a deadlock (40P01), a lock, statement or connection timeout — are
+//! [`StoreError::Busy`], the contract's one retryable error (503); the contract has no
+//! separate retryable variant yet. This crate knows SQL, and nothing of HTTP.
 
 mod docs;
 mod index;
@@ -26,6 +27,7 @@ mod schema;
 pub mod scratch;
 mod search;
 mod tx;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,9 +72,9 @@ impl Default for PgConfig {
 /// A store in one PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
-    /// One queue per service: this process's writers of a service wait here, holding no
-    /// connection, and only the first takes one and the service's row lock.
-    writers: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// One writer per service ([`writer`]): this process's writers of a service queue here,
+    /// holding no connection, and run as members of one transaction, committed together.
+    writers: Arc<Mutex<HashMap<String, writer::SharedGroup>>>,
     search_time_limit: Duration,
 }
 
@@ -137,12 +139,11 @@ impl PgStore {
         Ok(Conn {
             obj: Some(obj),
             in_tx: false,
-            queue: None,
         })
     }
 
-    /// This process's writer queue of a service.
-    fn queue(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// This process's writer of a service.
+    fn group(&self, service: &str) -> writer::SharedGroup {
         let mut map = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(service.to_owned()).or_default().clone()
     }
@@ -159,12 +160,10 @@ impl PgStore {
 
 /// A pooled connection that knows whether it is inside a transaction: one dropped inside
 /// one is rolled back before the pool hands it out again (or, with no runtime to do that
-/// on, closed, which rolls back too), and only then is its writer queue released.
+/// on, closed, which rolls back too).
 pub(crate) struct Conn {
     obj: Option<Object>,
     in_tx: bool,
-    /// The service's writer queue, held by a write transaction.
-    queue: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Conn {
@@ -234,7 +233,6 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let queue = self.queue.take();
         let Some(obj) = self.obj.take() else { return };
         if !self.in_tx {
             return;
@@ -245,7 +243,6 @@ impl Drop for Conn {
                     if obj.batch_execute("ROLLBACK").await.is_err() {
                         drop(Object::take(obj));
                     }
-                    drop(queue);
                 });
             }
             Err(_) => drop(Object::take(obj)),
@@ -400,8 +397,10 @@ impl Store for PgStore {
     }
 
     async fn delete_service(&self, name: &str) -> Result<bool> {
-        let queue = self.queue(name);
-        let _turn = queue.lock().await;
+        // This process's writers first: a group still open is committed.
+        let group = self.group(name);
+        let mut turn = group.lock().await;
+        turn.flush().await;
         let mut conn = self.conn().await?;
         conn.begin("BEGIN").await?;
         let Some(row) = conn
@@ -568,10 +567,7 @@ impl Store for PgStore {
     }
 
     async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>> {
-        let turn = self.queue(service).lock_owned().await;
-        let mut conn = self.conn().await?;
-        conn.queue = Some(turn);
-        let tx = tx::PgTx::begin(conn, service).await?;
+        let tx = tx::PgTx::begin(self, self.group(service), service).await?;
         Ok(Box::new(tx))
     }
 

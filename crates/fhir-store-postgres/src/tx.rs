@@ -1,15 +1,17 @@
-//! A write transaction: one pooled connection inside `BEGIN … COMMIT`, holding its service's
-//! counter row (`service_clock`) locked from the start.
+//! A write transaction: a member of its service's group ([`crate::writer`]), a savepoint in
+//! the group's PostgreSQL transaction, which holds the service's counter row
+//! (`service_clock`) locked from its first statement.
 //!
-//! The lock is what serialises writers, across every process on the database: a second
-//! [`fhir_store::Store::begin`] on the service waits in `SELECT … FOR UPDATE` until the first
-//! ends, then reads the counter as the first left it (`READ COMMITTED` reads the newest
-//! committed row after a lock wait), and every statement after sees what the first wrote. So
+//! The lock is what serialises writers across every process on the database: another
+//! process's writer of the service waits in `SELECT … FOR UPDATE` until the group ends, then
+//! reads the counter as the group left it (`READ COMMITTED` reads the newest committed row
+//! after a lock wait), and every statement after sees what the group wrote; in this process,
+//! writers wait for the group's mutex and then see what the members before them wrote. So
 //! `If-Match`, conditional creates and read-modify-write hold without retries, and `seq`,
 //! handed out from the counter, grows in commit order. The counter and the type totals are
-//! written back once, at commit. A write is two round trips: the resource's current version,
-//! then one statement that appends the version, moves the resource's pointer and replaces its
-//! index rows. Dropping the transaction rolls it back (see [`crate::Conn`]).
+//! written back once per group, at its commit. A write is two round trips: the resource's
+//! current version, then one statement that appends the version, moves the resource's pointer
+//! and replaces its index rows. Dropping the transaction rolls it back to its savepoint.
 
 use std::collections::HashMap;
 
@@ -20,62 +22,66 @@ use fhir_store::{Method, Prepared, Result, StoreError, StoredResource, WriteTx};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
-use crate::{index, micros_to_instant, pg_error, stored_from_row, Conn, VERSION_COLUMNS};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::writer::{self, Group, Open, SharedGroup};
+use crate::{index, micros_to_instant, stored_from_row, Conn, PgStore, VERSION_COLUMNS};
 
 pub(crate) struct PgTx {
-    /// `None` once committed.
-    conn: Option<Conn>,
-    sid: i64,
-    /// The last `seq` given out (the counter as it will be written back).
-    seq: i64,
-    /// The newest instant given out, in microseconds.
-    last_micros: i64,
-    /// Versions written per type, added to `version_counts` at commit.
+    /// The service's group, held while this member runs; `None` once committed.
+    group: Option<OwnedMutexGuard<Group>>,
+    shared: SharedGroup,
+    /// Versions written per type, added to the group's at commit.
     counts: HashMap<String, i64>,
-    /// Base URLs the resources written came through, recorded at commit.
+    /// Base URLs the resources written came through.
     bases: Vec<String>,
 }
 
 impl PgTx {
-    pub(crate) async fn begin(mut conn: Conn, service: &str) -> Result<PgTx> {
-        conn.in_tx = true;
-        let client = conn.client()?;
-        // Pipelined: BEGIN goes out first, the lock right behind it.
-        let lock = async {
-            let st = client
-                .prepare_cached(
-                    "SELECT c.sid, c.seq, c.last_micros FROM services s \
-                     JOIN service_clock c ON c.sid = s.sid WHERE s.name = $1 FOR UPDATE OF c",
-                )
-                .await?;
-            client.query_opt(&st, &[&service]).await
-        };
-        let (began, row) = tokio::join!(client.batch_execute("BEGIN"), lock);
-        began.map_err(pg_error)?;
-        let row = row
-            .map_err(pg_error)?
-            .ok_or_else(|| StoreError::NoSuchService(service.to_owned()))?;
-        Ok(PgTx {
-            sid: row.get(0),
-            seq: row.get(1),
-            last_micros: row.get(2),
-            conn: Some(conn),
+    /// Waits for the service's group, then starts a member of it.
+    pub(crate) async fn begin(store: &PgStore, shared: SharedGroup, service: &str) -> Result<PgTx> {
+        let group = shared.clone().lock_owned().await;
+        // From here on, Drop undoes whatever begin got to.
+        let mut tx = PgTx {
+            group: Some(group),
+            shared,
             counts: HashMap::new(),
             bases: Vec::new(),
-        })
+        };
+        if let Some(g) = tx.group.as_mut() {
+            g.begin(store, service).await?;
+        }
+        Ok(tx)
+    }
+
+    fn open(&self) -> Result<&Open> {
+        self.group
+            .as_ref()
+            .and_then(|g| g.open.as_ref())
+            .ok_or_else(|| StoreError::Backend("transaction already ended".into()))
+    }
+
+    fn open_mut(&mut self) -> Result<&mut Open> {
+        self.group
+            .as_mut()
+            .and_then(|g| g.open.as_mut())
+            .ok_or_else(|| StoreError::Backend("transaction already ended".into()))
     }
 
     fn conn(&self) -> Result<&Conn> {
-        self.conn
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("transaction already ended".into()))
+        Ok(&self.open()?.conn)
+    }
+
+    fn sid(&self) -> Result<i64> {
+        Ok(self.open()?.sid)
     }
 
     /// The next instant: the wall clock, or 1 µs past the service's newest instant if that is
     /// not behind it (another process's clock may be ahead of ours).
     fn next_instant(&mut self) -> Result<DateTime<Utc>> {
-        let next = Utc::now().timestamp_micros().max(self.last_micros + 1);
-        self.last_micros = next;
+        let open = self.open_mut()?;
+        let next = Utc::now().timestamp_micros().max(open.last_micros + 1);
+        open.last_micros = next;
         micros_to_instant(next)
     }
 
@@ -86,7 +92,7 @@ impl PgTx {
             .query_opt(
                 "SELECT version, deleted, seq FROM resources \
                  WHERE sid = $1 AND rtype = $2 AND id = $3",
-                &[&self.sid, &rtype, &id],
+                &[&self.sid()?, &rtype, &id],
             )
             .await?
             .map(|row| (row.get(0), row.get(1), row.get(2))))
@@ -106,10 +112,11 @@ impl PgTx {
         old: Option<i64>,
         entries: &[fhir_search::IndexEntry],
     ) -> Result<()> {
-        self.seq += 1;
+        let open = self.open_mut()?;
+        open.seq += 1;
+        let seq = open.seq;
+        let sid = open.sid;
         *self.counts.entry(rtype.to_owned()).or_default() += 1;
-        let seq = self.seq;
-        let sid = self.sid;
         let method = i16::try_from(method.code()).unwrap_or(3);
         let deleted = body.is_none();
         let columns = index::columns(entries);
@@ -162,7 +169,7 @@ impl WriteTx for PgTx {
                      AND v.version = r.version \
                      WHERE r.sid = $1 AND r.rtype = $2 AND r.id = $3"
                 ),
-                &[&self.sid, &rtype, &id],
+                &[&self.sid()?, &rtype, &id],
             )
             .await?;
         row.map(|row| stored_from_row(&row, 0, rtype.to_owned(), id.to_owned()))
@@ -261,32 +268,41 @@ impl WriteTx for PgTx {
         query: &fhir_store::SearchQuery,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        crate::search::matching(self.conn()?, self.sid, query, limit).await
+        crate::search::matching(self.conn()?, self.sid()?, query, limit).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        let mut conn = self
-            .conn
+        let mut group = self
+            .group
             .take()
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))?;
-        let (rtypes, counts): (Vec<String>, Vec<i64>) = self.counts.drain().unzip();
-        // Dropping `conn` on an error here rolls the transaction back.
-        conn.execute(
-            "WITH c AS (UPDATE service_clock SET seq = $2, last_micros = $3 WHERE sid = $1), \
-             n AS (INSERT INTO version_counts (sid, rtype, n) \
-                   SELECT $1, u.rtype, u.n FROM unnest($4::text[], $5::bigint[]) AS u(rtype, n) \
-                   ON CONFLICT (sid, rtype) DO UPDATE SET n = version_counts.n + excluded.n) \
-             INSERT INTO own_bases (url) SELECT unnest($6::text[]) ON CONFLICT DO NOTHING",
-            &[
-                &self.sid,
-                &self.seq,
-                &self.last_micros,
-                &rtypes,
-                &counts,
-                &self.bases,
-            ],
-        )
-        .await?;
-        conn.commit().await
+        let counts = std::mem::take(&mut self.counts);
+        let bases = std::mem::take(&mut self.bases);
+        let shared = self.shared.clone();
+        // Its own task: should this future be dropped meanwhile, the member is still released
+        // and its group committed, and only then is the group free again.
+        tokio::spawn(async move {
+            let outcome = group.release(counts, bases).await?;
+            writer::commit(shared, group, outcome).await
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        let Some(mut group) = self.group.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            // The group stays taken until the member is undone.
+            Ok(rt) => {
+                rt.spawn(async move { group.rollback().await });
+            }
+            Err(_) => group.abort(&StoreError::Backend(
+                "a transaction was dropped outside the runtime".into(),
+            )),
+        }
     }
 }

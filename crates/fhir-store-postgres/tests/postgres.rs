@@ -510,3 +510,59 @@ async fn a_transaction_cut_off_mid_way_leaves_nothing() {
     tx.commit().await.expect("commit");
     assert_eq!(p.version, 1, "nothing of the cut-off transaction counted");
 }
+
+/// Group commit keeps its members apart: a transaction whose statement fails (an id
+/// PostgreSQL's text cannot hold) is rolled back to its savepoint, and the transactions
+/// committed beside it in the same group are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_member_leaves_its_group_intact() {
+    let db = scratch().await;
+    let store = Arc::new(connect(&db, small()).await);
+    store.create_service("s").await.expect("service");
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..6 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for round in 0..10 {
+                let mut tx = store.begin("s").await.expect("begin");
+                tx.put(
+                    "Patient",
+                    &format!("t{task}-r{round}"),
+                    json!({"resourceType": "Patient"}),
+                    Method::Put,
+                )
+                .await
+                .expect("put");
+                if (task + round) % 4 == 0 {
+                    let bad = tx
+                        .put(
+                            "Patient",
+                            "nul\u{0}id",
+                            json!({"resourceType": "Patient"}),
+                            Method::Put,
+                        )
+                        .await;
+                    assert!(bad.is_err(), "an id with NUL is refused");
+                    drop(tx);
+                    continue;
+                }
+                tokio::task::yield_now().await;
+                tx.commit().await.expect("commit");
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("a writer task failed");
+    }
+    for task in 0..6 {
+        for round in 0..10 {
+            let id = format!("t{task}-r{round}");
+            let found = store.read("s", "Patient", &id).await.expect("read");
+            assert_eq!(
+                found.is_some(),
+                (task + round) % 4 != 0,
+                "Patient/{id}: committed or rolled back as its transaction said"
+            );
+        }
+    }
+}
