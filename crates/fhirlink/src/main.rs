@@ -60,6 +60,8 @@ enum Command {
     Backup(cli::BackupArgs),
     /// Restore a backup into a data folder, with the server stopped.
     Restore(cli::RestoreArgs),
+    /// Bulk-export a FHIR service ($export: kick-off, poll, download) into a folder.
+    Export(cli::ExportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +102,7 @@ fn main() -> std::process::ExitCode {
                     Command::Diagnose(a) => cli::diagnose(a).await,
                     Command::Backup(a) => cli::backup(a).await,
                     Command::Restore(a) => cli::restore(a),
+                    Command::Export(a) => cli::export(a).await,
                 }
             })
         });

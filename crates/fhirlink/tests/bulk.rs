@@ -511,3 +511,96 @@ fn the_job_limit_expiry_and_a_restart_mid_export() {
     let file = manifest["output"][0]["url"].as_str().unwrap().to_owned();
     assert_eq!(d.send("GET", &file, Some(&owner), None, &[]).status, 404);
 }
+
+/// `fhirlink export`: kick-off, poll and download into a folder, over HTTPS with a token it
+/// mints from the data folder's key; every file whole, the manifest beside them, progress as
+/// log lines (stderr is not a terminal here); a refused export is a failure naming why.
+#[test]
+fn the_export_command_downloads_every_file() {
+    let s = AdminServer::start_with(&["--bulk-file-lines", "2"]);
+    let d = Data::new(&s);
+    let owner = data_token(&s.data, "admin", "default", &[]);
+    for i in 0..5 {
+        d.put(&owner, patient(&format!("p{i}"), "female"));
+    }
+    d.put(&owner, observation("o1", "p1", "final"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("export");
+    let run = s.cli(&[
+        "export",
+        "--fhir-url",
+        &s.base,
+        "--out",
+        out.to_str().unwrap(),
+        "--type",
+        "Patient,Observation",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exported 6 resources in 4 files"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("downloaded Patient-1.ndjson: 2 resources"),
+        "{stderr}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Observation-1.ndjson",
+            "Patient-1.ndjson",
+            "Patient-2.ndjson",
+            "Patient-3.ndjson",
+            "manifest.json"
+        ]
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["output"].as_array().unwrap().len(), 4);
+    let mut ids = Vec::new();
+    for n in &names[..4] {
+        for line in std::fs::read_to_string(out.join(n)).unwrap().lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            ids.push(format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            ));
+        }
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "Observation/o1",
+            "Patient/p0",
+            "Patient/p1",
+            "Patient/p2",
+            "Patient/p3",
+            "Patient/p4"
+        ]
+    );
+
+    // A principal without the export right: the server's refusal, in words.
+    let run = s.cli(&[
+        "export",
+        "--fhir-url",
+        &s.base,
+        "--out",
+        tmp.path().join("refused").to_str().unwrap(),
+        "--principal",
+        "stranger",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("403") && stderr.contains("export"),
+        "{stderr}"
+    );
+}
