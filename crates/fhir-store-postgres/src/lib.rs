@@ -9,10 +9,10 @@
 //! machine or a trusted network; `sslmode` is to come with `serve --store`.
 //!
 //! [`PgStore::connect`] creates the schema on first use and refuses a database whose schema
-//! is newer than this build's ([`schema`]). Writers of one service are serialised by the
+//! is newer than this build's (`schema.rs`). Writers of one service are serialised by the
 //! service's counter row, locked by `SELECT … FOR UPDATE` in the transaction's first statement
 //! (across processes), and, in this process, by one writer per service whose queued
-//! transactions are savepoints of one PostgreSQL transaction, committed together ([`writer`]),
+//! transactions are savepoints of one PostgreSQL transaction, committed together (`writer.rs`),
 //! so that waiting writers hold no connection and a commit's WAL flush is shared. Reads run on
 //! the pool without taking any lock; a history, a search or a scan reads one `REPEATABLE READ`
 //! snapshot. Errors that a retry may cure — a lost connection, a serialisation failure

@@ -21,6 +21,18 @@
 //! One invariant the history queries rely on: within a service, `last_updated` grows with
 //! `seq` (each instant is the later of the wall clock and the last instant plus 1 µs, taken
 //! under the service's lock), so a `_since`/`_at` instant becomes a `seq` bound.
+//!
+//! What the store asks of the server, for the Postgres-wire engines (only PostgreSQL 15 was
+//! run; the rest is read from their documentation, untested): `SELECT … FOR UPDATE` on one
+//! row, `INSERT … ON CONFLICT`, data-modifying `WITH` items, `unnest` of array parameters,
+//! identity columns, `COLLATE "C"`, one partial index, `REPEATABLE READ READ ONLY`
+//! snapshots, `SET LOCAL statement_timeout`, savepoints. No triggers, advisory locks,
+//! `LISTEN`, sequences on hot keys or `jsonb`. On Citus every per-service table would be
+//! distributed by `sid` and co-located, `services`, `documents`, `own_bases` and
+//! `fhirlink_schema` reference tables; the begin statement joins `services` to the locked
+//! `service_clock` row, which Citus may want split in two (look the `sid` up, then lock by
+//! it). CockroachDB runs `SERIALIZABLE` and answers conflicts with 40001, which this store
+//! turns into `Busy` (503) rather than retrying itself.
 
 use fhir_store::{Result, StoreError};
 use tokio_postgres::Client;
