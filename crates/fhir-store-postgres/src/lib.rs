@@ -148,6 +148,15 @@ impl PgStore {
         map.entry(service.to_owned()).or_default().clone()
     }
 
+    /// Forgets the writer of a service that does not exist, unless a writer holds it: the
+    /// map holds no entry per name a caller merely tried.
+    fn forget_group(&self, service: &str) {
+        let mut map = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(service).is_some_and(|g| Arc::strong_count(g) == 1) {
+            map.remove(service);
+        }
+    }
+
     /// A connection inside a read-only `REPEATABLE READ` transaction: one snapshot for all
     /// that is read through it.
     async fn snapshot_conn(&self) -> Result<Conn> {
@@ -430,6 +439,9 @@ impl Store for PgStore {
         conn.execute("DELETE FROM services WHERE sid = $1", &[&sid])
             .await?;
         conn.commit().await?;
+        drop(turn);
+        drop(group);
+        self.forget_group(name);
         Ok(true)
     }
 
@@ -567,8 +579,15 @@ impl Store for PgStore {
     }
 
     async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>> {
-        let tx = tx::PgTx::begin(self, self.group(service), service).await?;
-        Ok(Box::new(tx))
+        match tx::PgTx::begin(self, self.group(service), service).await {
+            Ok(tx) => Ok(Box::new(tx)),
+            Err(e) => {
+                if matches!(e, StoreError::NoSuchService(_)) {
+                    self.forget_group(service);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
