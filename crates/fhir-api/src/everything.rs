@@ -206,6 +206,30 @@ pub(crate) async fn everything(
         max_count: PAGE,
     };
     let defs = ctx.state.inner.defs;
+    // The references of each resource are taken as it arrives.
+    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    let own = format!("{}/", ctx.base);
+    let mut take_references = |r: &StoredResource| {
+        let Some(body) = &r.body else { return };
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        references(&v, &mut |reference| {
+            let local = reference.strip_prefix(&own).unwrap_or(reference);
+            let mut parts = local.split('/');
+            if let (Some(t), Some(rid), None) = (parts.next(), parts.next(), parts.next()) {
+                if defs.is_resource_type(t) && crate::interaction::valid_id(rid) {
+                    wanted.insert((t.to_owned(), rid.to_owned()));
+                }
+            }
+        });
+    };
+    take_references(&patient);
+    // Past the budget (ApiConfig::everything_memory_bytes), bodies are dropped once their
+    // references are taken, and read again for the page that shows them: a patient with a
+    // hundred thousand resources costs keys, not gigabytes.
+    let budget = ctx.state.inner.config.everything_memory_bytes;
+    let mut kept = 0usize;
     for t in defs.resource_types() {
         // Every type is searched, `_type` or not: what the others reference is part of the
         // record (`_type=Organization` is the organizations the record names).
@@ -222,7 +246,14 @@ pub(crate) async fn everything(
         query.total = Some(Total::None);
         loop {
             let page = store.search(&ctx.service, &query).await?;
-            for r in page.matches {
+            for mut r in page.matches {
+                take_references(&r);
+                let len = r.body.as_ref().map_or(0, |b| b.len());
+                if kept + len > budget {
+                    r.body = None;
+                } else {
+                    kept += len;
+                }
                 matched.insert((r.resource_type.clone(), r.id.clone()), r);
             }
             match page.next {
@@ -233,23 +264,6 @@ pub(crate) async fn everything(
     }
 
     // The resources they reference, read once each.
-    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
-    let own = format!("{}/", ctx.base);
-    for r in std::iter::once(&patient).chain(matched.values()) {
-        let Some(body) = &r.body else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            continue;
-        };
-        references(&v, &mut |reference| {
-            let local = reference.strip_prefix(&own).unwrap_or(reference);
-            let mut parts = local.split('/');
-            if let (Some(t), Some(rid), None) = (parts.next(), parts.next(), parts.next()) {
-                if defs.is_resource_type(t) && crate::interaction::valid_id(rid) {
-                    wanted.insert((t.to_owned(), rid.to_owned()));
-                }
-            }
-        });
-    }
     let mut included: BTreeMap<(String, String), StoredResource> = BTreeMap::new();
     for (t, rid) in wanted {
         let key = (t, rid);
@@ -315,10 +329,19 @@ pub(crate) async fn everything(
     bundle.insert("type".into(), json!("searchset"));
     bundle.insert("total".into(), json!(total));
     bundle.insert("link".into(), Value::Array(links));
-    let entries: Vec<Entry<'_>> = all[offset..end]
-        .iter()
-        .map(|(r, mode)| Entry::Raw(r, mode))
-        .collect();
+    // Bodies dropped past the budget are read again for this page (a resource deleted in
+    // between is left out of it).
+    let mut reread: Vec<(StoredResource, &'static str)> = Vec::new();
+    for (r, mode) in &all[offset..end] {
+        if r.body.is_some() {
+            reread.push(((*r).clone(), mode));
+        } else if let Some(again) = store.read(&ctx.service, &r.resource_type, &r.id).await? {
+            if !again.is_deleted() {
+                reread.push((again, mode));
+            }
+        }
+    }
+    let entries: Vec<Entry<'_>> = reread.iter().map(|(r, mode)| Entry::Raw(r, mode)).collect();
     let body = if ctx.pretty {
         // Pretty output re-serialises the whole Bundle.
         let raw = splice_bundle(ctx, &Value::Object(bundle), &entries);

@@ -54,6 +54,9 @@ pub struct ApiConfig {
     pub require_access: bool,
     /// The data plane speaks HTTPS: links and `Location` say `https://`.
     pub https: bool,
+    /// Bytes of resource bodies a `$everything` keeps in memory while it collects the
+    /// record; past them it keeps keys and reads each page's resources again.
+    pub everything_memory_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
             max_bundle_entries: 20_000,
             require_access: false,
             https: false,
+            everything_memory_bytes: 16 << 20,
         }
     }
 }

@@ -258,3 +258,34 @@ async fn everything_is_the_patients_bundle_exactly() {
         assert_eq!(a.status, StatusCode::FORBIDDEN);
     }
 }
+
+/// With a memory budget of a few resources, `$everything` keeps keys and reads each page's
+/// resources again: still exactly the patient's bundle, in the same order page for page.
+#[tokio::test]
+async fn a_record_past_the_memory_budget_is_the_same_record() {
+    for b in backends() {
+        let tight = Server::start_with(
+            &b,
+            fhir_api::ApiConfig {
+                everything_memory_bytes: 4096,
+                ..fhir_api::ApiConfig::default()
+            },
+        )
+        .await;
+        for (pid, written) in load(&tight).await.into_iter().take(2) {
+            let (whole, _, total) =
+                all_pages(&tight, &format!("/Patient/{pid}/$everything?_count=1000")).await;
+            let expected: BTreeSet<String> = written.keys().cloned().collect();
+            assert_eq!(
+                whole.iter().cloned().collect::<BTreeSet<_>>(),
+                expected,
+                "{}",
+                b.name
+            );
+            assert_eq!(total as usize, expected.len());
+            let (paged, _, _) =
+                all_pages(&tight, &format!("/Patient/{pid}/$everything?_count=9")).await;
+            assert_eq!(paged, whole, "{}: pages of 9", b.name);
+        }
+    }
+}
