@@ -20,22 +20,66 @@ use tower::ServiceExt;
 /// A store backend the suite runs on.
 pub struct Backend {
     pub name: &'static str,
-    pub open: fn(&std::path::Path) -> Arc<dyn Store>,
+    kind: Kind_,
 }
 
-/// Every backend this build has.
+#[derive(Clone, Copy)]
+enum Kind_ {
+    Sqlite,
+    Postgres,
+}
+
+/// Every backend this build has: the embedded SQLite store, and PostgreSQL at
+/// 127.0.0.1:5432 with a freshly created database per server, dropped with it (the tests fail,
+/// never skip, when that PostgreSQL is not running; scripts/test starts it).
 pub fn backends() -> Vec<Backend> {
-    vec![Backend {
-        name: "sqlite",
-        open: |dir| Arc::new(fhir_store_sqlite::SqliteStore::open(dir).expect("open store")),
-    }]
+    vec![
+        Backend {
+            name: "sqlite",
+            kind: Kind_::Sqlite,
+        },
+        Backend {
+            name: "postgres",
+            kind: Kind_::Postgres,
+        },
+    ]
+}
+
+/// What keeps a store's data alive for as long as its server: a folder or a database.
+enum Keep {
+    Dir(tempfile::TempDir),
+    Database(fhir_store_postgres::scratch::ScratchDatabase),
+}
+
+impl Backend {
+    async fn open(&self) -> (Arc<dyn Store>, Keep) {
+        match self.kind {
+            Kind_::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = fhir_store_sqlite::SqliteStore::open(dir.path()).expect("open store");
+                (Arc::new(store), Keep::Dir(dir))
+            }
+            Kind_::Postgres => {
+                let db = fhir_store_postgres::scratch::ScratchDatabase::create()
+                    .await
+                    .unwrap_or_else(|e| panic!("scratch database: {e}"));
+                let store = fhir_store_postgres::PgStore::connect(
+                    &db.url(),
+                    fhir_store_postgres::PgConfig::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("connect to {}: {e}", db.name()));
+                (Arc::new(store), Keep::Database(db))
+            }
+        }
+    }
 }
 
 pub struct Server {
     pub backend: &'static str,
     pub store: Arc<dyn Store>,
     app: Router,
-    _dir: tempfile::TempDir,
+    _keep: Keep,
 }
 
 /// An answer: status, body (JSON or `Null`), headers, and the interaction the router said
@@ -49,16 +93,7 @@ pub struct Answer {
 
 impl Server {
     pub async fn start(backend: &Backend) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = (backend.open)(dir.path());
-        store.create_service("default").await.expect("service");
-        let app = router(AppState::new(store.clone(), ApiConfig::default()));
-        Server {
-            backend: backend.name,
-            store,
-            app,
-            _dir: dir,
-        }
+        Server::start_with(backend, ApiConfig::default()).await
     }
 
     /// Sends a request as `access` (none: the router's own unrestricted default).
@@ -237,15 +272,14 @@ impl Raw {
 impl Server {
     /// A data plane with `config` (what the binary's flags set: `--max-body-bytes`, …).
     pub async fn start_with(backend: &Backend, config: ApiConfig) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = (backend.open)(dir.path());
+        let (store, keep) = backend.open().await;
         store.create_service("default").await.expect("service");
         let app = router(AppState::new(store.clone(), config));
         Server {
             backend: backend.name,
             store,
             app,
-            _dir: dir,
+            _keep: keep,
         }
     }
 
