@@ -84,7 +84,8 @@ impl Manifest {
 
 /// What the backup endpoint needs: the store, the data folder, and one backup at a time.
 pub(crate) struct Backups {
-    store: Arc<SqliteStore>,
+    /// `None` when the store is PostgreSQL: the database is backed up with its own tools.
+    store: Option<Arc<SqliteStore>>,
     data: PathBuf,
     running: Arc<tokio::sync::Mutex<()>>,
 }
@@ -92,7 +93,7 @@ pub(crate) struct Backups {
 impl Backups {
     /// Made once the store is open (so this process holds the folder): what a backup cut
     /// short by a crash left in the data folder is removed.
-    pub(crate) fn new(store: Arc<SqliteStore>, data: &Path) -> Backups {
+    pub(crate) fn new(store: Option<Arc<SqliteStore>>, data: &Path) -> Backups {
         for entry in std::fs::read_dir(data).into_iter().flatten().flatten() {
             if entry
                 .file_name()
@@ -152,6 +153,13 @@ async fn take(
 }
 
 async fn start(backups: &Backups) -> Result<Response, Response> {
+    let Some(store) = backups.store.clone() else {
+        return Err(arm_error(
+            StatusCode::CONFLICT,
+            "BackupNotSupported",
+            "This server keeps its data in PostgreSQL: back the database up with PostgreSQL's own tools (pg_dump, base backups) and the data folder (keys, certificates) with it; fhirlink backup copies the embedded SQLite store.".into(),
+        ));
+    };
     let Ok(guard) = backups.running.clone().try_lock_owned() else {
         return Err(arm_error(
             StatusCode::CONFLICT,
@@ -162,7 +170,7 @@ async fn start(backups: &Backups) -> Result<Response, Response> {
     let staging = backups
         .data
         .join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4()));
-    let (store, data, dir) = (backups.store.clone(), backups.data.clone(), staging.clone());
+    let (data, dir) = (backups.data.clone(), staging.clone());
     let started = Instant::now();
     let prepared = tokio::task::spawn_blocking(move || prepare(&store, &data, &dir))
         .await

@@ -149,17 +149,74 @@ pub(crate) struct ServeArgs {
     /// Bulk export: where the output files are written; default `<data>/bulk`.
     #[arg(long, env = "FHIRLINK_BULK_DIR")]
     bulk_dir: Option<PathBuf>,
+    /// Where the FHIR data and the control plane's documents are kept: `sqlite`, the
+    /// embedded store in --data (the default), or a PostgreSQL URL
+    /// (`postgres://user[:password]@host:port/database`; its schema is created or checked at
+    /// start). The keys, certificates, audit log and export files stay in --data either way.
+    #[arg(
+        long,
+        env = "FHIRLINK_STORE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    store: String,
+    /// PostgreSQL store: the most connections the pool opens.
+    #[arg(long, env = "FHIRLINK_STORE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    store_pool_size: u16,
+    /// PostgreSQL store: the longest one statement may run (waiting for a service's writer
+    /// counts); past it the request is answered 503.
+    #[arg(long, env = "FHIRLINK_STORE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    store_statement_timeout: Duration,
+    /// PostgreSQL store: the longest opening a connection, or waiting for a free one, may
+    /// take.
+    #[arg(long, env = "FHIRLINK_STORE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    store_connect_timeout: Duration,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
 
+/// A store URL with its password replaced, for messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&args.data)
-        .with_context(|| format!("opening the store in {}", args.data.display()))?
-        .with_search_time_limit(args.search_time_limit);
-    let sqlite = Arc::new(store);
-    let backups = Arc::new(crate::backup::Backups::new(sqlite.clone(), &args.data));
-    let store: Arc<dyn Store> = sqlite;
+    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = if args.store == "sqlite" {
+        let store = SqliteStore::open(&args.data)
+            .with_context(|| format!("opening the store in {}", args.data.display()))?
+            .with_search_time_limit(args.search_time_limit);
+        let sqlite = Arc::new(store);
+        (sqlite.clone(), Some(sqlite))
+    } else if args.store.starts_with("postgres://") || args.store.starts_with("postgresql://") {
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("creating the data folder {}", args.data.display()))?;
+        let config = fhir_store_postgres::PgConfig {
+            pool_size: usize::from(args.store_pool_size),
+            statement_timeout: args.store_statement_timeout,
+            connect_timeout: args.store_connect_timeout,
+            search_time_limit: args.search_time_limit,
+        };
+        let store = fhir_store_postgres::PgStore::connect(&args.store, config)
+            .await
+            .with_context(|| format!("opening the store {}", redacted(&args.store)))?;
+        tracing::info!(store = %redacted(&args.store), "PostgreSQL store");
+        (Arc::new(store), None)
+    } else {
+        anyhow::bail!(
+            "--store must be sqlite or a postgres:// URL, not '{}'",
+            redacted(&args.store)
+        );
+    };
+    let backups = Arc::new(crate::backup::Backups::new(sqlite, &args.data));
     store
         .create_service(fhir_api::DEFAULT_SERVICE)
         .await
