@@ -22,10 +22,12 @@ use chrono::{DateTime, Utc};
 use fhir_store::{DocumentWrite, Expected, Store, StoreError};
 use serde_json::{json, Value};
 
+pub mod import;
 pub mod job;
 pub mod params;
 mod run;
 
+pub use import::{ImportJob, ImportMode, ImportParams, ImportStatus};
 pub use job::{Job, JobState, OutputFile};
 pub use params::{ExportLevel, ExportParams, TypeFilter};
 
@@ -47,6 +49,10 @@ pub struct BulkConfig {
     pub min_poll_interval: Duration,
     /// What a running job's poll tells the client to wait (`Retry-After`).
     pub retry_after: Duration,
+    /// Folders `$import` may read `file:` inputs from (`--import-dir`); none: no imports.
+    pub import_dirs: Vec<PathBuf>,
+    /// Lines per import chunk: parsed and indexed together, written in one transaction.
+    pub import_chunk_lines: usize,
 }
 
 impl BulkConfig {
@@ -60,6 +66,8 @@ impl BulkConfig {
             max_resources_per_file: 100_000,
             min_poll_interval: Duration::from_millis(200),
             retry_after: Duration::from_secs(1),
+            import_dirs: Vec::new(),
+            import_chunk_lines: 1000,
         }
     }
 }
@@ -171,6 +179,7 @@ pub struct Bulk {
     store: Arc<dyn Store>,
     config: BulkConfig,
     running: Mutex<HashMap<String, Arc<Running>>>,
+    imports: Mutex<HashMap<String, Arc<import::Running>>>,
     polls: Mutex<HashMap<String, Instant>>,
 }
 
@@ -188,6 +197,7 @@ impl Bulk {
             store,
             config,
             running: Mutex::new(HashMap::new()),
+            imports: Mutex::new(HashMap::new()),
             polls: Mutex::new(HashMap::new()),
         })
     }
@@ -236,6 +246,7 @@ impl Bulk {
             self.spawn(job, doc.version);
             resumed += 1;
         }
+        owned.extend(self.start_imports().await?);
         self.remove_orphans(&owned);
         let bulk = Arc::downgrade(self);
         // Often enough that a job is gone within a third of its retention past it.
@@ -282,7 +293,7 @@ impl Bulk {
                 }
             }
         }
-        Ok(removed)
+        Ok(removed + self.sweep_imports(now).await?)
     }
 
     /// Accepts an export: checks the Group of a group export, the job limit, takes the
@@ -355,24 +366,7 @@ impl Bulk {
     /// `429` when it comes too soon after the previous poll.
     pub async fn status(&self, service: &str, id: &str, base: &str) -> Result<Status, BulkError> {
         let job = self.job(service, id).await?;
-        {
-            let now = Instant::now();
-            let mut polls = self.polls.lock().unwrap_or_else(PoisonError::into_inner);
-            if polls.len() > 10_000 {
-                polls.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
-            }
-            // Only an answered poll starts the interval again: a client that polls too
-            // fast is told to wait, never kept waiting for ever by its own refusals.
-            let key = job.key();
-            if let Some(last) = polls.get(&key) {
-                if now.duration_since(*last) < self.config.min_poll_interval {
-                    return Err(BulkError::PolledTooFast {
-                        retry_after: self.config.retry_after,
-                    });
-                }
-            }
-            polls.insert(key, now);
-        }
+        self.check_poll(&job.key())?;
         Ok(match job.state {
             JobState::Running => {
                 let progress = self.running_of(&job.key()).map_or_else(
@@ -449,6 +443,26 @@ impl Bulk {
             )));
         }
         Ok((self.job_dir(service, id).join(name), job))
+    }
+
+    /// 429 for a poll of job `key` sooner than the poll interval after the last answered one.
+    fn check_poll(&self, key: &str) -> Result<(), BulkError> {
+        let now = Instant::now();
+        let mut polls = self.polls.lock().unwrap_or_else(PoisonError::into_inner);
+        if polls.len() > 10_000 {
+            polls.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        // Only an answered poll starts the interval again: a client that polls too fast is
+        // told to wait, never kept waiting for ever by its own refusals.
+        if let Some(last) = polls.get(key) {
+            if now.duration_since(*last) < self.config.min_poll_interval {
+                return Err(BulkError::PolledTooFast {
+                    retry_after: self.config.retry_after,
+                });
+            }
+        }
+        polls.insert(key.to_owned(), now);
+        Ok(())
     }
 
     fn running_of(&self, key: &str) -> Option<Arc<Running>> {
@@ -586,6 +600,11 @@ impl Bulk {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .is_empty()
+                && self
+                    .imports
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
             {
                 return true;
             }

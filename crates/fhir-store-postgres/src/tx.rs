@@ -263,6 +263,73 @@ impl WriteTx for PgTx {
         }))
     }
 
+    async fn put_version(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        last_updated: DateTime<Utc>,
+        prepared: Option<Prepared>,
+    ) -> Result<Option<StoredResource>> {
+        let number = i64::try_from(version)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| StoreError::Backend(format!("version {version} out of range")))?;
+        let head = self.head(rtype, id).await?;
+        if head.is_some_and(|(v, _, _)| v >= number) {
+            return Ok(None);
+        }
+        {
+            let open = self.open_mut()?;
+            open.last_micros = open.last_micros.max(last_updated.timestamp_micros());
+        }
+        let (method, body, entries) = match prepared {
+            Some(prepared) => {
+                if let Some(base) = prepared.base() {
+                    if !self.bases.iter().any(|b| b == base) {
+                        self.bases.push(base.to_string());
+                    }
+                }
+                let (mut resource, mut entries) = prepared.into_parts();
+                fhir_store::stamp(&mut resource, id, version, &last_updated);
+                fhir_search::restamp_last_updated(&resource, &mut entries);
+                let body = serde_json::to_vec(&resource).map_err(|e| {
+                    StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}"))
+                })?;
+                let method = if head.is_none() {
+                    Method::Post
+                } else {
+                    Method::Put
+                };
+                (method, Some(body), entries)
+            }
+            None => (Method::Delete, None, Vec::new()),
+        };
+        let old = match head {
+            Some((_, false, old)) => Some(old),
+            _ => None,
+        };
+        self.append(
+            rtype,
+            id,
+            number,
+            &last_updated,
+            method,
+            body.as_deref(),
+            old,
+            &entries,
+        )
+        .await?;
+        Ok(Some(StoredResource {
+            resource_type: rtype.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated,
+            method,
+            body: body.map(Bytes::from),
+        }))
+    }
+
     async fn matching(
         &mut self,
         query: &fhir_store::SearchQuery,

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::{
-    HistoryPage, HistoryQuery, HistoryScope, Method, ScanQuery, ScanVersions, Snapshot, Store,
-    StoreError, StoredResource,
+    HistoryPage, HistoryQuery, HistoryScope, Method, Prepared, ScanQuery, ScanVersions, Snapshot,
+    Store, StoreError, StoredResource,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check.
@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             transaction_matching_sees_its_own_writes,
             scan_reads_the_snapshot_while_writing,
             scan_pages_and_filters,
+            put_version_keeps_versions_and_instants,
         );
 
         #[tokio::test]
@@ -1977,5 +1978,141 @@ pub async fn scan_pages_and_filters(store: &dyn Store) {
         since,
         vec![("z-late".into(), 1, false)],
         "since keeps later versions"
+    );
+}
+
+/// [`crate::WriteTx::put_version`] keeps the version and instant it is given (imported
+/// history), writes nothing for a version at or below the current one, records deletions,
+/// indexes only the current version, and moves the clock past what it stored: a later
+/// ordinary write is newer than an imported instant in the future.
+pub async fn put_version_keeps_versions_and_instants(store: &dyn Store) {
+    use chrono::TimeZone;
+    service(store, "a").await;
+    let t1 = chrono::Utc.with_ymd_and_hms(2020, 1, 1, 8, 0, 0).unwrap();
+    let t3 = chrono::Utc.with_ymd_and_hms(2020, 3, 1, 8, 0, 0).unwrap();
+    let t5 = chrono::Utc.with_ymd_and_hms(2020, 5, 1, 8, 0, 0).unwrap();
+    let ahead = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mut tx = store.begin("a").await.expect("begin");
+    let v1 = tx
+        .put_version(
+            "Patient",
+            "x",
+            1,
+            t1,
+            Some(Prepared::new("x", patient("Old"))),
+        )
+        .await
+        .expect("put_version 1")
+        .expect("version 1 is written");
+    assert_eq!(
+        (v1.version, v1.last_updated, v1.method),
+        (1, t1, Method::Post)
+    );
+    let v3 = tx
+        .put_version(
+            "Patient",
+            "x",
+            3,
+            t3,
+            Some(Prepared::new("x", patient("New"))),
+        )
+        .await
+        .expect("put_version 3")
+        .expect("version 3 is written (versions need not be contiguous)");
+    assert_eq!((v3.version, v3.method), (3, Method::Put));
+    for again in [1, 2, 3] {
+        let none = tx
+            .put_version(
+                "Patient",
+                "x",
+                again,
+                t5,
+                Some(Prepared::new("x", patient("X"))),
+            )
+            .await
+            .expect("put_version at or below the current version");
+        assert!(
+            none.is_none(),
+            "version {again} of Patient/x is not written again"
+        );
+    }
+    let gone = tx
+        .put_version("Patient", "y", 2, t5, None)
+        .await
+        .expect("put_version of a deletion")
+        .expect("a deletion is written");
+    assert!(gone.is_deleted());
+    tx.put_version(
+        "Patient",
+        "z",
+        7,
+        ahead,
+        Some(Prepared::new("z", patient("Ahead"))),
+    )
+    .await
+    .expect("put_version ahead")
+    .expect("written");
+    let later = tx
+        .put("Patient", "w", patient("Later"), Method::Put)
+        .await
+        .expect("an ordinary put after the imports");
+    assert!(
+        later.last_updated > ahead,
+        "a write after an imported instant ({ahead}) is newer: {}",
+        later.last_updated
+    );
+    tx.commit().await.expect("commit");
+
+    let x = read(store, "a", "Patient", "x").await.expect("Patient/x");
+    assert_same("read Patient/x", &x, &v3);
+    let body = body_json(&x);
+    assert_eq!(body["meta"]["versionId"], "3");
+    assert_eq!(body["meta"]["lastUpdated"], "2020-03-01T08:00:00.000000Z");
+    let old = store
+        .vread("a", "Patient", "x", 1)
+        .await
+        .expect("vread")
+        .expect("version 1 of Patient/x");
+    assert_same("vread Patient/x/1", &old, &v1);
+    let y = read(store, "a", "Patient", "y").await.expect("Patient/y");
+    assert!(
+        y.is_deleted() && y.version == 2,
+        "Patient/y is deleted at version 2"
+    );
+    let page = history(
+        store,
+        "a",
+        &HistoryScope::Instance("Patient".into(), "x".into()),
+        &query(10),
+    )
+    .await;
+    assert_eq!(keys(&page), vec![key("Patient/x", 3), key("Patient/x", 1)]);
+    let since = history(
+        store,
+        "a",
+        &HistoryScope::Instance("Patient".into(), "x".into()),
+        &HistoryQuery {
+            since: Some(chrono::Utc.with_ymd_and_hms(2020, 2, 1, 0, 0, 0).unwrap()),
+            ..query(10)
+        },
+    )
+    .await;
+    assert_eq!(
+        keys(&since),
+        vec![key("Patient/x", 3)],
+        "_since reads the kept instants"
+    );
+    let q = search_query("Patient", &[("name", "Old")]);
+    let found = store.search("a", &q).await.expect("search");
+    assert!(
+        found.matches.is_empty(),
+        "only the current version is indexed"
+    );
+    let q = search_query("Patient", &[("name", "New")]);
+    let found = store.search("a", &q).await.expect("search");
+    assert_eq!(
+        found.matches.len(),
+        1,
+        "the current imported version is indexed"
     );
 }

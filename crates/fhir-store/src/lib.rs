@@ -360,6 +360,20 @@ pub trait WriteTx: Send {
     /// Records the deletion of `rtype/id` as a new version. Returns `None`, writing nothing,
     /// when the resource does not exist or is already deleted.
     async fn delete(&mut self, rtype: &str, id: &str) -> Result<Option<StoredResource>>;
+    /// Stores a version as another server made it (bulk import in Azure's IncrementalLoad
+    /// shape): `version` and `last_updated` are kept as given (`meta.versionId` and
+    /// `meta.lastUpdated` are stamped with them), `prepared` `None` records a deletion, and
+    /// the store's clock moves past `last_updated`, so a later write is still newer. Only a
+    /// version above the current one is written: returns `None`, writing nothing, when the
+    /// resource is already at `version` or beyond (an import run again is idempotent).
+    async fn put_version(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        last_updated: DateTime<Utc>,
+        prepared: Option<Prepared>,
+    ) -> Result<Option<StoredResource>>;
     /// `(type, id)` of up to `limit` current resources matching the filters of `query`, as this
     /// transaction sees them: what conditional create, update, delete and conditional
     /// references decide on.
