@@ -59,6 +59,8 @@ pub struct Rights {
     pub write: bool,
     pub delete: bool,
     pub export: bool,
+    /// `$import` (FHIR Data Importer).
+    pub import: bool,
 }
 
 impl Rights {
@@ -67,6 +69,7 @@ impl Rights {
         write: true,
         delete: true,
         export: true,
+        import: true,
     };
 
     fn allow(self, op: Op) -> bool {

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::access::{Access, Op, Reach, Refusal};
 use crate::error::FhirError;
-use crate::interaction::{Interaction, Level, Scope};
+use crate::interaction::{Interaction, JobKind, Level, Scope};
 use crate::request::{read_body, Ctx};
 
 /// What an allowed interaction must still respect.
@@ -183,8 +183,31 @@ pub(crate) fn permit(
         // Data Exporter, or a role with resources/*) and a read of every type in full
         // (`system/*.read`, `system/*.rs`), as the IG's backend services ask. A
         // patient/ scope is refused: an export is not bounded to one compartment.
-        I::Operation { name: "export", .. } | I::JobStatus { .. } | I::JobFile { .. } => {
+        I::Operation { name: "export", .. }
+        | I::JobStatus {
+            job: JobKind::Export,
+            ..
+        }
+        | I::JobFile {
+            job: JobKind::Export,
+            ..
+        } => {
             export_allowed(access)?;
+            Ok(Permit::All)
+        }
+        // Bulk import, its status URL and its error files: the import right (FHIR Data
+        // Importer, or a role with resources/*) and a write of every type in full
+        // (`system/*.write`, `system/*.cud`); a patient/ scope is refused.
+        I::Operation { name: "import", .. }
+        | I::JobStatus {
+            job: JobKind::Import,
+            ..
+        }
+        | I::JobFile {
+            job: JobKind::Import,
+            ..
+        } => {
+            import_allowed(access)?;
             Ok(Permit::All)
         }
         // A patient's whole record: a read of the patient, then each type's own read check
@@ -204,6 +227,30 @@ pub(crate) fn permit(
         // a write, a delete). Deny what has no rule.
         I::Operation { name, .. } => Err(crate::route::unsupported_operation(name)),
     }
+}
+
+fn import_allowed(access: &Access) -> Result<(), FhirError> {
+    if !access.rights.import {
+        return Err(forbid(Refusal(format!(
+            "{} may not import data: no FHIR data role with the import right (FHIR Data Importer) is assigned on this service",
+            access.principal
+        ))));
+    }
+    // The import right stands for the writes (FHIR Data Importer holds no write action);
+    // what remains to ask is whether the token's scopes allow them.
+    let scoped = Access {
+        rights: crate::access::Rights::ALL,
+        ..access.clone()
+    };
+    scoped
+        .check_all_types(Op::Create)
+        .and_then(|_| scoped.check_all_types(Op::Update))
+        .map_err(|e| {
+            forbid(Refusal(format!(
+                "an import writes every type: the token needs system/*.write or system/*.cu ({})",
+                e.0
+            )))
+        })
 }
 
 fn export_allowed(access: &Access) -> Result<(), FhirError> {

@@ -188,11 +188,7 @@ pub(crate) async fn status(ctx: &Ctx, id: &str, cancel: bool) -> Result<Response
                 serde_json::to_vec(&manifest).unwrap_or_default(),
             )
                 .into_response();
-            let expires = std::time::SystemTime::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
-                resp.headers_mut().insert(header::EXPIRES, v);
-            }
+            set_expires(&mut resp, expires);
             Ok(resp)
         }
         Status::Failed { message } => Err(FhirError::new(
@@ -203,6 +199,14 @@ pub(crate) async fn status(ctx: &Ctx, id: &str, cancel: bool) -> Result<Response
     }
 }
 
+fn set_expires(resp: &mut Response, expires: chrono::DateTime<chrono::Utc>) {
+    let expires = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(expires.timestamp()).unwrap_or(0));
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
+        resp.headers_mut().insert(header::EXPIRES, v);
+    }
+}
+
 /// One output file, streamed as `application/fhir+ndjson`.
 pub(crate) async fn file(ctx: &Ctx, id: &str, name: &str) -> Result<Response, FhirError> {
     let bulk = engine(ctx)?;
@@ -210,11 +214,15 @@ pub(crate) async fn file(ctx: &Ctx, id: &str, name: &str) -> Result<Response, Fh
         .file(&ctx.service, id, name)
         .await
         .map_err(bulk_error)?;
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+    stream_ndjson(&path, name).await
+}
+
+async fn stream_ndjson(path: &std::path::Path, name: &str) -> Result<Response, FhirError> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
         FhirError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             IssueCode::Exception,
-            format!("export file {name}: {e}"),
+            format!("bulk file {name}: {e}"),
         )
     })?;
     let len = file.metadata().await.map(|m| m.len()).ok();
@@ -233,4 +241,108 @@ pub(crate) async fn file(ctx: &Ctx, id: &str, name: &str) -> Result<Response, Fh
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(resp)
+}
+
+/// `POST [base]/$import` (AHDS's shape): `202 Accepted` with the absolute status URL
+/// `[base]/_operations/import/[id]` in `Content-Location`.
+pub(crate) async fn import_kick_off(
+    ctx: &Ctx,
+    body: Body,
+    limit: usize,
+    path: &str,
+) -> Result<Response, FhirError> {
+    let bulk = engine(ctx)?;
+    let bytes = read_body(body, limit).await?;
+    let v: Value = fhir_model::json::parse(&bytes)
+        .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
+    let params =
+        fhir_bulk::ImportParams::from_parameters(&v, lenient(ctx), &bulk.config().import_dirs)
+            .map_err(bulk_error)?;
+    let job = bulk
+        .kick_off_import(
+            KickOff {
+                service: ctx.service.clone(),
+                base: ctx.base.clone(),
+                request: format!("{}{path}", ctx.base),
+                owner: ctx.access.principal.clone(),
+            },
+            params,
+        )
+        .await
+        .map_err(bulk_error)?;
+    let url = fhir_bulk::import::status_url(&ctx.base, &job.id);
+    let mut resp = respond::json(
+        ctx,
+        StatusCode::ACCEPTED,
+        &respond::information(&format!("the import was accepted; poll {url}")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// A poll (`GET`) or a cancellation (`DELETE`) of an import's status URL.
+pub(crate) async fn import_status(
+    ctx: &Ctx,
+    id: &str,
+    cancel: bool,
+) -> Result<Response, FhirError> {
+    let bulk = engine(ctx)?;
+    if cancel {
+        bulk.cancel_import(&ctx.service, id)
+            .await
+            .map_err(bulk_error)?;
+        return Ok(respond::json(
+            ctx,
+            StatusCode::ACCEPTED,
+            &respond::information(&format!(
+                "import job {id} was cancelled; what it had written stays"
+            )),
+        ));
+    }
+    match bulk
+        .import_status(&ctx.service, id, &ctx.base)
+        .await
+        .map_err(bulk_error)?
+    {
+        fhir_bulk::ImportStatus::InProgress { progress } => {
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            let h = resp.headers_mut();
+            let progress: String = progress.chars().take(100).collect();
+            if let Ok(v) = HeaderValue::from_str(&progress) {
+                h.insert("x-progress", v);
+            }
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(bulk.config().retry_after.as_secs().max(1)),
+            );
+            Ok(resp)
+        }
+        fhir_bulk::ImportStatus::Completed { manifest, expires } => {
+            let mut resp = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::to_vec(&manifest).unwrap_or_default(),
+            )
+                .into_response();
+            set_expires(&mut resp, expires);
+            Ok(resp)
+        }
+        fhir_bulk::ImportStatus::Failed { message, .. } => Err(FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueCode::Exception,
+            format!("the import failed (what it wrote before stays): {message}"),
+        )),
+    }
+}
+
+/// An import's error file, streamed as `application/fhir+ndjson`.
+pub(crate) async fn import_file(ctx: &Ctx, id: &str, name: &str) -> Result<Response, FhirError> {
+    let bulk = engine(ctx)?;
+    let path = bulk
+        .import_file(&ctx.service, id, name)
+        .await
+        .map_err(bulk_error)?;
+    stream_ndjson(&path, name).await
 }

@@ -546,9 +546,14 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
         }
         // The asynchronous pattern answers with headers and NDJSON, nothing an entry's
         // response can carry (Bulk Data IG 2.0.0 is defined on requests alone).
-        I::Operation { name: "export", .. } | I::JobStatus { .. } | I::JobFile { .. } => {
+        I::Operation {
+            name: "export" | "import",
+            ..
+        }
+        | I::JobStatus { .. }
+        | I::JobFile { .. } => {
             return Err(bad(
-                format!("{method_text} {url}: a bulk export, its status and its files are requested alone, not as bundle entries"),
+                format!("{method_text} {url}: a bulk export or import, its status and its files are requested alone, not as bundle entries"),
                 "url",
             ))
         }

@@ -161,17 +161,38 @@ pub enum Interaction<'a> {
         level: Level<'a>,
         post: bool,
     },
-    /// `GET` (poll) or `DELETE` (`cancel`) of `/_operations/export/[id]`, the status URL
-    /// the `$export` kick-off names (Azure's form; Bulk Data IG 2.0.0 §status request).
+    /// `GET` (poll) or `DELETE` (`cancel`) of `/_operations/export/[id]` or
+    /// `/_operations/import/[id]`, the status URL the `$export` or `$import` kick-off names
+    /// (Azure's form; Bulk Data IG 2.0.0 §status request).
     JobStatus {
+        job: JobKind,
         id: &'a str,
         cancel: bool,
     },
-    /// `GET /_operations/export/[id]/[file]`: one output file of a finished export.
+    /// `GET /_operations/{export|import}/[id]/[file]`: an output file of a finished export,
+    /// or an error file of a finished import.
     JobFile {
+        job: JobKind,
         id: &'a str,
         file: &'a str,
     },
+}
+
+/// Which asynchronous bulk job a status URL is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Export,
+    Import,
+}
+
+impl JobKind {
+    fn of(segment: &str) -> JobKind {
+        if segment == "import" {
+            JobKind::Import
+        } else {
+            JobKind::Export
+        }
+    }
 }
 
 impl<'a> Interaction<'a> {
@@ -209,23 +230,33 @@ impl<'a> Interaction<'a> {
             ["_search"] => Err(wrong("/_search", "POST")),
             ["_history"] if get => Ok(I::History(Scope::System)),
             ["_history"] => Err(wrong("/_history", "GET")),
-            ["_operations", "export", id] => {
+            ["_operations", kind @ ("export" | "import"), id] => {
+                let job = JobKind::of(kind);
                 let id = checked_job(id)?;
                 match *method {
-                    _ if get => Ok(I::JobStatus { id, cancel: false }),
-                    Method::DELETE => Ok(I::JobStatus { id, cancel: true }),
-                    _ => Err(wrong("an export's status", "GET, DELETE")),
+                    _ if get => Ok(I::JobStatus {
+                        job,
+                        id,
+                        cancel: false,
+                    }),
+                    Method::DELETE => Ok(I::JobStatus {
+                        job,
+                        id,
+                        cancel: true,
+                    }),
+                    _ => Err(wrong("a bulk job's status", "GET, DELETE")),
                 }
             }
-            ["_operations", "export", id, file] => {
+            ["_operations", kind @ ("export" | "import"), id, file] => {
+                let job = JobKind::of(kind);
                 let id = checked_job(id)?;
                 if !valid_file_name(file) {
                     return Err(no_interaction(segs));
                 }
                 if get {
-                    Ok(I::JobFile { id, file })
+                    Ok(I::JobFile { job, id, file })
                 } else {
-                    Err(wrong("an export's file", "GET"))
+                    Err(wrong("a bulk job's file", "GET"))
                 }
             }
             [op] if is_operation(op) => operation(method, op, Level::System),
@@ -387,6 +418,14 @@ fn operation<'a>(
     level: Level<'a>,
 ) -> Result<Interaction<'a>, FhirError> {
     let name = &op[1..];
+    if name == "import" && *method != Method::POST {
+        // AHDS's $import is a POST of a Parameters body only.
+        return Err(FhirError::method_not_allowed(
+            method.as_str(),
+            "the operation $import",
+            "POST",
+        ));
+    }
     if *method == Method::POST || *method == Method::GET || *method == Method::HEAD {
         Ok(Interaction::Operation {
             name,
@@ -646,9 +685,18 @@ mod tests {
                 "/_operations/export/bad%20job",
                 Err(StatusCode::NOT_FOUND),
             ),
+            (Method::GET, "/_operations/import/j-1", Ok(K::JobStatus)),
+            (Method::DELETE, "/_operations/import/j-1", Ok(K::JobStatus)),
             (
                 Method::GET,
-                "/_operations/import/j-1",
+                "/_operations/import/j-1/Errors-1.ndjson",
+                Ok(K::JobFile),
+            ),
+            (Method::POST, "/$import", Ok(K::Operation)),
+            (Method::GET, "/$import", Err(StatusCode::METHOD_NOT_ALLOWED)),
+            (
+                Method::GET,
+                "/_operations/reindex/j-1",
                 Err(StatusCode::NOT_FOUND),
             ),
             (

@@ -13,7 +13,7 @@ use fhir_model::IssueCode;
 use crate::access::Access;
 use crate::authorize::{authorize, Admitted};
 use crate::error::FhirError;
-use crate::interaction::{decode_segments, Interaction, Kind, Level, Scope as IScope};
+use crate::interaction::{decode_segments, Interaction, JobKind, Kind, Level, Scope as IScope};
 use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
@@ -211,8 +211,31 @@ async fn run(
             level: Level::Instance("Patient", id),
             post,
         } => everything::everything(&ctx, id, post, body, limit).await,
-        I::JobStatus { id, cancel } => bulk::status(&ctx, id, cancel).await,
-        I::JobFile { id, file } => bulk::file(&ctx, id, file).await,
+        I::Operation {
+            name: "import",
+            level: Level::System,
+            post: true,
+        } => bulk::import_kick_off(&ctx, body, limit, path).await,
+        I::JobStatus {
+            job: JobKind::Export,
+            id,
+            cancel,
+        } => bulk::status(&ctx, id, cancel).await,
+        I::JobFile {
+            job: JobKind::Export,
+            id,
+            file,
+        } => bulk::file(&ctx, id, file).await,
+        I::JobStatus {
+            job: JobKind::Import,
+            id,
+            cancel,
+        } => bulk::import_status(&ctx, id, cancel).await,
+        I::JobFile {
+            job: JobKind::Import,
+            id,
+            file,
+        } => bulk::import_file(&ctx, id, file).await,
         I::Operation { name, .. } => Err(unsupported_operation(name)),
     }
 }

@@ -355,9 +355,18 @@ pub fn manifest(job: &ImportJob, base: &str) -> Value {
 /// What a poll of an import finds.
 #[derive(Debug, Clone)]
 pub enum ImportStatus {
-    InProgress { progress: String },
-    Completed { manifest: Value },
-    Failed { message: String, manifest: Value },
+    InProgress {
+        progress: String,
+    },
+    /// Done: the manifest, and when the job and its error files expire.
+    Completed {
+        manifest: Value,
+        expires: DateTime<Utc>,
+    },
+    Failed {
+        message: String,
+        manifest: Value,
+    },
 }
 
 /// A job of this process, as it runs.
@@ -807,9 +816,15 @@ impl crate::Bulk {
                     progress: format!("{pct}% read; {resources} resources imported"),
                 }
             }
-            JobState::Completed => ImportStatus::Completed {
-                manifest: manifest(&job, base),
-            },
+            JobState::Completed => {
+                let retention = chrono::Duration::from_std(self.config.retention)
+                    .unwrap_or(chrono::Duration::MAX);
+                let finished = job.finished.unwrap_or(job.created);
+                ImportStatus::Completed {
+                    manifest: manifest(&job, base),
+                    expires: finished.checked_add_signed(retention).unwrap_or(finished),
+                }
+            }
             JobState::Failed => ImportStatus::Failed {
                 message: job
                     .failure

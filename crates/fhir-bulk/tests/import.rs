@@ -88,7 +88,7 @@ async fn finish(f: &Fixture, job: &ImportJob) -> (Value, bool) {
         .await
         .expect("status")
     {
-        ImportStatus::Completed { manifest } => (manifest, true),
+        ImportStatus::Completed { manifest, .. } => (manifest, true),
         ImportStatus::Failed { manifest, message } => {
             (json!({"failed": message, "manifest": manifest}), false)
         }
@@ -446,7 +446,7 @@ async fn an_import_taken_up_after_a_restart_goes_on_from_its_progress() {
     let restarted = Bulk::new(f.store.clone(), config(f.dir.path(), 2));
     restarted.start().await.expect("start");
     assert!(restarted.idle(Duration::from_secs(30)).await);
-    let ImportStatus::Completed { manifest } = restarted
+    let ImportStatus::Completed { manifest, .. } = restarted
         .import_status("default", &job.id, "https://fhir.example")
         .await
         .unwrap()

@@ -149,6 +149,14 @@ pub(crate) struct ServeArgs {
     /// Bulk export: where the output files are written; default `<data>/bulk`.
     #[arg(long, env = "FHIRLINK_BULK_DIR")]
     bulk_dir: Option<PathBuf>,
+    /// Bulk import: a folder `$import` may read `file:` inputs from (repeat for more; links
+    /// and `..` are resolved before the check). Without one, `$import` takes no files.
+    #[arg(
+        long = "import-dir",
+        env = "FHIRLINK_IMPORT_DIR",
+        value_delimiter = ','
+    )]
+    import_dirs: Vec<PathBuf>,
     /// Where the FHIR data and the control plane's documents are kept: `sqlite`, the
     /// embedded store in --data (the default), or a PostgreSQL URL
     /// (`postgres://user[:password]@host:port/database`; its schema is created or checked at
@@ -292,6 +300,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     bulk_config.max_jobs_per_service = usize::from(args.bulk_max_jobs);
     bulk_config.retention = args.bulk_retention;
     bulk_config.max_resources_per_file = args.bulk_file_lines;
+    for dir in &args.import_dirs {
+        if !dir.is_dir() {
+            anyhow::bail!("--import-dir {}: not a folder", dir.display());
+        }
+    }
+    bulk_config.import_dirs = args.import_dirs.clone();
     let bulk = fhir_bulk::Bulk::new(store.clone(), bulk_config);
     let resumed = bulk
         .start()

@@ -604,3 +604,206 @@ fn the_export_command_downloads_every_file() {
         "{stderr}"
     );
 }
+
+/// `$import` end to end, as a migration uses it: one fhirlink exports its history with
+/// Azure's `includeAssociatedData=_history,_deleted`, the files go unchanged into another
+/// fhirlink's import folder, and an IncrementalLoad there brings the same resources with the
+/// same versions, instants, history and soft deletes. A file with broken lines lands its good
+/// lines and reports each bad one with its line number; the server stays healthy. Who may:
+/// a FHIR Data Importer, not a reader; files outside the import folder are refused.
+#[test]
+fn import_keeps_history_reports_broken_lines_and_who_may() {
+    let a = AdminServer::start();
+    let da = Data::new(&a);
+    let owner_a = data_token(&a.data, "admin", "default", &[]);
+    da.put(&owner_a, patient("p1", "female"));
+    da.put(&owner_a, patient("p1", "male"));
+    da.put(&owner_a, patient("p2", "female"));
+    assert_eq!(
+        da.send("DELETE", "Patient/p2", Some(&owner_a), None, &[])
+            .status,
+        204
+    );
+    da.put(&owner_a, observation("o1", "p1", "final"));
+    let url = da.kick_off(&owner_a, "$export?includeAssociatedData=_history,_deleted");
+    let manifest = da.wait(&owner_a, &url);
+
+    let inbox = tempfile::tempdir().unwrap();
+    let mut inputs = Vec::new();
+    for f in manifest["output"].as_array().unwrap() {
+        let file_url = f["url"].as_str().unwrap();
+        let got = da.send("GET", file_url, Some(&owner_a), None, &[]);
+        assert_eq!(got.status, 200);
+        let name = file_url.rsplit('/').next().unwrap();
+        let path = inbox.path().join(name);
+        std::fs::write(&path, &got.text).unwrap();
+        inputs.push((f["type"].as_str().unwrap().to_owned(), path));
+    }
+    let broken = inbox.path().join("Patient-broken.ndjson");
+    std::fs::write(
+        &broken,
+        format!(
+            "{}\n{{\"resourceType\": \"Patient\", \"id\": \"p9\", \"gender\": 5}}\nnot json\n{}\n",
+            patient("p7", "female"),
+            patient("p8", "male")
+        ),
+    )
+    .unwrap();
+    inputs.push(("Patient".into(), broken.clone()));
+
+    let b = AdminServer::start_with(&["--import-dir", &inbox.path().to_string_lossy()]);
+    let db = Data::new(&b);
+    grant(&b, "importer", "FHIR Data Importer");
+    grant(&b, "reader", "FHIR Data Reader");
+    let importer = data_token(&b.data, "importer", "default", &[]);
+    let reader = data_token(&b.data, "reader", "default", &[]);
+    let owner_b = data_token(&b.data, "admin", "default", &[]);
+    let parameters = |inputs: &[(String, std::path::PathBuf)]| {
+        let mut p = vec![
+            json!({"name": "inputFormat", "valueString": "application/fhir+ndjson"}),
+            json!({"name": "mode", "valueString": "IncrementalLoad"}),
+        ];
+        for (t, path) in inputs {
+            p.push(json!({"name": "input", "part": [
+                {"name": "type", "valueString": t},
+                {"name": "url", "valueString": format!("file://{}", path.display())}
+            ]}));
+        }
+        json!({"resourceType": "Parameters", "parameter": p})
+    };
+    let body = parameters(&inputs);
+    let async_ = [("prefer", "respond-async")];
+
+    // Who may.
+    let r = db.send("POST", "$import", Some(&reader), Some(&body), &async_);
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("FHIR Data Importer"), "{}", r.text);
+    assert_eq!(
+        db.send("POST", "$import", None, Some(&body), &async_)
+            .status,
+        401
+    );
+    let r = db.send("GET", "$import", Some(&importer), None, &[]);
+    assert_eq!(r.status, 405, "{}", r.text);
+    let scoped = data_token(&b.data, "importer", "default", &["system/*.read"]);
+    let r = db.send("POST", "$import", Some(&scoped), Some(&body), &async_);
+    assert_eq!(
+        r.status, 403,
+        "a read-only scope may not import: {}",
+        r.text
+    );
+    // A file outside the import folder is a 400 naming the input's url.
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    let r = db.send(
+        "POST",
+        "$import",
+        Some(&importer),
+        Some(&parameters(&[(
+            "Patient".into(),
+            outside.path().to_path_buf(),
+        )])),
+        &async_,
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.body["issue"][0]["expression"][0],
+        "Parameters.parameter[2].part[1]"
+    );
+
+    // The import.
+    let r = db.send("POST", "$import", Some(&importer), Some(&body), &async_);
+    assert_eq!(r.status, 202, "{}", r.text);
+    let status = r.headers["content-location"].to_str().unwrap().to_owned();
+    assert!(
+        status.starts_with(&format!("{}/_operations/import/", b.base)),
+        "{status}"
+    );
+    assert_eq!(
+        db.send("GET", &status, Some(&reader), None, &[]).status,
+        403
+    );
+    let done = db.wait(&importer, &status);
+    let count = |t: &str| -> u64 {
+        done["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["type"] == t)
+            .map(|o| o["count"].as_u64().unwrap())
+            .sum()
+    };
+    // p1 v1, v2; p2 v1 and its deletion; p7, p8; o1.
+    assert_eq!((count("Patient"), count("Observation")), (6, 1), "{done}");
+    let errors = done["error"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{done}");
+    assert_eq!(errors[0]["count"], 2);
+    assert_eq!(
+        errors[0]["inputUrl"],
+        format!("file://{}", broken.display())
+    );
+    let e = db.send(
+        "GET",
+        errors[0]["url"].as_str().unwrap(),
+        Some(&importer),
+        None,
+        &[],
+    );
+    assert_eq!(e.status, 200, "{}", e.text);
+    let said: Vec<Value> = e
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        said[0]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2 of "),
+        "{}",
+        e.text
+    );
+    assert_eq!(said[0]["issue"][0]["expression"][0], "Patient.gender");
+    assert!(said[1]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .starts_with("line 3 of "));
+
+    // The same resources, versions, instants and history on both sides.
+    for path in ["Patient/p1", "Observation/o1", "Patient/p1/_history/1"] {
+        let x = da.send("GET", path, Some(&owner_a), None, &[]);
+        let y = db.send("GET", path, Some(&owner_b), None, &[]);
+        assert_eq!((x.status, y.status), (200, 200), "{path}: {}", y.text);
+        assert_eq!(x.body, y.body, "{path}");
+    }
+    let h = db.send("GET", "Patient/p1/_history", Some(&owner_b), None, &[]);
+    let versions: Vec<&str> = h.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["2", "1"]);
+    let gone = db.send("GET", "Patient/p2", Some(&owner_b), None, &[]);
+    assert_eq!(
+        gone.status, 410,
+        "the soft delete came along: {}",
+        gone.text
+    );
+    let s = db.send("GET", "Patient?gender=male", Some(&owner_b), None, &[]);
+    assert_eq!(
+        s.body["total"], 2,
+        "imported resources are indexed: {}",
+        s.text
+    );
+    assert_eq!(db.send("GET", "metadata", None, None, &[]).status, 200);
+
+    // Cancel (of a finished job) forgets it: 404 after.
+    assert_eq!(
+        db.send("DELETE", &status, Some(&importer), None, &[])
+            .status,
+        202
+    );
+    let r = db.send("GET", &status, Some(&importer), None, &[]);
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+}

@@ -205,6 +205,7 @@ fn rights(r: DataRights) -> Rights {
         write: r.write,
         delete: r.delete,
         export: r.export,
+        import: r.import,
     }
 }
 

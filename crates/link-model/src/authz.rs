@@ -30,6 +30,7 @@ pub const FHIR_DATA_READER: &str = "4c8d0bbc-75d3-4935-991f-5f3c56d81508";
 pub const FHIR_DATA_WRITER: &str = "3f88fce4-5892-4214-ae73-ba5294559913";
 pub const FHIR_DATA_CONTRIBUTOR: &str = "5a1fc7df-4bf1-4951-a576-89034ee01acd";
 pub const FHIR_DATA_EXPORTER: &str = "3db33094-8700-4567-8da5-1501d4e7e843";
+pub const FHIR_DATA_IMPORTER: &str = "4465e953-8ced-4406-a58e-0f6e3f3b530b";
 
 /// The data actions of a FHIR service (Azure's `Microsoft.HealthcareApis/services/fhir/...`).
 pub const DATA_READ: &str = "Microsoft.HealthcareApis/services/fhir/resources/read";
@@ -38,6 +39,7 @@ pub const DATA_DELETE: &str = "Microsoft.HealthcareApis/services/fhir/resources/
 pub const DATA_HARD_DELETE: &str =
     "Microsoft.HealthcareApis/services/fhir/resources/hardDelete/action";
 pub const DATA_EXPORT: &str = "Microsoft.HealthcareApis/services/fhir/resources/export/action";
+pub const DATA_IMPORT: &str = "Microsoft.HealthcareApis/services/fhir/resources/import/action";
 
 /// The built-in roles fhirlink knows (Azure's definitions, reduced to their actions).
 pub const ROLES: &[Role] = &[
@@ -125,6 +127,18 @@ pub const ROLES: &[Role] = &[
         data_actions: &[
             "Microsoft.HealthcareApis/services/fhir/resources/read",
             "Microsoft.HealthcareApis/services/fhir/resources/export/action",
+        ],
+        not_data_actions: &[],
+    },
+    Role {
+        id: FHIR_DATA_IMPORTER,
+        name: "FHIR Data Importer",
+        description: "Role allows user or principal to read and import FHIR Data",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.HealthcareApis/services/fhir/resources/read",
+            "Microsoft.HealthcareApis/services/fhir/resources/import/action",
         ],
         not_data_actions: &[],
     },

@@ -52,6 +52,7 @@ pub struct DataRights {
     pub delete: bool,
     pub hard_delete: bool,
     pub export: bool,
+    pub import: bool,
 }
 
 impl DataRights {
@@ -63,6 +64,7 @@ impl DataRights {
         delete: true,
         hard_delete: true,
         export: true,
+        import: true,
     };
 
     fn union(self, o: DataRights) -> DataRights {
@@ -72,6 +74,7 @@ impl DataRights {
             delete: self.delete || o.delete,
             hard_delete: self.hard_delete || o.hard_delete,
             export: self.export || o.export,
+            import: self.import || o.import,
         }
     }
 
@@ -82,11 +85,12 @@ impl DataRights {
             delete: role.permits_data(crate::DATA_DELETE),
             hard_delete: role.permits_data(crate::DATA_HARD_DELETE),
             export: role.permits_data(crate::DATA_EXPORT),
+            import: role.permits_data(crate::DATA_IMPORT),
         }
     }
 
     pub fn any(self) -> bool {
-        self.read || self.write || self.delete || self.hard_delete || self.export
+        self.read || self.write || self.delete || self.hard_delete || self.export || self.import
     }
 }
 

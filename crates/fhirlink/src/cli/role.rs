@@ -33,7 +33,8 @@ enum AssignmentAction {
         #[arg(long)]
         assignee: String,
         /// Owner, Contributor, Reader, Network Contributor, FHIR Data Reader, FHIR Data
-        /// Writer, FHIR Data Contributor or FHIR Data Exporter (or a role definition GUID).
+        /// Writer, FHIR Data Contributor, FHIR Data Exporter or FHIR Data Importer (or a role
+        /// definition GUID).
         #[arg(long)]
         role: String,
         /// The scope: a resource id, a resource group's or a subscription's id, or `/`
