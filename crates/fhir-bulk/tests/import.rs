@@ -502,3 +502,84 @@ async fn a_cancelled_import_answers_404_and_the_job_limit_holds() {
     ));
     assert!(f.bulk.idle(Duration::from_secs(30)).await);
 }
+
+/// SMART's ten-patient bulk set (testdata/bulk-ndjson-10-patients, 13 files as a Bulk Data
+/// client wrote them) imports unchanged: every line lands, none is an error, and the counts
+/// per type are the files' line counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ten_patient_bulk_set_imports_unchanged() {
+    use std::io::Read;
+    let f = fixture(1000).await;
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/bulk-ndjson-10-patients");
+    let mut inputs = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&set).expect("the vendored set") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".ndjson.gz") else {
+            continue;
+        };
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        let rtype = stem.split('.').next().unwrap().to_owned();
+        expected.insert(
+            rtype.clone(),
+            text.lines().filter(|l| !l.trim().is_empty()).count() as u64,
+        );
+        let target = f.inbox().join(format!("{stem}.ndjson"));
+        std::fs::write(&target, text).unwrap();
+        inputs.push((rtype, format!("file://{}", target.display())));
+    }
+    assert_eq!(expected.len(), 13, "{expected:?}");
+    let pairs: Vec<(&str, &str)> = inputs
+        .iter()
+        .map(|(t, u)| (t.as_str(), u.as_str()))
+        .collect();
+    let job = f
+        .bulk
+        .kick_off_import(who(), params(&f, &body(None, &pairs)))
+        .await
+        .unwrap();
+    let (manifest, ok) = finish(&f, &job).await;
+    assert!(ok, "{manifest}");
+    assert_eq!(
+        manifest["error"],
+        json!([]),
+        "no line is refused: {manifest}"
+    );
+    let mut got = std::collections::BTreeMap::new();
+    for o in manifest["output"].as_array().unwrap() {
+        *got.entry(o["type"].as_str().unwrap().to_owned())
+            .or_insert(0) += o["count"].as_u64().unwrap();
+    }
+    assert_eq!(got, expected);
+    assert_eq!(expected.values().sum::<u64>(), 7160);
+    // Searchable as written: every Encounter of one patient by its reference.
+    let patient = f
+        .store
+        .search(
+            "default",
+            &fhir_search::parse(
+                Some("Patient"),
+                &[("_count".into(), "1".into())],
+                &Default::default(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pid = &patient.matches[0].id;
+    let q = fhir_search::parse(
+        Some("Encounter"),
+        &[("subject".into(), format!("Patient/{pid}"))],
+        &Default::default(),
+    )
+    .unwrap();
+    let encounters = f.store.search("default", &q).await.unwrap();
+    assert!(
+        encounters.total.unwrap_or(0) > 0,
+        "Patient/{pid} has encounters"
+    );
+}
