@@ -191,31 +191,15 @@ pub async fn export(
         .ok_or_else(|| ExportError::Protocol("the kick-off's 202 has no Content-Location".into()))?
         .to_owned();
     progress.accepted(&status_url);
-    let started = Instant::now();
-    let manifest: Value = loop {
-        let resp = authorized(http.get(&status_url), token)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await?;
-        match resp.status() {
-            StatusCode::OK => break resp.json().await?,
-            StatusCode::ACCEPTED | StatusCode::TOO_MANY_REQUESTS => {
-                let wait = retry_after(&resp, Duration::from_secs(1));
-                if let Some(p) = resp
-                    .headers()
-                    .get("x-progress")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    progress.running(p);
-                }
-                if started.elapsed() + wait > req.timeout {
-                    return Err(ExportError::TimedOut(req.timeout));
-                }
-                tokio::time::sleep(wait).await;
-            }
-            _ => return Err(refusal("the export", resp).await),
-        }
-    };
+    let manifest = poll(
+        http,
+        &status_url,
+        token,
+        req.timeout,
+        "the export",
+        progress,
+    )
+    .await?;
     let files = |key: &str| -> Vec<(String, String, Option<u64>)> {
         manifest[key]
             .as_array()
@@ -270,6 +254,133 @@ pub async fn export(
         output: got.0,
         deleted: got.1,
         errors: got.2,
+    })
+}
+
+/// Polls a status URL as the server asks (`Retry-After`, `429`) until its `200`: the body.
+async fn poll(
+    http: &reqwest::Client,
+    status_url: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    what: &str,
+    progress: &dyn Progress,
+) -> Result<Value, ExportError> {
+    let started = Instant::now();
+    loop {
+        let resp = authorized(http.get(status_url), token)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await?;
+        match resp.status() {
+            StatusCode::OK => return Ok(resp.json().await?),
+            StatusCode::ACCEPTED | StatusCode::TOO_MANY_REQUESTS => {
+                let wait = retry_after(&resp, Duration::from_secs(1));
+                if let Some(p) = resp
+                    .headers()
+                    .get("x-progress")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    progress.running(p);
+                }
+                if started.elapsed() + wait > timeout {
+                    return Err(ExportError::TimedOut(timeout));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Err(refusal(what, resp).await),
+        }
+    }
+}
+
+/// What to import: AHDS's `$import` body, inputs by URL (`file:` URLs under the server's
+/// import folder on fhirlink).
+#[derive(Debug, Clone, Default)]
+pub struct ImportRequest {
+    /// The FHIR base URL, without a trailing slash.
+    pub base: String,
+    /// `(type, url)` of each input.
+    pub inputs: Vec<(String, String)>,
+    /// `InitialLoad` or `IncrementalLoad` (the server's default when `None`).
+    pub mode: Option<String>,
+    pub token: Option<String>,
+    pub timeout: Duration,
+}
+
+/// The result of an import: the manifest, and its totals.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub manifest: Value,
+    pub status_url: String,
+    /// Resources written.
+    pub resources: u64,
+    /// Lines refused (listed in the manifest's error files).
+    pub errors: u64,
+}
+
+/// The `Parameters` body of `$import` for `req`.
+pub fn import_body(req: &ImportRequest) -> Value {
+    let mut parameter =
+        vec![serde_json::json!({"name": "inputFormat", "valueString": "application/fhir+ndjson"})];
+    if let Some(m) = &req.mode {
+        parameter.push(serde_json::json!({"name": "mode", "valueString": m}));
+    }
+    for (rtype, url) in &req.inputs {
+        parameter.push(serde_json::json!({"name": "input", "part": [
+            {"name": "type", "valueString": rtype},
+            {"name": "url", "valueUri": url}
+        ]}));
+    }
+    serde_json::json!({"resourceType": "Parameters", "parameter": parameter})
+}
+
+/// Kicks off `$import` and polls until its manifest.
+pub async fn import(
+    http: &reqwest::Client,
+    req: &ImportRequest,
+    progress: &dyn Progress,
+) -> Result<Imported, ExportError> {
+    let token = req.token.as_deref();
+    let url = format!("{}/$import", req.base.trim_end_matches('/'));
+    let resp = authorized(http.post(&url), token)
+        .header("prefer", "respond-async")
+        .header(ACCEPT, "application/fhir+json")
+        .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
+        .body(import_body(req).to_string())
+        .send()
+        .await?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(refusal("the import's kick-off", resp).await);
+    }
+    let status_url = resp
+        .headers()
+        .get(CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ExportError::Protocol("the kick-off's 202 has no Content-Location".into()))?
+        .to_owned();
+    progress.accepted(&status_url);
+    let manifest = poll(
+        http,
+        &status_url,
+        token,
+        req.timeout,
+        "the import",
+        progress,
+    )
+    .await?;
+    let sum = |key: &str| -> u64 {
+        manifest[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["count"].as_u64())
+            .sum()
+    };
+    Ok(Imported {
+        resources: sum("output"),
+        errors: sum("error"),
+        manifest,
+        status_url,
     })
 }
 

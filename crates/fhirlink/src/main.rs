@@ -62,6 +62,9 @@ enum Command {
     Restore(cli::RestoreArgs),
     /// Bulk-export a FHIR service ($export: kick-off, poll, download) into a folder.
     Export(cli::ExportArgs),
+    /// Bulk-import NDJSON files or folders of them ($import: kick-off, poll) into a FHIR
+    /// service; the files must be under one of the server's --import-dir folders.
+    Import(cli::ImportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -103,6 +106,7 @@ fn main() -> std::process::ExitCode {
                     Command::Backup(a) => cli::backup(a).await,
                     Command::Restore(a) => cli::restore(a),
                     Command::Export(a) => cli::export(a).await,
+                    Command::Import(a) => cli::import(a).await,
                 }
             })
         });

@@ -807,3 +807,99 @@ fn import_keeps_history_reports_broken_lines_and_who_may() {
     assert_eq!(r.status, 404, "{}", r.text);
     assert_eq!(r.body["resourceType"], "OperationOutcome");
 }
+
+/// `fhirlink import`: a folder of export output (file names as an export writes them) into a
+/// service, with a token it mints for an importer; the summary line, and a refused line as a
+/// failure exit that names its error file while the good lines are in.
+#[test]
+fn the_import_command_imports_a_folder() {
+    let inbox = tempfile::tempdir().unwrap();
+    let dir = inbox.path().join("from-azure");
+    std::fs::create_dir(&dir).unwrap();
+    let line = |v: Value| v.to_string() + "\n";
+    std::fs::write(
+        dir.join("Patient-1.ndjson"),
+        line(patient("p1", "female")) + &line(patient("p2", "male")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("Observation.000.ndjson"),
+        line(observation("o1", "p1", "final")),
+    )
+    .unwrap();
+    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+    let s = AdminServer::start_with(&["--import-dir", &inbox.path().to_string_lossy()]);
+    grant(&s, "importer", "FHIR Data Importer");
+    let run = s.cli(&[
+        "import",
+        dir.to_str().unwrap(),
+        "--fhir-url",
+        &s.base,
+        "--principal",
+        "importer",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("imported 3 resources from 2 files") && stderr.contains("0 lines refused"),
+        "{stderr}"
+    );
+    let d = Data::new(&s);
+    let owner = data_token(&s.data, "admin", "default", &[]);
+    assert_eq!(
+        d.send("GET", "Observation/o1", Some(&owner), None, &[])
+            .status,
+        200
+    );
+
+    // A broken line: the good one lands, the run fails naming the error file.
+    let broken = dir.join("Patient-2.ndjson");
+    std::fs::write(&broken, "{oops\n".to_owned() + &line(patient("p3", "male"))).unwrap();
+    let run = s.cli(&[
+        "import",
+        broken.to_str().unwrap(),
+        "--fhir-url",
+        &s.base,
+        "--principal",
+        "importer",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains("1 lines were refused"), "{stderr}");
+    assert!(stderr.contains("/_operations/import/"), "{stderr}");
+    assert_eq!(
+        d.send("GET", "Patient/p3", Some(&owner), None, &[]).status,
+        200
+    );
+
+    // Without the import right: the server's refusal, in words.
+    let run = s.cli(&[
+        "import",
+        dir.to_str().unwrap(),
+        "--fhir-url",
+        &s.base,
+        "--principal",
+        "stranger",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("403") && stderr.contains("import"),
+        "{stderr}"
+    );
+    // A file outside every import folder: the server's 400.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("Patient-1.ndjson");
+    std::fs::write(&outside, line(patient("p9", "male"))).unwrap();
+    let run = s.cli(&[
+        "import",
+        outside.to_str().unwrap(),
+        "--fhir-url",
+        &s.base,
+        "--principal",
+        "importer",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("not under an import folder"), "{stderr}");
+}
