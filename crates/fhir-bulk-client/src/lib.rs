@@ -49,6 +49,8 @@ pub struct ExportRequest {
     pub types: Vec<String>,
     pub since: Option<String>,
     pub type_filters: Vec<String>,
+    /// Other kick-off parameters, as sent (`includeAssociatedData=_history,_deleted`, Azure's).
+    pub extra: Vec<(String, String)>,
     /// A bearer token for every request (the IG's `requiresAccessToken` files too).
     pub token: Option<String>,
     /// The folder the files are written to (created when missing).
@@ -113,6 +115,9 @@ pub fn kick_off_url(req: &ExportRequest) -> String {
     }
     for f in &req.type_filters {
         ser.append_pair("_typeFilter", f);
+    }
+    for (k, v) in &req.extra {
+        ser.append_pair(k, v);
     }
     let qs = ser.finish();
     let level = req.level.trim_matches('/');

@@ -65,6 +65,10 @@ enum Command {
     /// Bulk-import NDJSON files or folders of them ($import: kick-off, poll) into a FHIR
     /// service; the files must be under one of the server's --import-dir folders.
     Import(cli::ImportArgs),
+    /// Move a FHIR server's data into a fhirlink service: a Bulk Data export from any server
+    /// that speaks the IG, downloaded, imported, repeatable with --since for catch-up windows,
+    /// and --verify comparing both sides.
+    Migrate(cli::MigrateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
                     Command::Restore(a) => cli::restore(a),
                     Command::Export(a) => cli::export(a).await,
                     Command::Import(a) => cli::import(a).await,
+                    Command::Migrate(a) => cli::migrate(a).await,
                 }
             })
         });

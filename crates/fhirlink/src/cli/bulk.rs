@@ -233,6 +233,7 @@ pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
             .collect(),
         since: args.since.clone(),
         type_filters: args.type_filters.clone(),
+        extra: Vec::new(),
         token: Some(token),
         out: args.out.clone(),
         timeout: Duration::from_secs(args.timeout),
@@ -401,4 +402,351 @@ pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct MigrateArgs {
+    /// The source's FHIR base URL: any server that speaks the Bulk Data IG (Azure API for
+    /// FHIR, another fhirlink, …).
+    #[arg(long)]
+    from: String,
+    /// A bearer token for the source (it needs the export right there).
+    #[arg(long, env = "FHIRLINK_FROM_TOKEN", hide_env_values = true)]
+    from_token: Option<String>,
+    /// CA certificate (PEM) to trust for the source [default: the system's roots].
+    #[arg(long)]
+    from_ca_cert: Option<PathBuf>,
+    /// Connect to this address for the source instead of what its host resolves to.
+    #[arg(long)]
+    from_connect_to: Option<std::net::SocketAddr>,
+    /// Ask the source for every version and its soft deletes
+    /// (`includeAssociatedData=_history,_deleted`, Azure's form), so history comes along.
+    #[arg(long)]
+    history: bool,
+    /// Only what changed since this instant: a catch-up window after an earlier run (each
+    /// run prints the instant the next one starts from).
+    #[arg(long)]
+    since: Option<String>,
+    /// Resource types to move (repeat, or comma-separated); default all.
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// The folder the export is downloaded to and imported from: it must be under one of
+    /// the target server's --import-dir folders. A run interrupted after its download goes
+    /// on from it (the import is idempotent for versioned lines).
+    #[arg(long)]
+    work: PathBuf,
+    /// The target's FHIR base URL (fhirlink).
+    #[arg(
+        long,
+        env = "FHIRLINK_FHIR_URL",
+        default_value = "https://127.0.0.1:8080"
+    )]
+    fhir_url: String,
+    /// Connect to this address for the target instead of what its host resolves to.
+    #[arg(long)]
+    connect_to: Option<std::net::SocketAddr>,
+    /// The target FHIR service: the audience of the tokens minted with --data's key.
+    #[arg(long, default_value = "default")]
+    service: String,
+    /// A bearer token for the target instead of minting one (it needs the import right, and
+    /// the read right for --verify).
+    #[arg(long, env = "FHIRLINK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The target server's data folder: its CA is trusted and its key mints the token.
+    #[arg(long, env = "FHIRLINK_DATA", default_value = "./fhirlink-data")]
+    data: PathBuf,
+    /// The principal a minted target token names (FHIR Data Importer, and a reader role for
+    /// --verify).
+    #[arg(long, env = "FHIRLINK_PRINCIPAL", default_value = "admin")]
+    principal: String,
+    /// CA certificate (PEM) to trust for the target [default: <data>/tls/ca.pem].
+    #[arg(long, env = "FHIRLINK_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// After the import, compare the count of every exported type on both sides
+    /// (`_summary=count`) and a sample of resources (`--sample` per type) byte for byte as
+    /// JSON; a difference fails the run.
+    #[arg(long)]
+    verify: bool,
+    /// Resources per type compared by --verify.
+    #[arg(long, default_value_t = 5)]
+    sample: usize,
+    /// Give up when the export or the import has not finished after this many seconds.
+    #[arg(long, default_value_t = 86_400)]
+    timeout: u64,
+}
+
+/// `<work>/migrate.json`: where a run got to, so that a run again goes on from there.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct MigrateState {
+    /// The export request this download answers (source, since, types, history).
+    request: String,
+    /// The download is complete (every file checked against the manifest).
+    downloaded: bool,
+    /// The manifest's transactionTime: the next catch-up's --since.
+    transaction_time: Option<String>,
+    imported: bool,
+}
+
+pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let source = {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("fhirlink-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600));
+        if let Some(ca) = &args.from_ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            builder = builder.tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .with_context(|| format!("{}: not a PEM certificate", ca.display()))?,
+            );
+        }
+        let url =
+            reqwest::Url::parse(&args.from).with_context(|| format!("--from '{}'", args.from))?;
+        if let (Some(addr), Some(host)) = (args.from_connect_to, url.host_str()) {
+            builder = builder.resolve(host, addr);
+        }
+        builder
+            .build()
+            .context("building the source's HTTP client")?
+    };
+    let from = args.from.trim_end_matches('/').to_owned();
+    let from_token = args.from_token.as_deref().map(str::trim);
+    let (base, target, token) = connect(&Connection {
+        fhir_url: &args.fhir_url,
+        connect_to: args.connect_to,
+        ca_cert: args.ca_cert.as_ref(),
+        data: &args.data,
+        token: args.token.as_deref(),
+        principal: &args.principal,
+        service: &args.service,
+        scope: "system/*.*",
+    })?;
+    let types: Vec<String> = args
+        .types
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let request = ExportRequest {
+        base: from.clone(),
+        level: String::new(),
+        types,
+        since: args.since.clone(),
+        type_filters: Vec::new(),
+        extra: if args.history {
+            vec![("includeAssociatedData".into(), "_history,_deleted".into())]
+        } else {
+            Vec::new()
+        },
+        token: from_token.map(str::to_owned),
+        out: args.work.join("export"),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let kick_off = fhir_bulk_client::kick_off_url(&request);
+    std::fs::create_dir_all(&args.work)
+        .with_context(|| format!("creating {}", args.work.display()))?;
+    let state_path = args.work.join("migrate.json");
+    let mut state: MigrateState = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &MigrateState| s.request == kick_off && s.downloaded)
+        .unwrap_or_default();
+    let save = |s: &MigrateState| -> anyhow::Result<()> {
+        let tmp = state_path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &state_path)
+            .with_context(|| format!("writing {}", state_path.display()))
+    };
+    let bars = Bars::new();
+    if state.downloaded {
+        bars.log(&format!(
+            "the export of {kick_off} was downloaded by an earlier run: importing it"
+        ));
+    } else {
+        // A fresh download: nothing of an earlier, different or unfinished one stays.
+        let _ = std::fs::remove_dir_all(&request.out);
+        state = MigrateState {
+            request: kick_off.clone(),
+            ..MigrateState::default()
+        };
+        save(&state)?;
+        let exported = fhir_bulk_client::export(&source, &request, &bars)
+            .await
+            .context("the export from the source")?;
+        state.transaction_time = exported.manifest["transactionTime"]
+            .as_str()
+            .map(str::to_owned);
+        state.downloaded = true;
+        save(&state)?;
+        bars.log(&format!(
+            "downloaded {} resources in {} files from {from}",
+            exported.resources(),
+            exported.output.len()
+        ));
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(request.out.join("manifest.json"))
+            .context("reading the export's manifest.json")?,
+    )?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut exported_types = std::collections::BTreeSet::new();
+    for f in manifest["output"].as_array().into_iter().flatten() {
+        let (Some(t), Some(url)) = (f["type"].as_str(), f["url"].as_str()) else {
+            continue;
+        };
+        exported_types.insert(t.to_owned());
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or("");
+        let path = request.out.join(name);
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    let mut imported_resources = 0;
+    if files.is_empty() {
+        bars.log("nothing to import: the export is empty");
+    } else {
+        let inputs = import_inputs(&files)?;
+        let done = fhir_bulk_client::import(
+            &target,
+            &ImportRequest {
+                base: base.clone(),
+                inputs,
+                mode: Some("IncrementalLoad".into()),
+                token: Some(token.clone()),
+                timeout: Duration::from_secs(args.timeout),
+            },
+            &bars,
+        )
+        .await
+        .context("the import into the target")?;
+        imported_resources = done.resources;
+        if done.errors > 0 {
+            bars.bar.finish_and_clear();
+            for e in done.manifest["error"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "  {} refused lines of {}: {}",
+                    e["count"],
+                    e["inputUrl"].as_str().unwrap_or("?"),
+                    e["url"].as_str().unwrap_or("?")
+                );
+            }
+            anyhow::bail!(
+                "{} lines were refused by the target (the others were imported)",
+                done.errors
+            );
+        }
+        bars.log(&format!(
+            "imported {} resources ({} already there)",
+            done.resources,
+            done.manifest["extension"]["skipped"].as_u64().unwrap_or(0)
+        ));
+    }
+    state.imported = true;
+    save(&state)?;
+    let mut differences = Vec::new();
+    if args.verify {
+        for t in &exported_types {
+            let a = count(&source, &from, from_token, t).await?;
+            let b = count(&target, &base, Some(&token), t).await?;
+            if a == b {
+                bars.log(&format!("verify {t}: {a} on both"));
+            } else {
+                differences.push(format!("{t}: {a} at the source, {b} at the target"));
+            }
+        }
+        // A sample of each type, from the files: the same JSON on both sides.
+        for path in &files {
+            let text = std::fs::read_to_string(path)?;
+            for line in text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(args.sample)
+            {
+                let v: serde_json::Value = serde_json::from_str(line)?;
+                let (Some(t), Some(id)) = (v["resourceType"].as_str(), v["id"].as_str()) else {
+                    continue;
+                };
+                let a = read(&source, &from, from_token, t, id).await?;
+                let b = read(&target, &base, Some(&token), t, id).await?;
+                if a != b {
+                    differences.push(format!(
+                        "{t}/{id} differs between the source and the target"
+                    ));
+                }
+            }
+        }
+    }
+    bars.bar.finish_and_clear();
+    eprintln!(
+        "migrated {imported_resources} resources from {from} to {base} in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        match &state.transaction_time {
+            Some(t) => format!("; the next catch-up: --since {t}"),
+            None => String::new(),
+        }
+    );
+    if !differences.is_empty() {
+        anyhow::bail!(
+            "verify found {} differences:\n  {}",
+            differences.len(),
+            differences.join("\n  ")
+        );
+    }
+    if args.verify {
+        eprintln!(
+            "verified: the same count of every type on both sides, and the sampled resources equal"
+        );
+    }
+    Ok(())
+}
+
+/// `[base]/[type]?_summary=count`'s total.
+async fn count(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    rtype: &str,
+) -> anyhow::Result<u64> {
+    let mut req = http
+        .get(format!("{base}/{rtype}?_summary=count"))
+        .header("accept", "application/fhir+json");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    match v["total"].as_u64() {
+        Some(n) if status.is_success() => Ok(n),
+        _ => anyhow::bail!("{base}/{rtype}?_summary=count answered {status}: {v}"),
+    }
+}
+
+/// The current version of a resource as JSON (`None` when it is gone: 404 or 410).
+async fn read(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    rtype: &str,
+    id: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let mut req = http
+        .get(format!("{base}/{rtype}/{id}"))
+        .header("accept", "application/fhir+json");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    match resp.status().as_u16() {
+        200 => Ok(Some(resp.json().await?)),
+        404 | 410 => Ok(None),
+        s => anyhow::bail!("{base}/{rtype}/{id} answered {s}"),
+    }
 }

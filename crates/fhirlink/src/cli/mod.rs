@@ -23,7 +23,7 @@ use serde_json::json;
 
 pub(crate) use arm::{run_arm, ArmCommand};
 pub(crate) use backup::{backup, restore, BackupArgs, RestoreArgs};
-pub(crate) use bulk::{export, import, ExportArgs, ImportArgs};
+pub(crate) use bulk::{export, import, migrate, ExportArgs, ImportArgs, MigrateArgs};
 pub(crate) use fhir::{run_fhir, FhirCommand};
 pub(crate) use netplane::{diagnose, nslookup, DiagnoseArgs, NslookupArgs};
 pub(crate) use network::{run_network, NetworkCommand};
