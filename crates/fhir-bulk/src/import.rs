@@ -552,26 +552,49 @@ struct Chunk {
     eof: bool,
 }
 
+/// Lines as read from a file, before they are prepared.
+struct Raw {
+    lines: Vec<(u64, Vec<u8>)>,
+    /// Lines past [`MAX_LINE_BYTES`], skipped.
+    too_long: Vec<Bad>,
+    /// Where the file stands after them.
+    bytes: u64,
+    line_count: u64,
+    eof: bool,
+}
+
 /// Reads up to `max_lines` lines (or 8 MiB) from `reader` at `(bytes, lines)`.
 fn read_chunk(
     reader: &mut std::io::BufReader<std::fs::File>,
     mut bytes: u64,
     mut lines: u64,
     max_lines: usize,
-) -> std::io::Result<(Vec<(u64, Vec<u8>)>, Vec<Bad>, u64, u64, bool)> {
+) -> std::io::Result<Raw> {
     let mut out = Vec::with_capacity(max_lines);
     let mut too_long = Vec::new();
     let mut taken = 0usize;
     loop {
         if out.len() + too_long.len() >= max_lines || taken >= 8 * 1024 * 1024 {
-            return Ok((out, too_long, bytes, lines, false));
+            return Ok(Raw {
+                lines: out,
+                too_long,
+                bytes,
+                line_count: lines,
+                eof: false,
+            });
         }
         let mut line = Vec::new();
         let n = std::io::Read::by_ref(reader)
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut line)?;
         if n == 0 {
-            return Ok((out, too_long, bytes, lines, true));
+            return Ok(Raw {
+                lines: out,
+                too_long,
+                bytes,
+                line_count: lines,
+                eof: true,
+            });
         }
         lines += 1;
         bytes += n as u64;
@@ -811,7 +834,7 @@ impl crate::Bulk {
                         )
                     },
                 );
-                let pct = if total == 0 { 0 } else { bytes * 100 / total };
+                let pct = (bytes * 100).checked_div(total).unwrap_or(0);
                 ImportStatus::InProgress {
                     progress: format!("{pct}% read; {resources} resources imported"),
                 }
@@ -1080,18 +1103,18 @@ impl crate::Bulk {
                     }
                     let chunk = read_chunk(&mut reader, bytes, lines, chunk_lines)
                         .map_err(|e| io(&format!("reading {url}"), e))
-                        .map(|(raw, too_long, b, l, eof)| {
-                            let (ready, mut bad) = prepare_all(&raw, rtype.as_deref());
-                            bad.extend(too_long);
-                            bytes = b;
-                            lines = l;
+                        .map(|raw| {
+                            let (ready, mut bad) = prepare_all(&raw.lines, rtype.as_deref());
+                            bad.extend(raw.too_long);
+                            bytes = raw.bytes;
+                            lines = raw.line_count;
                             Chunk {
-                                raw,
+                                raw: raw.lines,
                                 ready,
                                 bad,
-                                bytes: b,
-                                lines: l,
-                                eof,
+                                bytes: raw.bytes,
+                                lines: raw.line_count,
+                                eof: raw.eof,
                             }
                         });
                     let stop = chunk.as_ref().map_or(true, |c| c.eof);

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: the FHIR data plane and the management API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print a token for a principal (signed with the data folder's key): for the management
     /// API, or with --service for a FHIR service's data plane.
     Token(cli::TokenArgs),
@@ -98,7 +98,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|runtime| {
             runtime.block_on(async {
                 match cli.command {
-                    Command::Serve(args) => serve::serve(args).await,
+                    Command::Serve(args) => serve::serve(*args).await,
                     Command::Token(args) => cli::token(args),
                     Command::Group(c) => cli::run_group(c).await,
                     Command::Fhir(c) => cli::run_fhir(c).await,
