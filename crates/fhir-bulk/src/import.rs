@@ -706,7 +706,13 @@ async fn write_chunk(
     let mut tx = store.begin(service).await?;
     let mut done = Written::default();
     for r in ready {
-        let current = tx.current(&r.rtype, &r.id).await?;
+        // A versioned line of IncrementalLoad needs no read first: put_version itself writes
+        // nothing at or below the stored version.
+        let current = if mode == ImportMode::InitialLoad || r.version.is_none() {
+            tx.current(&r.rtype, &r.id).await?
+        } else {
+            None
+        };
         let at = current.as_ref().map_or(0, |c| c.version);
         if mode == ImportMode::InitialLoad && current.is_some() {
             if r.version.is_some_and(|v| v <= at) {
