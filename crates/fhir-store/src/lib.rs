@@ -13,6 +13,7 @@ use serde_json::Value;
 pub use fhir_search::{Cursor, IndexEntry, SearchQuery};
 
 pub mod conformance;
+pub mod copy;
 
 /// A resource type name such as `Patient`, as it appears in `resourceType`.
 pub type ResourceType = str;

@@ -69,6 +69,9 @@ enum Command {
     /// that speaks the IG, downloaded, imported, repeatable with --since for catch-up windows,
     /// and --verify comparing both sides.
     Migrate(cli::MigrateArgs),
+    /// Move the store: `store copy --from DATA --to postgres://…` (server stopped).
+    #[command(subcommand)]
+    Store(cli::StoreCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -112,6 +115,7 @@ fn main() -> std::process::ExitCode {
                     Command::Export(a) => cli::export(a).await,
                     Command::Import(a) => cli::import(a).await,
                     Command::Migrate(a) => cli::migrate(a).await,
+                    Command::Store(c) => cli::run_store(c).await,
                 }
             })
         });

@@ -184,7 +184,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// A store URL with its password replaced, for messages and logs.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
