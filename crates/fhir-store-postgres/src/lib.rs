@@ -600,6 +600,16 @@ impl Store for PgStore {
         docs::list(&conn, collection).await
     }
 
+    async fn own_bases(&self) -> Result<Vec<String>> {
+        let conn = self.conn().await?;
+        Ok(conn
+            .query("SELECT url FROM own_bases ORDER BY url", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
         let mut conn = self.conn().await?;
         docs::write(&mut conn, writes).await

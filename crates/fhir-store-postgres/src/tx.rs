@@ -194,9 +194,9 @@ impl WriteTx for PgTx {
         prepared: Prepared,
         method: Method,
     ) -> Result<StoredResource> {
-        if let Some(base) = prepared.base() {
+        for base in prepared.bases() {
             if !self.bases.iter().any(|b| b == base) {
-                self.bases.push(base.to_string());
+                self.bases.push(base.clone());
             }
         }
         let (mut resource, mut entries) = prepared.into_parts();
@@ -285,9 +285,9 @@ impl WriteTx for PgTx {
         }
         let (method, body, entries) = match prepared {
             Some(prepared) => {
-                if let Some(base) = prepared.base() {
+                for base in prepared.bases() {
                     if !self.bases.iter().any(|b| b == base) {
-                        self.bases.push(base.to_string());
+                        self.bases.push(base.clone());
                     }
                 }
                 let (mut resource, mut entries) = prepared.into_parts();

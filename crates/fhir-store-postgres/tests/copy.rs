@@ -99,6 +99,22 @@ async fn a_copy_serves_what_the_source_did() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    // An absolute reference under the base it was written through is indexed as relative.
+    let mut tx = source.begin("second").await.unwrap();
+    tx.put_prepared(
+        "Observation",
+        "abs",
+        fhir_store::Prepared::with_base(
+            "abs",
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "a"},
+                   "subject": {"reference": "https://fhir.example/r4/Patient/p5"}}),
+            "https://fhir.example/r4",
+        ),
+        Method::Put,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     source
         .write_documents(vec![DocumentWrite::Put {
             collection: "arm".into(),
@@ -134,7 +150,7 @@ async fn a_copy_serves_what_the_source_did() {
             "{svc}: the same versions, instants and bytes, in the same order"
         );
     }
-    assert_eq!(report.versions, 3 * 2 * 24 + 3 + 1);
+    assert_eq!(report.versions, 3 * 2 * 24 + 3 + 1 + 1);
     // p2 was deleted in the last round and not written again.
     let p2 = target
         .read("default", "Patient", "p2")
@@ -156,6 +172,22 @@ async fn a_copy_serves_what_the_source_did() {
     assert_eq!(
         x.total, y.total,
         "the index is rebuilt for the current versions"
+    );
+    let q = fhir_search::parse(
+        Some("Observation"),
+        &[("subject".into(), "Patient/p5".into())],
+        &Default::default(),
+    )
+    .unwrap();
+    let (x, y) = (
+        source.search("second", &q).await.unwrap(),
+        target.search("second", &q).await.unwrap(),
+    );
+    assert_eq!(x.total, Some(2), "o5 and the absolute reference");
+    assert_eq!(x.total, y.total, "the source's own bases came along");
+    assert_eq!(
+        target.own_bases().await.unwrap(),
+        vec!["https://fhir.example/r4".to_owned()]
     );
     let doc = target
         .get_document("arm", "/subscriptions/s/resourcegroups/rg")

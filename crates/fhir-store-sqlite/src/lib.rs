@@ -513,6 +513,17 @@ impl Store for SqliteStore {
         self.readers.with(|conn| docs::list(conn, collection))
     }
 
+    async fn own_bases(&self) -> Result<Vec<String>> {
+        self.readers.with(|conn| {
+            conn.prepare_cached("SELECT url FROM own_bases ORDER BY url")
+                .and_then(|mut st| {
+                    st.query_map([], |row| row.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(backend)
+        })
+    }
+
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
         self.with_writer(move |conn| docs::write(conn, writes))
             .await

@@ -163,9 +163,9 @@ impl WriteTx for SqliteTx {
         prepared: Prepared,
         method: Method,
     ) -> Result<StoredResource> {
-        if let Some(base) = prepared.base() {
+        for base in prepared.bases() {
             if !self.bases.iter().any(|b| b == base) {
-                self.bases.push(base.to_string());
+                self.bases.push(base.clone());
             }
         }
         let (mut resource, mut entries) = prepared.into_parts();
@@ -248,9 +248,9 @@ impl WriteTx for SqliteTx {
         self.clock.advance_past(&last_updated);
         let (method, body, entries) = match prepared {
             Some(prepared) => {
-                if let Some(base) = prepared.base() {
+                for base in prepared.bases() {
                     if !self.bases.iter().any(|b| b == base) {
-                        self.bases.push(base.to_string());
+                        self.bases.push(base.clone());
                     }
                 }
                 let (mut resource, mut entries) = prepared.into_parts();

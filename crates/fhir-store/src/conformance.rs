@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             scan_reads_the_snapshot_while_writing,
             scan_pages_and_filters,
             put_version_keeps_versions_and_instants,
+            own_bases_are_recorded_at_commit,
         );
 
         #[tokio::test]
@@ -2114,5 +2115,40 @@ pub async fn put_version_keeps_versions_and_instants(store: &dyn Store) {
         found.matches.len(),
         1,
         "the current imported version is indexed"
+    );
+}
+
+/// The base URLs of [`Prepared::with_base`] writes are listed by [`Store::own_bases`] once
+/// committed (and not before, nor for a rolled-back transaction).
+pub async fn own_bases_are_recorded_at_commit(store: &dyn Store) {
+    service(store, "a").await;
+    assert!(store.own_bases().await.expect("own_bases").is_empty());
+    let mut tx = store.begin("a").await.expect("begin");
+    tx.put_prepared(
+        "Patient",
+        "x",
+        Prepared::with_base("x", patient("X"), "https://gone.example/fhir"),
+        Method::Put,
+    )
+    .await
+    .expect("put");
+    drop(tx);
+    assert!(
+        store.own_bases().await.expect("own_bases").is_empty(),
+        "a rolled-back transaction records no base"
+    );
+    let mut tx = store.begin("a").await.expect("begin");
+    tx.put_prepared(
+        "Patient",
+        "x",
+        Prepared::with_base("x", patient("X"), "https://fhir.example/r4/"),
+        Method::Put,
+    )
+    .await
+    .expect("put");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store.own_bases().await.expect("own_bases"),
+        vec!["https://fhir.example/r4".to_owned()]
     );
 }

@@ -57,6 +57,9 @@ pub async fn copy(
         }
     }
     let mut report = CopyReport::default();
+    // References under the source's own base URLs are indexed as relative ones there: the
+    // same here.
+    let bases = from.own_bases().await?;
     for service in from.list_services().await? {
         to.create_service(&service).await?;
         // The system history, newest first, is every version in commit order reversed.
@@ -105,7 +108,7 @@ pub async fn copy(
                                 "{service}: {rtype}/{id} version {version} is not JSON: {e}"
                             ))
                         })?;
-                        Some(Prepared::new(id, v))
+                        Some(Prepared::with_bases(id, v, &bases))
                     }
                     None => None,
                 };

@@ -275,6 +275,10 @@ pub trait Store: Send + Sync + 'static {
     /// visible to readers before [`WriteTx::commit`]; dropping the transaction rolls it back.
     async fn begin(&self, service: &str) -> Result<Box<dyn WriteTx>>;
 
+    /// The base URLs resources were written through ([`Prepared::with_base`]): what an index
+    /// rebuild, or a copy into another store, extracts references with.
+    async fn own_bases(&self) -> Result<Vec<String>>;
+
     /// One control-plane document, if it exists.
     async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>>;
     /// Every document of a collection, ordered by key.
@@ -292,7 +296,7 @@ pub trait Store: Send + Sync + 'static {
 pub struct Prepared {
     resource: Value,
     index: Vec<IndexEntry>,
-    base: Option<String>,
+    bases: Vec<String>,
 }
 
 impl Prepared {
@@ -302,7 +306,7 @@ impl Prepared {
         Prepared {
             resource,
             index,
-            base: None,
+            bases: Vec::new(),
         }
     }
 
@@ -317,7 +321,19 @@ impl Prepared {
         Prepared {
             resource,
             index,
-            base: Some(base),
+            bases: vec![base],
+        }
+    }
+
+    /// [`Prepared::with_base`] with every base a store recorded ([`Store::own_bases`]), for a
+    /// version copied from it.
+    pub fn with_bases(id: &str, mut resource: Value, bases: &[String]) -> Prepared {
+        set_id(&mut resource, id);
+        let index = fhir_search::extract_with_bases(&resource, bases);
+        Prepared {
+            resource,
+            index,
+            bases: bases.to_vec(),
         }
     }
 
@@ -325,9 +341,9 @@ impl Prepared {
         &self.resource
     }
 
-    /// The base URL given to [`Prepared::with_base`].
-    pub fn base(&self) -> Option<&str> {
-        self.base.as_deref()
+    /// The base URLs given to [`Prepared::with_base`] or [`Prepared::with_bases`].
+    pub fn bases(&self) -> &[String] {
+        &self.bases
     }
 
     pub fn into_parts(self) -> (Value, Vec<IndexEntry>) {
