@@ -173,11 +173,15 @@ CREATE INDEX IF NOT EXISTS ix_uri_seq ON ix_uri (sid, seq, pid);
 "#;
 
 /// SQLSTATEs of a `CREATE … IF NOT EXISTS` that raced another one (the catalog's unique
-/// index, or the relation itself): the other process created it, which is what was wanted.
+/// index, the relation itself, or its row type — `42710 type "fhirlink_schema" already
+/// exists`, seen once in CI): the other process created it, which is what was wanted.
 fn raced(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    e.code()
-        .is_some_and(|c| *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE)
+    e.code().is_some_and(|c| {
+        *c == SqlState::UNIQUE_VIOLATION
+            || *c == SqlState::DUPLICATE_TABLE
+            || *c == SqlState::DUPLICATE_OBJECT
+    })
 }
 
 /// Creates the schema on an empty database, or checks the one there. Safe when several

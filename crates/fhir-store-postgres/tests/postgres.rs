@@ -74,7 +74,7 @@ async fn several_stores_connect_at_once_to_an_empty_database() {
     let db = scratch().await;
     let url = db.url();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let url = url.clone();
         tasks.spawn(async move { PgStore::connect(&url, small()).await.map(drop) });
     }
