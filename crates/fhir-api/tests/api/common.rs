@@ -49,6 +49,8 @@ pub fn backends() -> Vec<Backend> {
 enum Keep {
     Dir(tempfile::TempDir),
     Database(fhir_store_postgres::scratch::ScratchDatabase),
+    /// The store's, and the bulk engine's output folder.
+    Bulk(Box<Keep>, tempfile::TempDir),
 }
 
 impl Backend {
@@ -271,6 +273,31 @@ impl Raw {
 
 impl Server {
     /// A data plane with `config` (what the binary's flags set: `--max-body-bytes`, …).
+    /// A server with the bulk engine: export files under a temporary folder, `$import`
+    /// allowed to read `import_dir`, polls never refused as too fast.
+    pub async fn start_with_bulk(backend: &Backend, import_dir: &std::path::Path) -> Server {
+        let (store, keep) = backend.open().await;
+        store.create_service("default").await.expect("service");
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut config = fhir_bulk::BulkConfig::new(out.path());
+        config.min_poll_interval = std::time::Duration::ZERO;
+        config.import_dirs = vec![import_dir.to_path_buf()];
+        config.import_chunk_lines = 3;
+        let bulk = fhir_bulk::Bulk::new(store.clone(), config);
+        bulk.start().await.expect("bulk engine");
+        let app = router(AppState::with_bulk(
+            store.clone(),
+            ApiConfig::default(),
+            bulk,
+        ));
+        Server {
+            backend: backend.name,
+            store,
+            app,
+            _keep: Keep::Bulk(Box::new(keep), out),
+        }
+    }
+
     pub async fn start_with(backend: &Backend, config: ApiConfig) -> Server {
         let (store, keep) = backend.open().await;
         store.create_service("default").await.expect("service");

@@ -3,6 +3,7 @@
 //! [`common::backends`] lists (the same suite for every backend, as the store's conformance
 //! suite is).
 
+mod bulk;
 mod bundles;
 mod common;
 mod compartment;
