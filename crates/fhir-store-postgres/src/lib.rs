@@ -5,8 +5,8 @@
 //! end (no blocking thread per query), maintained, with pipelining (concurrent statements on
 //! one connection are sent back to back: a write transaction's `BEGIN` and its lock go out
 //! together) and `COPY` for the bulk paths to come; unlike sqlx it needs no database at
-//! compile time. This slice connects without TLS (`NoTls`): point it at a database on the same
-//! machine or a trusted network; `sslmode` is to come with `serve --store`.
+//! compile time. TLS to the database follows libpq's `sslmode` and `sslrootcert` in the
+//! address (`tls.rs`: rustls through tokio-postgres-rustls; `prefer` by default, as libpq).
 //!
 //! [`PgStore::connect`] creates the schema on first use and refuses a database whose schema
 //! is newer than this build's (`schema.rs`). Writers of one service are serialised by the
@@ -26,6 +26,7 @@ mod scan;
 mod schema;
 pub mod scratch;
 mod search;
+pub mod tls;
 mod tx;
 mod writer;
 
@@ -42,7 +43,7 @@ use fhir_store::{
     SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource, WriteTx,
 };
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 /// How a [`PgStore`] uses its database.
 #[derive(Debug, Clone)]
@@ -90,9 +91,13 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db` or the key=value
     /// form), creating fhirlink's schema if the database has none.
     pub async fn connect(url: &str, config: PgConfig) -> Result<PgStore> {
-        let mut pg: tokio_postgres::Config = url
+        let tls = tls::settings(url)?;
+        let mut pg: tokio_postgres::Config = tls
+            .address
             .parse()
             .map_err(|e| StoreError::Backend(format!("bad PostgreSQL address: {e}")))?;
+        pg.ssl_mode(tls.ssl_mode());
+        let connector = tls.connector()?;
         pg.connect_timeout(config.connect_timeout);
         let timeout_ms = config.statement_timeout.as_millis().max(1);
         pg.options(format!("-c statement_timeout={timeout_ms}"));
@@ -101,8 +106,10 @@ impl PgStore {
         }
         // The schema first, on a connection of its own, so that a bad address or a refused
         // database fails here with its reason.
-        let (mut client, connection) =
-            pg.connect(NoTls).await.map_err(|e| connect_error(url, e))?;
+        let (mut client, connection) = pg
+            .connect(connector.clone())
+            .await
+            .map_err(|e| connect_error(url, e))?;
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "schema connection ended");
@@ -114,7 +121,7 @@ impl PgStore {
         prepared?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -163,8 +163,10 @@ pub(crate) struct ServeArgs {
     import_chunk_lines: u64,
     /// Where the FHIR data and the control plane's documents are kept: `sqlite`, the
     /// embedded store in --data (the default), or a PostgreSQL URL
-    /// (`postgres://user[:password]@host:port/database`; its schema is created or checked at
-    /// start). The keys, certificates, audit log and export files stay in --data either way.
+    /// (`postgres://user[:password]@host:port/database`, TLS by `?sslmode=` disable, prefer
+    /// (the default), require, verify-ca or verify-full and `sslrootcert=FILE`, as libpq
+    /// reads them; its schema is created or checked at start). The keys, certificates, audit
+    /// log and export files stay in --data either way.
     #[arg(
         long,
         env = "FHIRLINK_STORE",
