@@ -26,6 +26,7 @@ mod scan;
 mod schema;
 pub mod scratch;
 mod search;
+mod stats;
 pub mod tls;
 mod tx;
 mod writer;
@@ -77,6 +78,8 @@ pub struct PgStore {
     /// holding no connection, and run as members of one transaction, committed together.
     writers: Arc<Mutex<HashMap<String, writer::SharedGroup>>>,
     search_time_limit: Duration,
+    /// Planner statistics refreshed as the data grows (`stats.rs`).
+    stats: Arc<stats::Stats>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -137,6 +140,7 @@ impl PgStore {
             pool,
             writers: Arc::new(Mutex::new(HashMap::new())),
             search_time_limit: config.search_time_limit,
+            stats: Arc::new(stats::Stats::default()),
         })
     }
 

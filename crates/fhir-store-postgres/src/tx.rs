@@ -14,6 +14,7 @@
 //! and replaces its index rows. Dropping the transaction rolls it back to its savepoint.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +36,8 @@ pub(crate) struct PgTx {
     counts: HashMap<String, i64>,
     /// Base URLs the resources written came through.
     bases: Vec<String>,
+    stats: Arc<crate::stats::Stats>,
+    pool: deadpool_postgres::Pool,
 }
 
 impl PgTx {
@@ -47,6 +50,8 @@ impl PgTx {
             shared,
             counts: HashMap::new(),
             bases: Vec::new(),
+            stats: store.stats.clone(),
+            pool: store.pool.clone(),
         };
         if let Some(g) = tx.group.as_mut() {
             g.begin(store, service).await?;
@@ -344,6 +349,10 @@ impl WriteTx for PgTx {
             .take()
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))?;
         let counts = std::mem::take(&mut self.counts);
+        let written = counts
+            .values()
+            .map(|n| u64::try_from(*n).unwrap_or(0))
+            .sum();
         let bases = std::mem::take(&mut self.bases);
         let shared = self.shared.clone();
         // Its own task: should this future be dropped meanwhile, the member is still released
@@ -353,7 +362,9 @@ impl WriteTx for PgTx {
             writer::commit(shared, group, outcome).await
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?
+        .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))??;
+        self.stats.committed(&self.pool, written);
+        Ok(())
     }
 }
 

@@ -566,3 +566,60 @@ async fn a_failing_member_leaves_its_group_intact() {
         }
     }
 }
+
+/// The store refreshes the planner's statistics itself as data grows (autovacuum may be off,
+/// or late after a bulk load): after a thousand versions the search tables have been analysed
+/// (`last_analyze`, which autovacuum's own runs leave alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_are_refreshed_as_data_grows() {
+    let db = scratch().await;
+    let store = connect(&db, small()).await;
+    store.create_service("a").await.expect("service");
+    let before: Option<std::time::SystemTime> = sql(&db)
+        .await
+        .query_one(
+            "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'ix_token'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_user_tables")
+        .get(0);
+    assert!(before.is_none(), "a new database has not been analysed");
+    for batch in 0..12 {
+        let mut tx = store.begin("a").await.expect("begin");
+        for i in 0..100 {
+            let n = batch * 100 + i;
+            tx.put(
+                "Observation",
+                &format!("o{n}"),
+                serde_json::json!({"resourceType": "Observation", "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+                    "subject": {"reference": format!("Patient/p{}", n % 50)}}),
+                fhir_store::Method::Put,
+            )
+            .await
+            .expect("put");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let analysed: Option<std::time::SystemTime> = sql(&db)
+            .await
+            .query_one(
+                "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'ix_token'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_user_tables")
+            .get(0);
+        if analysed.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ix_token was not analysed after 1,200 versions"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
