@@ -75,7 +75,7 @@ pub(crate) fn settings(url: &str) -> Result<Settings> {
                 let mut kept = Vec::new();
                 for pair in query.split('&').filter(|p| !p.is_empty()) {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    let v = percent_decode(v);
+                    let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
                     if !take(k, &v)? {
                         kept.push(pair);
                     }
@@ -102,27 +102,6 @@ pub(crate) fn settings(url: &str) -> Result<Settings> {
         mode: mode.unwrap_or(Mode::Prefer),
         root_cert,
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Settings {

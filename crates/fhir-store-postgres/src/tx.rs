@@ -90,6 +90,15 @@ impl PgTx {
         micros_to_instant(next)
     }
 
+    /// Remembers the base URLs a written resource came through, once each, for the commit.
+    fn add_bases(&mut self, bases: Vec<String>) {
+        for base in bases {
+            if !self.bases.contains(&base) {
+                self.bases.push(base);
+            }
+        }
+    }
+
     /// The current version number of a resource, whether it is a deletion, and its `seq`.
     async fn head(&self, rtype: &str, id: &str) -> Result<Option<(i64, bool, i64)>> {
         Ok(self
@@ -199,21 +208,13 @@ impl WriteTx for PgTx {
         prepared: Prepared,
         method: Method,
     ) -> Result<StoredResource> {
-        for base in prepared.bases() {
-            if !self.bases.iter().any(|b| b == base) {
-                self.bases.push(base.clone());
-            }
-        }
-        let (mut resource, mut entries) = prepared.into_parts();
         let head = self.head(rtype, id).await?;
         let version = head.map_or(1, |(v, _, _)| v + 1);
         let last_updated = self.next_instant()?;
         let number = u64::try_from(version)
             .map_err(|_| StoreError::Backend(format!("version {version} out of range")))?;
-        fhir_store::stamp(&mut resource, id, number, &last_updated);
-        fhir_search::restamp_last_updated(&resource, &mut entries);
-        let body = serde_json::to_vec(&resource)
-            .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?;
+        let (body, entries, bases) = prepared.into_version(rtype, id, number, &last_updated)?;
+        self.add_bases(bases);
         // Only the current version is indexed: the previous one's rows go.
         let old = match head {
             Some((_, false, old)) => Some(old),
@@ -290,17 +291,9 @@ impl WriteTx for PgTx {
         }
         let (method, body, entries) = match prepared {
             Some(prepared) => {
-                for base in prepared.bases() {
-                    if !self.bases.iter().any(|b| b == base) {
-                        self.bases.push(base.clone());
-                    }
-                }
-                let (mut resource, mut entries) = prepared.into_parts();
-                fhir_store::stamp(&mut resource, id, version, &last_updated);
-                fhir_search::restamp_last_updated(&resource, &mut entries);
-                let body = serde_json::to_vec(&resource).map_err(|e| {
-                    StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}"))
-                })?;
+                let (body, entries, bases) =
+                    prepared.into_version(rtype, id, version, &last_updated)?;
+                self.add_bases(bases);
                 let method = if head.is_none() {
                     Method::Post
                 } else {

@@ -58,6 +58,15 @@ impl SqliteTx {
             .ok_or_else(|| StoreError::Backend("transaction already ended".into()))
     }
 
+    /// Remembers the base URLs a written resource came through, once each, for the commit.
+    fn add_bases(&mut self, bases: Vec<String>) {
+        for base in bases {
+            if !self.bases.contains(&base) {
+                self.bases.push(base);
+            }
+        }
+    }
+
     /// The current version number of a resource, whether it is a deletion, and its `seq`.
     fn head(&self, rtype: &str, id: &str) -> Result<Option<(i64, bool, i64)>> {
         self.conn()?
@@ -163,21 +172,13 @@ impl WriteTx for SqliteTx {
         prepared: Prepared,
         method: Method,
     ) -> Result<StoredResource> {
-        for base in prepared.bases() {
-            if !self.bases.iter().any(|b| b == base) {
-                self.bases.push(base.clone());
-            }
-        }
-        let (mut resource, mut entries) = prepared.into_parts();
         let head = self.head(rtype, id)?;
         let version = head.map_or(1, |(v, _, _)| v + 1);
         let last_updated = self.clock.now();
         let number = u64::try_from(version)
             .map_err(|_| StoreError::Backend(format!("version {version} out of range")))?;
-        fhir_store::stamp(&mut resource, id, number, &last_updated);
-        fhir_search::restamp_last_updated(&resource, &mut entries);
-        let body = serde_json::to_vec(&resource)
-            .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?;
+        let (body, entries, bases) = prepared.into_version(rtype, id, number, &last_updated)?;
+        self.add_bases(bases);
         // Only the current version is indexed: the previous one's rows go.
         if let Some((_, false, old)) = head {
             index::remove(self.conn()?, old)?;
@@ -248,17 +249,9 @@ impl WriteTx for SqliteTx {
         self.clock.advance_past(&last_updated);
         let (method, body, entries) = match prepared {
             Some(prepared) => {
-                for base in prepared.bases() {
-                    if !self.bases.iter().any(|b| b == base) {
-                        self.bases.push(base.clone());
-                    }
-                }
-                let (mut resource, mut entries) = prepared.into_parts();
-                fhir_store::stamp(&mut resource, id, version, &last_updated);
-                fhir_search::restamp_last_updated(&resource, &mut entries);
-                let body = serde_json::to_vec(&resource).map_err(|e| {
-                    StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}"))
-                })?;
+                let (body, entries, bases) =
+                    prepared.into_version(rtype, id, version, &last_updated)?;
+                self.add_bases(bases);
                 let method = if head.is_none() {
                     Method::Post
                 } else {

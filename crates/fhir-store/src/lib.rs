@@ -349,6 +349,25 @@ impl Prepared {
     pub fn into_parts(self) -> (Value, Vec<IndexEntry>) {
         (self.resource, self.index)
     }
+
+    /// The stored form of this resource as version `version` of `rtype/id` at
+    /// `last_updated`, as every backend writes it: `id` and `meta` stamped ([`stamp`]), the
+    /// `_lastUpdated` index rows restamped, the JSON serialised. Returns the body, the index
+    /// rows and the base URLs it was written through.
+    pub fn into_version(
+        self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        last_updated: &DateTime<Utc>,
+    ) -> Result<(Vec<u8>, Vec<IndexEntry>, Vec<String>)> {
+        let (mut resource, mut entries) = (self.resource, self.index);
+        stamp(&mut resource, id, version, last_updated);
+        fhir_search::restamp_last_updated(&resource, &mut entries);
+        let body = serde_json::to_vec(&resource)
+            .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?;
+        Ok((body, entries, self.bases))
+    }
 }
 
 /// A write transaction on one service.
