@@ -134,16 +134,11 @@ pub(crate) async fn kick_off(
         )
         .await
         .map_err(bulk_error)?;
-    let url = fhir_bulk::status_url(&ctx.base, &job);
-    let mut resp = respond::json(
+    Ok(accepted(
         ctx,
-        StatusCode::ACCEPTED,
-        &respond::information(&format!("the export was accepted; poll {url}")),
-    );
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        resp.headers_mut().insert(header::CONTENT_LOCATION, v);
-    }
-    Ok(resp)
+        "export",
+        &fhir_bulk::status_url(&ctx.base, &job),
+    ))
 }
 
 /// A poll (`GET`) or a cancellation (`DELETE`) of the status URL.
@@ -167,20 +162,7 @@ pub(crate) async fn status(ctx: &Ctx, id: &str, cancel: bool) -> Result<Response
         Status::InProgress {
             progress,
             retry_after,
-        } => {
-            let mut resp = StatusCode::ACCEPTED.into_response();
-            let h = resp.headers_mut();
-            // X-Progress: at most 100 characters (IG 2.0.0).
-            let progress: String = progress.chars().take(100).collect();
-            if let Ok(v) = HeaderValue::from_str(&progress) {
-                h.insert("x-progress", v);
-            }
-            h.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
-            );
-            Ok(resp)
-        }
+        } => Ok(in_progress(&progress, retry_after)),
         Status::Completed { manifest, expires } => {
             let mut resp = (
                 StatusCode::OK,
@@ -197,6 +179,35 @@ pub(crate) async fn status(ctx: &Ctx, id: &str, cancel: bool) -> Result<Response
             format!("the export failed: {message}"),
         )),
     }
+}
+
+/// A kick-off's `202 Accepted`, the absolute status URL in `Content-Location`.
+fn accepted(ctx: &Ctx, what: &str, url: &str) -> Response {
+    let mut resp = respond::json(
+        ctx,
+        StatusCode::ACCEPTED,
+        &respond::information(&format!("the {what} was accepted; poll {url}")),
+    );
+    if let Ok(v) = HeaderValue::from_str(url) {
+        resp.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    resp
+}
+
+/// A running job's poll: `202` with `X-Progress` (at most 100 characters, IG 2.0.0) and
+/// `Retry-After`.
+fn in_progress(progress: &str, retry_after: std::time::Duration) -> Response {
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    let h = resp.headers_mut();
+    let progress: String = progress.chars().take(100).collect();
+    if let Ok(v) = HeaderValue::from_str(&progress) {
+        h.insert("x-progress", v);
+    }
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after.as_secs().max(1)),
+    );
+    resp
 }
 
 fn set_expires(resp: &mut Response, expires: chrono::DateTime<chrono::Utc>) {
@@ -270,16 +281,11 @@ pub(crate) async fn import_kick_off(
         )
         .await
         .map_err(bulk_error)?;
-    let url = fhir_bulk::import::status_url(&ctx.base, &job.id);
-    let mut resp = respond::json(
+    Ok(accepted(
         ctx,
-        StatusCode::ACCEPTED,
-        &respond::information(&format!("the import was accepted; poll {url}")),
-    );
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        resp.headers_mut().insert(header::CONTENT_LOCATION, v);
-    }
-    Ok(resp)
+        "import",
+        &fhir_bulk::import::status_url(&ctx.base, &job.id),
+    ))
 }
 
 /// A poll (`GET`) or a cancellation (`DELETE`) of an import's status URL.
@@ -307,17 +313,7 @@ pub(crate) async fn import_status(
         .map_err(bulk_error)?
     {
         fhir_bulk::ImportStatus::InProgress { progress } => {
-            let mut resp = StatusCode::ACCEPTED.into_response();
-            let h = resp.headers_mut();
-            let progress: String = progress.chars().take(100).collect();
-            if let Ok(v) = HeaderValue::from_str(&progress) {
-                h.insert("x-progress", v);
-            }
-            h.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(bulk.config().retry_after.as_secs().max(1)),
-            );
-            Ok(resp)
+            Ok(in_progress(&progress, bulk.config().retry_after))
         }
         fhir_bulk::ImportStatus::Completed { manifest, expires } => {
             let mut resp = (

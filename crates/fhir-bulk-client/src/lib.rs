@@ -189,12 +189,7 @@ pub async fn export(
     if resp.status() != StatusCode::ACCEPTED {
         return Err(refusal("the kick-off", resp).await);
     }
-    let status_url = resp
-        .headers()
-        .get(CONTENT_LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ExportError::Protocol("the kick-off's 202 has no Content-Location".into()))?
-        .to_owned();
+    let status_url = content_location(&resp)?;
     progress.accepted(&status_url);
     let manifest = poll(
         http,
@@ -260,6 +255,15 @@ pub async fn export(
         deleted: got.1,
         errors: got.2,
     })
+}
+
+/// The status URL a kick-off's `202` names.
+fn content_location(resp: &reqwest::Response) -> Result<String, ExportError> {
+    resp.headers()
+        .get(CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| ExportError::Protocol("the kick-off's 202 has no Content-Location".into()))
 }
 
 /// Polls a status URL as the server asks (`Retry-After`, `429`) until its `200`: the body.
@@ -357,12 +361,7 @@ pub async fn import(
     if resp.status() != StatusCode::ACCEPTED {
         return Err(refusal("the import's kick-off", resp).await);
     }
-    let status_url = resp
-        .headers()
-        .get(CONTENT_LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ExportError::Protocol("the kick-off's 202 has no Content-Location".into()))?
-        .to_owned();
+    let status_url = content_location(&resp)?;
     progress.accepted(&status_url);
     let manifest = poll(
         http,

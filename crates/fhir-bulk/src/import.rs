@@ -791,7 +791,7 @@ impl crate::Bulk {
             failure: None,
             attempts: 0,
         };
-        let version = self.write_import(&job, Expected::Absent).await?;
+        let version = self.write(&job, Expected::Absent).await?;
         self.spawn_import(job.clone(), version);
         Ok(job)
     }
@@ -935,58 +935,13 @@ impl crate::Bulk {
                      what it wrote stays",
                     job.attempts
                 ));
-                self.write_import(&job, Expected::Version(doc.version))
-                    .await?;
+                self.write(&job, Expected::Version(doc.version)).await?;
                 continue;
             }
             tracing::info!(service = %job.service, job = %job.id, attempt = job.attempts + 1, "bulk import taken up again after a restart");
             self.spawn_import(job, doc.version);
         }
         Ok(owned)
-    }
-
-    /// Deletes finished imports older than the retention, with their error files.
-    pub(crate) async fn sweep_imports(&self, now: DateTime<Utc>) -> Result<usize, BulkError> {
-        let retention =
-            chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::MAX);
-        let mut removed = 0;
-        for doc in self.store.list_documents(COLLECTION).await? {
-            let Ok(job) = serde_json::from_value::<ImportJob>(doc.body) else {
-                continue;
-            };
-            let expired = job
-                .finished
-                .is_some_and(|f| f.checked_add_signed(retention).is_none_or(|e| e <= now));
-            if job.state != JobState::Running && expired {
-                let deleted = self
-                    .store
-                    .write_documents(vec![DocumentWrite::Delete {
-                        collection: COLLECTION.into(),
-                        key: doc.key,
-                        expected: Expected::Version(doc.version),
-                    }])
-                    .await;
-                if deleted.is_ok() {
-                    self.remove_files(&job.service, &job.id);
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
-    }
-
-    async fn write_import(&self, job: &ImportJob, expected: Expected) -> Result<u64, BulkError> {
-        let body = serde_json::to_value(job).map_err(|e| BulkError::Io(e.to_string()))?;
-        let written = self
-            .store
-            .write_documents(vec![DocumentWrite::Put {
-                collection: COLLECTION.into(),
-                key: job.key(),
-                body,
-                expected,
-            }])
-            .await?;
-        Ok(written.first().map_or(0, |d| d.version))
     }
 
     fn imports_running_of(&self, key: &str) -> Option<Arc<Running>> {
@@ -1007,7 +962,7 @@ impl crate::Bulk {
         let bulk = self.clone();
         tokio::spawn(async move {
             job.attempts += 1;
-            let mut version = match bulk.write_import(&job, Expected::Version(version)).await {
+            let mut version = match bulk.write(&job, Expected::Version(version)).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::info!(job = %job.id, error = %e, "import job gone before it started");
@@ -1043,7 +998,7 @@ impl crate::Bulk {
                     job.failure = Some(e.to_string());
                 }
             }
-            if let Err(e) = bulk.write_import(&job, Expected::Version(version)).await {
+            if let Err(e) = bulk.write(&job, Expected::Version(version)).await {
                 tracing::info!(job = %job.id, error = %e, "import job not recorded as finished");
                 bulk.remove_files(&job.service, &job.id);
             }
@@ -1183,7 +1138,7 @@ impl crate::Bulk {
                 p.done = chunk.eof;
                 running.bytes.fetch_add(read, Ordering::Relaxed);
                 running.resources.fetch_add(n, Ordering::Relaxed);
-                *version = self.write_import(job, Expected::Version(*version)).await?;
+                *version = self.write(job, Expected::Version(*version)).await?;
             }
             reader
                 .await

@@ -174,6 +174,54 @@ pub(crate) struct Running {
     pub(crate) progress: Progress,
 }
 
+/// What the job documents of each kind have in common, for writing and sweeping them.
+pub(crate) trait JobDoc: serde::Serialize + serde::de::DeserializeOwned {
+    const COLLECTION: &'static str;
+    fn key(&self) -> String;
+    fn service(&self) -> &str;
+    fn id(&self) -> &str;
+    fn state(&self) -> JobState;
+    fn finished(&self) -> Option<DateTime<Utc>>;
+}
+
+impl JobDoc for Job {
+    const COLLECTION: &'static str = job::COLLECTION;
+    fn key(&self) -> String {
+        Job::key(self)
+    }
+    fn service(&self) -> &str {
+        &self.service
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn state(&self) -> JobState {
+        self.state
+    }
+    fn finished(&self) -> Option<DateTime<Utc>> {
+        self.finished
+    }
+}
+
+impl JobDoc for ImportJob {
+    const COLLECTION: &'static str = import::COLLECTION;
+    fn key(&self) -> String {
+        ImportJob::key(self)
+    }
+    fn service(&self) -> &str {
+        &self.service
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn state(&self) -> JobState {
+        self.state
+    }
+    fn finished(&self) -> Option<DateTime<Utc>> {
+        self.finished
+    }
+}
+
 /// The bulk engine of one server.
 pub struct Bulk {
     store: Arc<dyn Store>,
@@ -268,32 +316,37 @@ impl Bulk {
     /// Deletes the finished jobs older than the retention, with their files. Returns how
     /// many.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, BulkError> {
+        Ok(self.sweep_jobs::<Job>(now).await? + self.sweep_jobs::<ImportJob>(now).await?)
+    }
+
+    /// [`Bulk::sweep`] of one kind of job.
+    async fn sweep_jobs<J: JobDoc>(&self, now: DateTime<Utc>) -> Result<usize, BulkError> {
         let retention =
             chrono::Duration::from_std(self.config.retention).unwrap_or(chrono::Duration::MAX);
         let mut removed = 0;
-        for doc in self.store.list_documents(job::COLLECTION).await? {
-            let Ok(job) = serde_json::from_value::<Job>(doc.body) else {
+        for doc in self.store.list_documents(J::COLLECTION).await? {
+            let Ok(job) = serde_json::from_value::<J>(doc.body) else {
                 continue;
             };
             let expired = job
-                .finished
+                .finished()
                 .is_some_and(|f| f.checked_add_signed(retention).is_none_or(|e| e <= now));
-            if job.state != JobState::Running && expired {
+            if job.state() != JobState::Running && expired {
                 let deleted = self
                     .store
                     .write_documents(vec![DocumentWrite::Delete {
-                        collection: job::COLLECTION.into(),
+                        collection: J::COLLECTION.into(),
                         key: doc.key,
                         expected: Expected::Version(doc.version),
                     }])
                     .await;
                 if deleted.is_ok() {
-                    self.remove_files(&job.service, &job.id);
+                    self.remove_files(job.service(), job.id());
                     removed += 1;
                 }
             }
         }
-        Ok(removed + self.sweep_imports(now).await?)
+        Ok(removed)
     }
 
     /// Accepts an export: checks the Group of a group export, the job limit, takes the
@@ -505,12 +558,17 @@ impl Bulk {
         }
     }
 
-    async fn write(&self, job: &Job, expected: Expected) -> Result<u64, BulkError> {
+    /// Writes a job's document (export or import); its new version.
+    pub(crate) async fn write<J: JobDoc>(
+        &self,
+        job: &J,
+        expected: Expected,
+    ) -> Result<u64, BulkError> {
         let body = serde_json::to_value(job).map_err(|e| BulkError::Io(e.to_string()))?;
         let written = self
             .store
             .write_documents(vec![DocumentWrite::Put {
-                collection: job::COLLECTION.into(),
+                collection: J::COLLECTION.into(),
                 key: job.key(),
                 body,
                 expected,

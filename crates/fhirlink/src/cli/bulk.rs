@@ -20,21 +20,9 @@ const SELF_TOKEN_SECS: i64 = 3600;
 
 #[derive(Args)]
 pub(crate) struct ExportArgs {
-    /// The FHIR base URL (`https://<service>.azurehealthcareapis.com:8080`, or the server's
-    /// address for the default service).
-    #[arg(
-        long,
-        env = "FHIRLINK_FHIR_URL",
-        default_value = "https://127.0.0.1:8080"
-    )]
-    fhir_url: String,
-    /// Connect to this address instead of what the URL's host resolves to (`IP:PORT`), as
-    /// `curl --resolve` does: the URL's name still goes in the Host header and the TLS SNI.
-    #[arg(long)]
-    connect_to: Option<std::net::SocketAddr>,
-    /// The FHIR service: the audience of the token minted with --data's key.
-    #[arg(long, default_value = "default")]
-    service: String,
+    /// Where the target server is and how to authenticate to it.
+    #[command(flatten)]
+    target: Target,
     /// Export level: `system` (default), `patient`, or `group/<id>`.
     #[arg(long, default_value = "system")]
     level: String,
@@ -50,20 +38,6 @@ pub(crate) struct ExportArgs {
     /// The folder the files and manifest.json are written to.
     #[arg(long)]
     out: PathBuf,
-    /// A bearer token to send instead of minting one.
-    #[arg(long, env = "FHIRLINK_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The server's data folder: its CA certificate is trusted and its signing key mints the
-    /// token (principal --principal, scope system/*.read) unless --token is given.
-    #[arg(long, env = "FHIRLINK_DATA", default_value = "./fhirlink-data")]
-    data: PathBuf,
-    /// The principal a minted token names (it needs the FHIR Data Exporter role).
-    #[arg(long, env = "FHIRLINK_PRINCIPAL", default_value = "admin")]
-    principal: String,
-    /// CA certificate (PEM) to trust [default: <data>/tls/ca.pem when it exists, else the
-    /// system's roots].
-    #[arg(long, env = "FHIRLINK_CA_CERT")]
-    ca_cert: Option<PathBuf>,
     /// Give up when the export has not finished after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
@@ -156,50 +130,84 @@ fn level(s: &str) -> anyhow::Result<String> {
     })
 }
 
-/// How the CLI reaches a server: its URL, address, trust and token.
-struct Connection<'a> {
-    fhir_url: &'a str,
+/// The target server of a bulk command: where it is, how to trust it, and the token.
+#[derive(Args)]
+pub(crate) struct Target {
+    /// The FHIR base URL (`https://<service>.azurehealthcareapis.com:8080`, or the server's
+    /// address for the default service).
+    #[arg(
+        long,
+        env = "FHIRLINK_FHIR_URL",
+        default_value = "https://127.0.0.1:8080"
+    )]
+    fhir_url: String,
+    /// Connect to this address instead of what the URL's host resolves to (`IP:PORT`), as
+    /// `curl --resolve` does: the URL's name still goes in the Host header and the TLS SNI.
+    #[arg(long)]
     connect_to: Option<std::net::SocketAddr>,
-    ca_cert: Option<&'a PathBuf>,
-    data: &'a std::path::Path,
-    token: Option<&'a str>,
-    principal: &'a str,
-    service: &'a str,
-    scope: &'a str,
+    /// The FHIR service: the audience of the token minted with --data's key.
+    #[arg(long, default_value = "default")]
+    service: String,
+    /// A bearer token to send instead of minting one.
+    #[arg(long, env = "FHIRLINK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The server's data folder: its CA certificate is trusted and its signing key mints the
+    /// token (principal --principal) unless --token is given.
+    #[arg(long, env = "FHIRLINK_DATA", default_value = "./fhirlink-data")]
+    data: PathBuf,
+    /// The principal a minted token names: it needs FHIR Data Exporter to export, FHIR Data
+    /// Importer to import (and a reader role for `migrate --verify`).
+    #[arg(long, env = "FHIRLINK_PRINCIPAL", default_value = "admin")]
+    principal: String,
+    /// CA certificate (PEM) to trust [default: <data>/tls/ca.pem when it exists, else the
+    /// system's roots].
+    #[arg(long, env = "FHIRLINK_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
-/// The HTTP client and the bearer token (`--token`, or one minted with the data folder's key).
-fn connect(c: &Connection<'_>) -> anyhow::Result<(String, reqwest::Client, String)> {
-    let base = c.fhir_url.trim_end_matches('/').to_owned();
-    let url = reqwest::Url::parse(&base).with_context(|| format!("--fhir-url '{base}'"))?;
+/// An HTTP client for `url` (named by `flag` in errors): trusting only `ca` when given (for an
+/// `https` URL), connecting to `connect_to` instead of what the host resolves to.
+fn http_client(
+    url: &str,
+    flag: &str,
+    ca: Option<&std::path::Path>,
+    connect_to: Option<std::net::SocketAddr>,
+) -> anyhow::Result<reqwest::Client> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{flag} '{url}'"))?;
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("fhirlink-cli/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(600));
-    let ca = c
-        .ca_cert
-        .cloned()
-        .or_else(|| Some(c.data.join("tls").join("ca.pem")).filter(|p| p.exists()));
-    if let (Some(ca), "https") = (&ca, url.scheme()) {
+    if let (Some(ca), "https") = (ca, parsed.scheme()) {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .with_context(|| format!("{}: not a PEM certificate", ca.display()))?;
         builder = builder.tls_certs_only(certs);
     }
-    if let (Some(addr), Some(host)) = (c.connect_to, url.host_str()) {
+    if let (Some(addr), Some(host)) = (connect_to, parsed.host_str()) {
         builder = builder.resolve(host, addr);
     }
-    let http = builder.build().context("building the HTTP client")?;
-    let token = match c.token {
+    builder.build().context("building the HTTP client")
+}
+
+/// The HTTP client and the bearer token (`--token`, or one minted with the data folder's key).
+fn connect(c: &Target, scope: &str) -> anyhow::Result<(String, reqwest::Client, String)> {
+    let base = c.fhir_url.trim_end_matches('/').to_owned();
+    let ca = c
+        .ca_cert
+        .clone()
+        .or_else(|| Some(c.data.join("tls").join("ca.pem")).filter(|p| p.exists()));
+    let http = http_client(&base, "--fhir-url", ca.as_deref(), c.connect_to)?;
+    let token = match c.token.as_deref() {
         Some(t) => t.trim().to_owned(),
-        None => LocalIssuer::load(c.data)?.mint_with(&TokenRequest {
-            subject: c.principal.to_owned(),
+        None => LocalIssuer::load(&c.data)?.mint_with(&TokenRequest {
+            subject: c.principal.clone(),
             audience: format!(
                 "https://{}.{}",
                 c.service.to_lowercase(),
                 link_model::SERVICE_DNS_SUFFIX
             ),
-            scopes: vec![c.scope.to_owned()],
+            scopes: vec![scope.to_owned()],
             patient: None,
             fhir_user: None,
             client_id: None,
@@ -211,16 +219,7 @@ fn connect(c: &Connection<'_>) -> anyhow::Result<(String, reqwest::Client, Strin
 }
 
 pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let (base, http, token) = connect(&Connection {
-        fhir_url: &args.fhir_url,
-        connect_to: args.connect_to,
-        ca_cert: args.ca_cert.as_ref(),
-        data: &args.data,
-        token: args.token.as_deref(),
-        principal: &args.principal,
-        service: &args.service,
-        scope: "system/*.read",
-    })?;
+    let (base, http, token) = connect(&args.target, "system/*.read")?;
     let request = ExportRequest {
         base,
         level: level(&args.level)?,
@@ -259,43 +258,19 @@ pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub(crate) struct ImportArgs {
+    /// Where the target server is and how to authenticate to it.
+    #[command(flatten)]
+    target: Target,
     /// NDJSON files, or folders of them (every `*.ndjson` directly inside, as an export
     /// wrote them: `Patient-1.ndjson`, `Patient.000.ndjson`); each file's type is its name up
     /// to the first `-` or `.`. They must be under one of the server's --import-dir folders:
     /// the server reads them itself.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// The FHIR base URL (`https://<service>.azurehealthcareapis.com:8080`, or the server's
-    /// address for the default service).
-    #[arg(
-        long,
-        env = "FHIRLINK_FHIR_URL",
-        default_value = "https://127.0.0.1:8080"
-    )]
-    fhir_url: String,
-    /// Connect to this address instead of what the URL's host resolves to (`IP:PORT`).
-    #[arg(long)]
-    connect_to: Option<std::net::SocketAddr>,
-    /// The FHIR service: the audience of the token minted with --data's key.
-    #[arg(long, default_value = "default")]
-    service: String,
     /// `IncrementalLoad` (keeps versionId, lastUpdated, history and soft deletes; the
     /// server's default) or `InitialLoad` (creates only).
     #[arg(long)]
     mode: Option<String>,
-    /// A bearer token to send instead of minting one.
-    #[arg(long, env = "FHIRLINK_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The server's data folder: its CA certificate is trusted and its signing key mints the
-    /// token (principal --principal, scope system/*.write) unless --token is given.
-    #[arg(long, env = "FHIRLINK_DATA", default_value = "./fhirlink-data")]
-    data: PathBuf,
-    /// The principal a minted token names (it needs the FHIR Data Importer role).
-    #[arg(long, env = "FHIRLINK_PRINCIPAL", default_value = "admin")]
-    principal: String,
-    /// CA certificate (PEM) to trust [default: <data>/tls/ca.pem when it exists].
-    #[arg(long, env = "FHIRLINK_CA_CERT")]
-    ca_cert: Option<PathBuf>,
     /// Give up when the import has not finished after this many seconds.
     #[arg(long, default_value_t = 86_400)]
     timeout: u64,
@@ -355,16 +330,7 @@ const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERI
 
 pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let inputs = import_inputs(&args.paths)?;
-    let (base, http, token) = connect(&Connection {
-        fhir_url: &args.fhir_url,
-        connect_to: args.connect_to,
-        ca_cert: args.ca_cert.as_ref(),
-        data: &args.data,
-        token: args.token.as_deref(),
-        principal: &args.principal,
-        service: &args.service,
-        scope: "system/*.write",
-    })?;
+    let (base, http, token) = connect(&args.target, "system/*.write")?;
     let files = inputs.len();
     let request = ImportRequest {
         base,
@@ -406,6 +372,9 @@ pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub(crate) struct MigrateArgs {
+    /// Where the target server is and how to authenticate to it.
+    #[command(flatten)]
+    target: Target,
     /// The source's FHIR base URL: any server that speaks the Bulk Data IG (Azure API for
     /// FHIR, another fhirlink, …).
     #[arg(long)]
@@ -435,33 +404,6 @@ pub(crate) struct MigrateArgs {
     /// on from it (the import is idempotent for versioned lines).
     #[arg(long)]
     work: PathBuf,
-    /// The target's FHIR base URL (fhirlink).
-    #[arg(
-        long,
-        env = "FHIRLINK_FHIR_URL",
-        default_value = "https://127.0.0.1:8080"
-    )]
-    fhir_url: String,
-    /// Connect to this address for the target instead of what its host resolves to.
-    #[arg(long)]
-    connect_to: Option<std::net::SocketAddr>,
-    /// The target FHIR service: the audience of the tokens minted with --data's key.
-    #[arg(long, default_value = "default")]
-    service: String,
-    /// A bearer token for the target instead of minting one (it needs the import right, and
-    /// the read right for --verify).
-    #[arg(long, env = "FHIRLINK_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The target server's data folder: its CA is trusted and its key mints the token.
-    #[arg(long, env = "FHIRLINK_DATA", default_value = "./fhirlink-data")]
-    data: PathBuf,
-    /// The principal a minted target token names (FHIR Data Importer, and a reader role for
-    /// --verify).
-    #[arg(long, env = "FHIRLINK_PRINCIPAL", default_value = "admin")]
-    principal: String,
-    /// CA certificate (PEM) to trust for the target [default: <data>/tls/ca.pem].
-    #[arg(long, env = "FHIRLINK_CA_CERT")]
-    ca_cert: Option<PathBuf>,
     /// After the import, compare the count of every exported type on both sides
     /// (`_summary=count`) and a sample of resources (`--sample` per type) byte for byte as
     /// JSON; a difference fails the run.
@@ -489,39 +431,15 @@ struct MigrateState {
 
 pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let source = {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("fhirlink-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600));
-        if let Some(ca) = &args.from_ca_cert {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            builder = builder.tls_certs_only(
-                reqwest::Certificate::from_pem_bundle(&pem)
-                    .with_context(|| format!("{}: not a PEM certificate", ca.display()))?,
-            );
-        }
-        let url =
-            reqwest::Url::parse(&args.from).with_context(|| format!("--from '{}'", args.from))?;
-        if let (Some(addr), Some(host)) = (args.from_connect_to, url.host_str()) {
-            builder = builder.resolve(host, addr);
-        }
-        builder
-            .build()
-            .context("building the source's HTTP client")?
-    };
+    let source = http_client(
+        &args.from,
+        "--from",
+        args.from_ca_cert.as_deref(),
+        args.from_connect_to,
+    )?;
     let from = args.from.trim_end_matches('/').to_owned();
     let from_token = args.from_token.as_deref().map(str::trim);
-    let (base, target, token) = connect(&Connection {
-        fhir_url: &args.fhir_url,
-        connect_to: args.connect_to,
-        ca_cert: args.ca_cert.as_ref(),
-        data: &args.data,
-        token: args.token.as_deref(),
-        principal: &args.principal,
-        service: &args.service,
-        scope: "system/*.*",
-    })?;
+    let (base, target, token) = connect(&args.target, "system/*.*")?;
     let types: Vec<String> = args
         .types
         .iter()
