@@ -207,6 +207,26 @@ pub struct Security {
     pub jwks_uri: Option<String>,
     pub grant_types_supported: Option<Vec<String>>,
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// fhirlink's own issuer hands out tokens to registered SMART Backend Services clients at
+    /// `[base]/auth/token` (`client_credentials` with a `private_key_jwt` assertion).
+    pub backend_services: bool,
+}
+
+/// Where fhirlink's own token endpoint is under a service's base URL.
+pub const TOKEN_ENDPOINT_PATH: &str = "/auth/token";
+
+/// The signature algorithms client assertions may use at fhirlink's token endpoint.
+pub const ASSERTION_ALGORITHMS: [&str; 4] = ["RS384", "ES384", "RS256", "ES256"];
+
+impl Security {
+    /// The token endpoint clients are told of for a service at `base`: the external issuer's,
+    /// or fhirlink's own at `[base]/auth/token` when it has one.
+    pub fn token_endpoint_at(&self, base: &str) -> Option<String> {
+        self.token_endpoint.clone().or_else(|| {
+            self.backend_services
+                .then(|| format!("{}{TOKEN_ENDPOINT_PATH}", base.trim_end_matches('/')))
+        })
+    }
 }
 
 /// How far an allowed interaction reaches.
@@ -289,6 +309,31 @@ impl Access {
 
     /// Whether a system-wide interaction (`[base]?…`, `[base]/_history`) is allowed: it
     /// needs `op` on every type, in full.
+    /// Whether the caller may `op` at least one type in full (not only in a patient's
+    /// compartment): what a bulk job's status URL asks of the client that polls it.
+    pub fn check_some_type(&self, op: Op) -> Result<(), Refusal> {
+        if !self.rights.allow(op) {
+            return Err(Refusal(format!(
+                "{} may not {op} resources: no FHIR data role grants it on this service",
+                self.principal
+            )));
+        }
+        let Some(scopes) = &self.scopes else {
+            return Ok(());
+        };
+        if scopes
+            .scopes
+            .iter()
+            .any(|s| s.ops.contains(op.letter()) && s.context != Context::Patient)
+        {
+            Ok(())
+        } else {
+            Err(Refusal(format!(
+                "the token's scopes allow no system/ or user/ {op} of any type"
+            )))
+        }
+    }
+
     pub fn check_all_types(&self, op: Op) -> Result<(), Refusal> {
         match self.check("*", op) {
             Ok(Reach::All) => {

@@ -79,6 +79,8 @@ pub(crate) fn permit(
         // The CapabilityStatement and SMART's configuration need no token (the network
         // rules still apply); a batch or transaction is checked entry by entry.
         I::Capabilities | I::SmartConfiguration | I::BatchOrTransaction => Ok(Permit::All),
+        // Answered by the authentication layer in front; the router only says there is none.
+        I::Token => Ok(Permit::All),
         I::Search {
             scope: Scope::System,
             ..
@@ -180,19 +182,52 @@ pub(crate) fn permit(
             }
         }
         // Bulk export (at any level), its status URL and its files: the export right (FHIR
-        // Data Exporter, or a role with resources/*) and a read of every type in full
-        // (`system/*.read`, `system/*.rs`), as the IG's backend services ask. A
-        // patient/ scope is refused: an export is not bounded to one compartment.
-        I::Operation { name: "export", .. }
-        | I::JobStatus {
-            job: JobKind::Export,
-            ..
+        // Data Exporter, or a role with resources/*) and a read in full of what is exported:
+        // every type (`system/*.read`, `system/*.rs`), or each type `_type` names
+        // (`system/Patient.read`, as SMART's backend clients ask for them); a file needs its
+        // own type, the status URL some type. A patient/ scope is refused: an export is not
+        // bounded to one compartment.
+        I::Operation { name: "export", .. } => {
+            let types: Vec<&str> = params
+                .iter()
+                .filter(|(k, _)| k == "_type")
+                .flat_map(|(_, v)| v.split(','))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            export_allowed(access, &types)?;
+            Ok(Permit::All)
         }
-        | I::JobFile {
+        I::JobStatus {
             job: JobKind::Export,
             ..
         } => {
-            export_allowed(access)?;
+            export_right(access)?;
+            access.check_some_type(Op::Read).map_err(forbid)?;
+            Ok(Permit::All)
+        }
+        I::JobFile {
+            job: JobKind::Export,
+            file,
+            ..
+        } => {
+            // `Patient-1.ndjson`, `Patient.000.ndjson`; errors and deletions are
+            // OperationOutcome and Bundle files, which a status reader may read.
+            let rtype = file.split(['-', '.']).next().unwrap_or_default();
+            export_right(access)?;
+            match rtype {
+                "OperationOutcome" | "Bundle" | "" => {
+                    access.check_some_type(Op::Read).map_err(forbid)?
+                }
+                t => match access.check(t, Op::Read).map_err(forbid)? {
+                    Reach::All => {}
+                    Reach::Patient(_) => {
+                        return Err(forbid(Refusal(
+                            "a patient/ scope does not reach export files".into(),
+                        )))
+                    }
+                },
+            }
             Ok(Permit::All)
         }
         // Bulk import, its status URL and its error files: the import right (FHIR Data
@@ -253,19 +288,43 @@ fn import_allowed(access: &Access) -> Result<(), FhirError> {
         })
 }
 
-fn export_allowed(access: &Access) -> Result<(), FhirError> {
+fn export_right(access: &Access) -> Result<(), FhirError> {
     if !access.rights.export {
         return Err(forbid(Refusal(format!(
             "{} may not export data: no FHIR data role with the export right (FHIR Data Exporter) is assigned on this service",
             access.principal
         ))));
     }
-    access.check_all_types(Op::Read).map_err(|e| {
-        forbid(Refusal(format!(
-            "an export reads every type: the token needs system/*.read or system/*.rs ({})",
-            e.0
-        )))
-    })
+    Ok(())
+}
+
+/// An export of `types` (every type when empty).
+fn export_allowed(access: &Access, types: &[&str]) -> Result<(), FhirError> {
+    export_right(access)?;
+    if types.is_empty() {
+        return access.check_all_types(Op::Read).map_err(|e| {
+            forbid(Refusal(format!(
+                "an export without _type reads every type: the token needs system/*.read or system/*.rs ({})",
+                e.0
+            )))
+        });
+    }
+    for t in types {
+        match access.check(t, Op::Read).map_err(|e| {
+            forbid(Refusal(format!(
+                "an export of {t} reads every {t}: the token needs system/{t}.read, system/{t}.rs or system/*.read ({})",
+                e.0
+            )))
+        })? {
+            Reach::All => {}
+            Reach::Patient(_) => {
+                return Err(forbid(Refusal(format!(
+                    "a patient/ scope does not allow an export of {t}: an export is not bounded to one compartment"
+                ))))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How an admitted request continues.

@@ -577,6 +577,11 @@ fn parse_entry(ctx: &Ctx, index: usize, mut e: Value) -> Result<Entry, FhirError
                 })?),
             }
         }
+        I::Token => {
+            return Err(at_url(FhirError::bad_request(
+                "the token endpoint is not a FHIR interaction and cannot be a bundle entry",
+            )))
+        }
         I::Read { .. }
         | I::Vread { .. }
         | I::Search { .. }

@@ -126,7 +126,8 @@ impl Cached {
 
     /// The statement of a server that runs bulk export: it `instantiates` the Bulk Data
     /// server CapabilityStatement and lists `$export` at the system level and on `Patient`
-    /// and `Group`, each with its canonical OperationDefinition (Bulk Data IG 2.0.0).
+    /// and `Group`, each with its canonical OperationDefinition (Bulk Data IG 2.0.0), and
+    /// `$import` at the system level.
     pub(crate) fn with_bulk(defs: &Definitions) -> Cached {
         let mut statement = build(defs, &chrono::Utc::now().format("%Y-%m-%d").to_string());
         add_bulk(&mut statement);
@@ -297,6 +298,9 @@ fn build(defs: &Definitions, date: &str) -> Value {
     })
 }
 
+/// The canonical name fhirlink gives its `$import` (AHDS's shape).
+pub(crate) const IMPORT_DEFINITION: &str = "https://fhirlink.dev/fhir/OperationDefinition/import";
+
 fn add_bulk(statement: &mut Value) {
     let op = |level: &str| {
         let (_, url) = crate::bulk::EXPORT_DEFINITIONS
@@ -310,6 +314,15 @@ fn add_bulk(statement: &mut Value) {
         json!(["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]);
     let rest = &mut statement["rest"][0];
     rest["operation"] = op("system");
+    // AHDS's $import (no published canonical OperationDefinition: fhirlink names its own and
+    // says what it takes).
+    if let Some(ops) = rest["operation"].as_array_mut() {
+        ops.push(json!({
+            "name": "import",
+            "definition": IMPORT_DEFINITION,
+            "documentation": "Azure Health Data Services' $import: POST a Parameters body with inputFormat application/fhir+ndjson, mode IncrementalLoad (default: keeps versionId, lastUpdated, history and soft deletes) or InitialLoad, and input entries of type and url (file: URLs under the server's --import-dir); asynchronous, polled at _operations/import/{id}."
+        }));
+    }
     if let Some(resources) = rest["resource"].as_array_mut() {
         for r in resources {
             let t = r["type"].as_str().unwrap_or_default().to_owned();
@@ -375,7 +388,7 @@ fn complete(defs: &Definitions, base: &Value, key: &Key) -> Value {
         });
         // SMART App Launch 1.0 §"Declaring support for OAuth2 endpoints": the token endpoint
         // is what the extension cannot do without.
-        if let Some(token) = &sec.token_endpoint {
+        if let Some(token) = &sec.token_endpoint_at(base_url) {
             let mut uris = vec![json!({"url": "token", "valueUri": token})];
             if let Some(authorize) = &sec.authorize_endpoint {
                 uris.insert(0, json!({"url": "authorize", "valueUri": authorize}));

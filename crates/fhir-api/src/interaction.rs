@@ -39,13 +39,16 @@ pub enum Kind {
     JobStatus,
     /// An output file of a finished job (`/_operations/export/[id]/[file]`).
     JobFile,
+    /// `POST /auth/token`: the service's OAuth token endpoint (SMART Backend Services), served
+    /// by the authentication layer in front, never by the FHIR router.
+    Token,
     /// Nothing FHIR defines at this method and path.
     Unknown,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Read,
         Kind::Vread,
         Kind::Update,
@@ -63,6 +66,7 @@ impl Kind {
         Kind::Operation,
         Kind::JobStatus,
         Kind::JobFile,
+        Kind::Token,
         Kind::Unknown,
     ];
 
@@ -87,6 +91,7 @@ impl Kind {
             Kind::Operation => "operation",
             Kind::JobStatus => "job-status",
             Kind::JobFile => "job-file",
+            Kind::Token => "token",
             Kind::Unknown => "unknown",
         }
     }
@@ -118,6 +123,9 @@ pub enum Interaction<'a> {
     Capabilities,
     /// `GET /.well-known/smart-configuration` (SMART App Launch 2.0 §conformance).
     SmartConfiguration,
+    /// `POST /auth/token`: the token endpoint of fhirlink's own issuer for the service (SMART
+    /// Backend Services), answered by the authentication layer.
+    Token,
     /// `POST /`.
     BatchOrTransaction,
     /// `GET [scope]?…` or `POST [scope]/_search` (`post`: the form body adds parameters).
@@ -223,6 +231,8 @@ impl<'a> Interaction<'a> {
             [".well-known", "smart-configuration"] => {
                 Err(wrong("/.well-known/smart-configuration", "GET"))
             }
+            ["auth", "token"] if post => Ok(I::Token),
+            ["auth", "token"] => Err(wrong("/auth/token", "POST")),
             ["_search"] if post => Ok(I::Search {
                 scope: Scope::System,
                 post: true,
@@ -379,6 +389,7 @@ impl<'a> Interaction<'a> {
             I::Operation { .. } => Kind::Operation,
             I::JobStatus { .. } => Kind::JobStatus,
             I::JobFile { .. } => Kind::JobFile,
+            I::Token => Kind::Token,
         }
     }
 
@@ -389,6 +400,7 @@ impl<'a> Interaction<'a> {
         match *self {
             I::Capabilities
             | I::SmartConfiguration
+            | I::Token
             | I::BatchOrTransaction
             | I::JobStatus { .. }
             | I::JobFile { .. } => (None, None),
@@ -585,16 +597,26 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Classified<'a> {
     }
 }
 
-/// Whether a request may be served without a token: the CapabilityStatement and SMART's
-/// configuration (FHIR R4 http.html#capabilities; SMART App Launch 2.0 §conformance).
+/// Whether a request may be served without a token: the CapabilityStatement, SMART's
+/// configuration and the token endpoint (FHIR R4 http.html#capabilities; SMART App Launch
+/// 2.0 §conformance and Backend Services).
 pub fn needs_no_token(method: &Method, path: &str) -> bool {
-    // Every request asks this before its token is checked: what cannot be one of the two
+    // Every request asks this before its token is checked: what cannot be one of the three
     // paths (no escapes, another first segment) is answered without the full parse.
     let could_be = path.contains('%')
-        || ["/metadata", "/.well-known/"]
+        || ["/metadata", "/.well-known/", "/auth/"]
             .iter()
             .any(|p| path.starts_with(p));
-    could_be && classify(method, path).kind == Kind::Capabilities
+    could_be
+        && matches!(
+            classify(method, path).kind,
+            Kind::Capabilities | Kind::Token
+        )
+}
+
+/// Whether a request is for the token endpoint (`POST /auth/token`).
+pub fn is_token_request(method: &Method, path: &str) -> bool {
+    path.starts_with("/auth/") && classify(method, path).kind == Kind::Token
 }
 
 #[cfg(test)]
@@ -619,6 +641,12 @@ mod tests {
                 Method::GET,
                 "/.well-known/smart-configuration",
                 Ok(K::Capabilities),
+            ),
+            (Method::POST, "/auth/token", Ok(K::Token)),
+            (
+                Method::GET,
+                "/auth/token",
+                Err(StatusCode::METHOD_NOT_ALLOWED),
             ),
             (Method::POST, "/", Ok(K::BatchTransaction)),
             (Method::GET, "/", Ok(K::SearchSystem)),

@@ -173,7 +173,7 @@ fn prefer_return(headers: &HeaderMap) -> Option<Return> {
 
 /// `http(s)://<Host>` when the Host (HTTP/1.1) or `:authority` (HTTP/2) is a plausible host
 /// name, else `…://localhost`. The Host is only echoed in links; it decides nothing.
-fn base_url(host: Option<&str>, https: bool) -> String {
+pub(crate) fn base_url(host: Option<&str>, https: bool) -> String {
     let host = host
         .filter(|h| {
             !h.is_empty()

@@ -67,6 +67,13 @@ pub(crate) struct Call {
     pub(crate) host: Option<String>,
 }
 
+impl Call {
+    /// The service's base URL as this request reached it (links only; it decides nothing).
+    pub(crate) fn base(&self) -> String {
+        crate::request::base_url(self.host.as_deref(), self.state.inner.config.https)
+    }
+}
+
 /// Serves one request of `call`'s caller on its service: parses the interaction, checks it
 /// against the caller's access and runs its module. Bundle entries that read (searches,
 /// histories) come through here too, so that each is routed and authorized exactly as the
@@ -120,7 +127,7 @@ async fn run(
     if let I::SmartConfiguration = interaction {
         // Not a FHIR resource: plain JSON whatever the request's Accept or `_format`, and
         // nothing to authorize (SMART App Launch 2.0 §conformance: needs no token).
-        return smart::configuration(call.security.as_ref());
+        return smart::configuration(call.security.as_ref(), &call.base());
     }
     if let I::JobStatus { .. } | I::JobFile { .. } = interaction {
         // A manifest is plain JSON and a file NDJSON, whatever the client accepts (clients
@@ -164,7 +171,10 @@ async fn run(
     }
     match *interaction {
         I::Capabilities => capabilities::capabilities(&ctx, call.security.as_ref()),
-        I::SmartConfiguration => smart::configuration(call.security.as_ref()),
+        I::SmartConfiguration => smart::configuration(call.security.as_ref(), &call.base()),
+        I::Token => Err(FhirError::not_found(
+            "this server has no token endpoint without its authentication layer",
+        )),
         I::BatchOrTransaction => bundle::batch_or_transaction(&ctx, call, body, limit).await,
         I::Search { scope, post } => {
             let body = post.then_some(body);

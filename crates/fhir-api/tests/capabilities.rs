@@ -220,6 +220,7 @@ async fn smart_configuration_is_built_from_the_services_security() {
         jwks_uri: Some("https://login.example/tenant/keys".into()),
         grant_types_supported: Some(vec!["authorization_code".into()]),
         code_challenge_methods_supported: Some(vec!["S256".into()]),
+        backend_services: false,
     };
     let path = "/.well-known/smart-configuration";
     let answer = s
@@ -266,6 +267,55 @@ async fn smart_configuration_is_built_from_the_services_security() {
     for absent in ["jwks_uri", "authorization_endpoint", "token_endpoint"] {
         assert!(v.get(absent).is_none(), "{absent} in {v}");
     }
+
+    // fhirlink's own issuer with its token endpoints: SMART Backend Services, at the base
+    // the request reached (this test server is plain HTTP).
+    let own = Security {
+        issuer: "https://default.azurehealthcareapis.com".into(),
+        audience: "https://default.fhir.example".into(),
+        backend_services: true,
+        ..Security::default()
+    };
+    let v = s
+        .get(
+            path,
+            &[("host", "default.azurehealthcareapis.com:8443")],
+            Some(own.clone()),
+        )
+        .await
+        .json();
+    assert_eq!(v["issuer"], "https://default.azurehealthcareapis.com");
+    assert_eq!(
+        v["token_endpoint"],
+        "http://default.azurehealthcareapis.com:8443/auth/token"
+    );
+    assert_eq!(
+        v["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+    assert_eq!(
+        v["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["private_key_jwt"])
+    );
+    let algs = v["token_endpoint_auth_signing_alg_values_supported"].to_string();
+    assert!(algs.contains("RS384") && algs.contains("ES384"), "{algs}");
+    assert!(v["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("client-confidential-asymmetric")));
+    // The CapabilityStatement names the same token endpoint (SMART's oauth-uris).
+    let cs = s
+        .get(
+            "/metadata",
+            &[("host", "default.azurehealthcareapis.com:8443")],
+            Some(own),
+        )
+        .await
+        .json();
+    assert_eq!(
+        cs["rest"][0]["security"]["extension"][0]["extension"][0]["valueUri"],
+        "http://default.azurehealthcareapis.com:8443/auth/token"
+    );
 
     // Without an authentication layer in front there is no configuration to give.
     assert_eq!(s.get(path, &[], None).await.status, StatusCode::NOT_FOUND);

@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod cli;
 mod diagnose;
+mod jti;
 mod metrics;
 mod network;
 mod serve;
@@ -49,6 +50,9 @@ enum Command {
     Network(cli::NetworkCommand),
     /// Role assignments: who may do what where.
     Role(cli::RoleCommand),
+    /// SMART Backend Services clients of a FHIR service: their public keys and the system/
+    /// scopes its token endpoint may grant them.
+    Client(cli::ClientCommand),
     /// Any management call by resource id: get, put, patch, delete, post.
     Arm(cli::ArmCommand),
     /// Look a name up as a client at an address sees it (a real DNS query from there).
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
                     Command::Fhir(c) => cli::run_fhir(c).await,
                     Command::Network(c) => cli::run_network(c).await,
                     Command::Role(c) => cli::run_role(c).await,
+                    Command::Client(c) => cli::run_client(c).await,
                     Command::Arm(c) => cli::run_arm(c).await,
                     Command::Nslookup(a) => cli::nslookup(a).await,
                     Command::Diagnose(a) => cli::diagnose(a).await,

@@ -293,10 +293,22 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let issuer = link_auth::identity::LocalIssuer::load_or_create(&args.data)
         .context("the token signing key")?;
-    let auth = DataAuth::new(
+    let verifier = issuer.verifier();
+    // Every service of fhirlink's own issuer has a token endpoint for SMART Backend Services
+    // clients; the assertion ids they spend are kept in the store, so that a replay is
+    // refused by every node of the deployment.
+    let issuing = data_auth::TokenIssuing {
+        issuer: Arc::new(issuer),
+        dns_suffix: args.dns_suffix.clone(),
+        ledger: crate::jti::StoreLedger::new(store.clone()),
+        https: !args.plain_http,
+        jwks_tls: None,
+    };
+    let auth = DataAuth::with_token_endpoints(
         args.auth.into(),
-        issuer.verifier(),
+        verifier,
         std::time::Duration::from_secs(args.oidc_refresh_interval),
+        Some(issuing),
     );
     let mut bulk_config = fhir_bulk::BulkConfig::new(
         args.bulk_dir

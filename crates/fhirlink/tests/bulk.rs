@@ -331,9 +331,11 @@ fn export_kick_off_poll_manifest_download_and_who_may() {
         json!(["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"])
     );
     assert_eq!(
-        cs["rest"][0]["operation"],
-        json!([{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}])
+        cs["rest"][0]["operation"][0],
+        json!({"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"})
     );
+    assert_eq!(cs["rest"][0]["operation"][1]["name"], "import");
+    assert_eq!(cs["rest"][0]["operation"].as_array().map(Vec::len), Some(2));
     let of = |t: &str| {
         let r = cs["rest"][0]["resource"]
             .as_array()

@@ -2,8 +2,9 @@
 //! `smart-fetch` (PyPI, pinned in sdk-tests/bulk-requirements.txt, venv made by
 //! sdk-tests/setup-bulk-venv: FHIRLINK_BULK_PYTHON) and Medplum's `MedplumClient.bulkExport`
 //! (npm @medplum/core, sdk-tests/js/bulk.mjs). Each kicks off, polls and downloads with a
-//! bearer token of a FHIR Data Exporter holding `system/*.read`, and what it wrote must be
-//! exactly what was loaded. Installed by scripts/test; never skipped.
+//! bearer token of a FHIR Data Exporter holding `system/*.read` — smart-fetch also with SMART
+//! Backend Services credentials, getting its token from the service's token endpoint — and
+//! what it wrote must be exactly what was loaded. Installed by scripts/test; never skipped.
 
 mod common;
 
@@ -127,8 +128,8 @@ fn ndjson_refs(dir: &Path) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-#[test]
-fn smart_fetch_exports_with_a_bearer_token() {
+/// The smart-fetch venv's python and its `smart-fetch` script.
+fn smart_fetch() -> (PathBuf, PathBuf) {
     let python = std::env::var_os("FHIRLINK_BULK_PYTHON").unwrap_or_else(|| {
         panic!(
             "FHIRLINK_BULK_PYTHON is not set: run the tests with scripts/test, which makes \
@@ -141,8 +142,19 @@ fn smart_fetch_exports_with_a_bearer_token() {
         "{} is missing: run sdk-tests/setup-bulk-venv",
         bin.display()
     );
-    let (s, tmp, token, expected) = loaded();
-    let out = tmp.path().join("smart-fetch");
+    (PathBuf::from(python), bin)
+}
+
+/// Runs `smart-fetch bulk` for Observation and Patient with `auth` (its credential
+/// arguments) and checks that it wrote exactly what was loaded, and logged the exchange.
+fn smart_fetch_exports(
+    s: &AdminServer,
+    tmp: &Path,
+    expected: &BTreeMap<String, Vec<String>>,
+    auth: &[&std::ffi::OsStr],
+) {
+    let (_, bin) = smart_fetch();
+    let out = tmp.join("smart-fetch");
     let run = Command::new(&bin)
         .args([
             "bulk",
@@ -153,13 +165,12 @@ fn smart_fetch_exports_with_a_bearer_token() {
             "--no-default-filters",
             "--fhir-url",
             &s.base,
-            "--bearer-token",
         ])
-        .arg(&token)
+        .args(auth)
         .arg(&out)
-        .env("SSL_CERT_FILE", ca(&s))
-        .env("REQUESTS_CA_BUNDLE", ca(&s))
-        .env("HOME", tmp.path())
+        .env("SSL_CERT_FILE", ca(s))
+        .env("REQUESTS_CA_BUNDLE", ca(s))
+        .env("HOME", tmp)
         .output()
         .expect("run smart-fetch");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -169,7 +180,7 @@ fn smart_fetch_exports_with_a_bearer_token() {
         "smart-fetch failed ({}):\n{stdout}\n{stderr}",
         run.status
     );
-    let mut expected = expected;
+    let mut expected = expected.clone();
     expected.remove("Group"); // not a type smart-fetch knows
     assert_eq!(ndjson_refs(&out), expected, "{stdout}\n{stderr}");
     // Its log (the Bulk Data client log format) records the whole exchange.
@@ -185,6 +196,79 @@ fn smart_fetch_exports_with_a_bearer_token() {
             "{event} not in {events:?}"
         );
     }
+}
+
+#[test]
+fn smart_fetch_exports_with_a_bearer_token() {
+    let (s, tmp, token, expected) = loaded();
+    smart_fetch_exports(
+        &s,
+        tmp.path(),
+        &expected,
+        &["--bearer-token".as_ref(), token.as_os_str()],
+    );
+}
+
+/// SMART Backend Services end to end with a real client: smart-fetch reads the service's
+/// SMART configuration, signs an RS384 assertion with its JWK Set (made by jwcrypto, the
+/// library it signs with), gets a token from the service's token endpoint and exports.
+#[test]
+fn smart_fetch_exports_with_backend_services_credentials() {
+    let (python, _) = smart_fetch();
+    let (s, tmp, _, expected) = loaded();
+    // The client's key pair as smart-fetch keeps it: a private JWK Set, `key_ops: [sign]`.
+    let private = tmp.path().join("client.jwks");
+    let made = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import json, sys\n\
+             from jwcrypto import jwk\n\
+             k = jwk.JWK.generate(kty='RSA', size=2048, kid='bulk-1', alg='RS384', key_ops=['sign'])\n\
+             open(sys.argv[1], 'w').write(json.dumps({'keys': [json.loads(k.export(private_key=True))]}))\n",
+        )
+        .arg(&private)
+        .output()
+        .expect("run python");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // Registered with its public half (the CLI drops the private members), as an exporter.
+    s.cli_json(&[
+        "client",
+        "create",
+        "--service",
+        "default",
+        "--name",
+        "smart-fetch",
+        "--jwks",
+        private.to_str().unwrap(),
+        "--scope",
+        "system/*.read",
+    ]);
+    s.cli_json(&[
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        "smart-fetch",
+        "--role",
+        "FHIR Data Exporter",
+        "--scope",
+        &format!("{HOME}/providers/Microsoft.HealthcareApis/services/default"),
+    ]);
+    smart_fetch_exports(
+        &s,
+        tmp.path(),
+        &expected,
+        &[
+            "--smart-client-id".as_ref(),
+            "smart-fetch".as_ref(),
+            "--smart-key".as_ref(),
+            private.as_os_str(),
+        ],
+    );
 }
 
 #[test]

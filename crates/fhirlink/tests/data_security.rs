@@ -231,14 +231,18 @@ fn refused_tokens_get_401_with_a_bearer_challenge() {
         security["service"][0]["coding"][0]["code"], "SMART-on-FHIR",
         "{security}"
     );
+    // fhirlink's own issuer: the service's token endpoint (SMART Backend Services), in
+    // SMART 1.0's oauth-uris extension.
     assert!(
-        security.get("extension").is_none(),
-        "fhirlink's own issuer has no token endpoint to name: {security}"
+        security["extension"][0]["extension"][0]["valueUri"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/auth/token")),
+        "{security}"
     );
     assert!(
-        security["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("the issuer fhirlink") && d.contains(AUD)),
+        security["description"].as_str().is_some_and(|d| d
+            .contains("the issuer https://default.azurehealthcareapis.com")
+            && d.contains(AUD)),
         "{security}"
     );
     let (status, body, _) = d.send("GET", ".well-known/smart-configuration", None, None, &[]);

@@ -171,6 +171,13 @@ impl LocalIssuer {
     /// A data-plane token: `request`'s audience, scopes and launch context, every value checked
     /// with the rules the verifier reads it by.
     pub fn mint_with(&self, request: &TokenRequest) -> Result<String, IdentityError> {
+        self.mint_as(LOCAL_ISSUER, request)
+    }
+
+    /// [`mint_with`](Self::mint_with) under another `iss`: the URL a service's token endpoint
+    /// names its issuer by (its SMART configuration's `issuer`). The verifier of that service
+    /// trusts this key under that name too ([`LocalIssuer::trusted_as`]).
+    pub fn mint_as(&self, issuer: &str, request: &TokenRequest) -> Result<String, IdentityError> {
         if !crate::jwt::valid_subject(&request.subject) {
             return Err(IdentityError::BadPrincipal);
         }
@@ -190,7 +197,7 @@ impl LocalIssuer {
             )));
         }
         let mut payload = Map::new();
-        payload.insert("iss".into(), LOCAL_ISSUER.into());
+        payload.insert("iss".into(), issuer.into());
         payload.insert("sub".into(), request.subject.clone().into());
         payload.insert("aud".into(), request.audience.clone().into());
         payload.insert("iat".into(), request.now.into());
@@ -239,6 +246,15 @@ impl LocalIssuer {
             issuer: LOCAL_ISSUER.to_string(),
             keys: vec![self.key.verifying_key()],
             audiences: ACCEPTED_AUDIENCES.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// This issuer's key trusted under another `iss` (see [`mint_as`](Self::mint_as)).
+    pub fn trusted_as(&self, issuer: &str) -> TrustedIssuer {
+        TrustedIssuer {
+            issuer: issuer.to_string(),
+            keys: vec![self.key.verifying_key()],
+            audiences: Vec::new(),
         }
     }
 

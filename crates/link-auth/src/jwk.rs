@@ -75,19 +75,7 @@ pub fn key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
         "RSA" => Algorithm::Rs256,
         _ => return Err(JwkError::UnsupportedKeyType),
     };
-    // RFC 7517 §4.2: `use` other than `sig` (an encryption key) is not for verifying.
-    if member(jwk, "use")?.is_some_and(|u| u != "sig") {
-        return Err(JwkError::NotForSignatures);
-    }
-    // RFC 7517 §4.3: `key_ops`, when present, must allow `verify`.
-    if let Some(ops) = jwk.get("key_ops") {
-        let ops = ops
-            .as_array()
-            .ok_or(JwkError::Malformed("key_ops is not an array"))?;
-        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-            return Err(JwkError::NotForSignatures);
-        }
-    }
+    let kid = for_signatures(jwk)?;
     // RFC 7517 §4.4: a key restricted to an algorithm is used with that one only; we know
     // one per key type.
     if let Some(alg) = member(jwk, "alg")? {
@@ -95,19 +83,13 @@ pub fn key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
             return Err(JwkError::UnsupportedAlgorithm);
         }
     }
-    let kid = match member(jwk, "kid")? {
-        Some(kid) if kid.is_empty() || kid.len() > MAX_KID_LEN => {
-            return Err(JwkError::Malformed("kid"))
-        }
-        kid => kid,
-    };
     match algorithm {
         Algorithm::Es256 => {
             if member(jwk, "crv")? != Some("P-256") {
                 return Err(JwkError::UnsupportedKeyType);
             }
-            let x = coordinate(jwk, "x")?;
-            let y = coordinate(jwk, "y")?;
+            let x = coordinate(jwk, "x", 32)?;
+            let y = coordinate(jwk, "y", 32)?;
             let mut point = Vec::with_capacity(65);
             point.push(4);
             point.extend_from_slice(&x);
@@ -127,6 +109,70 @@ pub fn key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
             };
             VerifyingKey::from_rsa(&n, &e, &kid).ok_or(JwkError::WeakKey)
         }
+        // Not what `kty` maps to above: access tokens are ES256 or RS256 only.
+        Algorithm::Es384 | Algorithm::Rs384 => Err(JwkError::UnsupportedAlgorithm),
+    }
+}
+
+/// A SMART Backend Services client's public key (RFC 7517) as its client assertions are
+/// verified with (SMART App Launch 2.0, client-confidential-asymmetric): EC P-384 (ES384),
+/// RSA for RS384 — what an RSA key without an `alg` is taken for, as SMART's clients sign
+/// with RS384 — and the access-token pair ES256 (EC P-256) and RS256 (an RSA key whose `alg`
+/// says so). As with issuers' keys, one key verifies one algorithm.
+pub fn client_key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
+    let object = jwk
+        .as_object()
+        .ok_or(JwkError::Malformed("not an object"))?;
+    let kty = member(object, "kty")?;
+    let alg = member(object, "alg")?;
+    match (kty, member(object, "crv")?) {
+        (Some("EC"), Some("P-384")) => {
+            if alg.is_some_and(|a| a != "ES384") {
+                return Err(JwkError::UnsupportedAlgorithm);
+            }
+            let kid = for_signatures(object)?;
+            let x = coordinate(object, "x", 48)?;
+            let y = coordinate(object, "y", 48)?;
+            let mut point = Vec::with_capacity(97);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let kid = match kid {
+                Some(kid) => kid.to_string(),
+                None => jwt::ec_thumbprint(&point).ok_or(JwkError::Malformed("point"))?,
+            };
+            VerifyingKey::from_p384_point(&point, &kid).ok_or(JwkError::Malformed("point"))
+        }
+        (Some("RSA"), _) if alg.is_none() || alg == Some("RS384") => {
+            let mut plain = object.clone();
+            plain.remove("alg");
+            key_from_jwk(&Value::Object(plain))?
+                .for_rs384()
+                .ok_or(JwkError::UnsupportedKeyType)
+        }
+        _ => key_from_jwk(jwk),
+    }
+}
+
+/// What every verifying key must say, whatever its type: `use` and `key_ops` allow
+/// signatures, and its `kid`, if any, is a short non-empty string (returned).
+fn for_signatures(jwk: &Map<String, Value>) -> Result<Option<&str>, JwkError> {
+    // RFC 7517 §4.2: `use` other than `sig` (an encryption key) is not for verifying.
+    if member(jwk, "use")?.is_some_and(|u| u != "sig") {
+        return Err(JwkError::NotForSignatures);
+    }
+    // RFC 7517 §4.3: `key_ops`, when present, must allow `verify`.
+    if let Some(ops) = jwk.get("key_ops") {
+        let ops = ops
+            .as_array()
+            .ok_or(JwkError::Malformed("key_ops is not an array"))?;
+        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
+            return Err(JwkError::NotForSignatures);
+        }
+    }
+    match member(jwk, "kid")? {
+        Some(kid) if kid.is_empty() || kid.len() > MAX_KID_LEN => Err(JwkError::Malformed("kid")),
+        kid => Ok(kid),
     }
 }
 
@@ -142,12 +188,16 @@ fn member<'a>(
     }
 }
 
-/// A P-256 coordinate: base64url of exactly 32 bytes (RFC 7518 §6.2.1.2: "the full
-/// coordinate", leading zeros kept).
-fn coordinate(jwk: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, JwkError> {
+/// A curve coordinate: base64url of exactly `len` bytes (32 for P-256, 48 for P-384; RFC 7518
+/// §6.2.1.2: "the full coordinate", leading zeros kept).
+fn coordinate(
+    jwk: &Map<String, Value>,
+    name: &'static str,
+    len: usize,
+) -> Result<Vec<u8>, JwkError> {
     let text = member(jwk, name)?.ok_or(JwkError::Malformed(name))?;
     match URL_SAFE_NO_PAD.decode(text) {
-        Ok(bytes) if bytes.len() == 32 => Ok(bytes),
+        Ok(bytes) if bytes.len() == len => Ok(bytes),
         _ => Err(JwkError::Malformed(name)),
     }
 }

@@ -23,7 +23,8 @@ use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{
     EcdsaKeyPair, KeyPair as _, RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
-    ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_2048_8192_SHA256,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED, RSA_PKCS1_2048_8192_SHA256,
+    RSA_PKCS1_2048_8192_SHA384,
 };
 use serde_json::{json, Map, Value};
 
@@ -58,6 +59,10 @@ pub enum Algorithm {
     Es256,
     /// RSASSA-PKCS1-v1_5 using SHA-256.
     Rs256,
+    /// ECDSA using P-384 and SHA-384: SMART Backend Services' client assertions only.
+    Es384,
+    /// RSASSA-PKCS1-v1_5 using SHA-384: SMART Backend Services' client assertions only.
+    Rs384,
 }
 
 impl Algorithm {
@@ -66,6 +71,8 @@ impl Algorithm {
         match self {
             Algorithm::Es256 => "ES256",
             Algorithm::Rs256 => "RS256",
+            Algorithm::Es384 => "ES384",
+            Algorithm::Rs384 => "RS384",
         }
     }
 
@@ -74,6 +81,8 @@ impl Algorithm {
         match name {
             "ES256" => Some(Algorithm::Es256),
             "RS256" => Some(Algorithm::Rs256),
+            "ES384" => Some(Algorithm::Es384),
+            "RS384" => Some(Algorithm::Rs384),
             _ => None,
         }
     }
@@ -180,6 +189,7 @@ impl SigningKey {
         VerifyingKey {
             material: Material::Ec {
                 point: self.pair.public_key().as_ref().to_vec(),
+                p384: false,
             },
             kid: self.kid.clone(),
         }
@@ -236,10 +246,15 @@ pub struct VerifyingKey {
 
 #[derive(Clone, PartialEq, Eq)]
 enum Material {
-    /// An uncompressed SEC1 P-256 point (65 bytes, starting with 4).
-    Ec { point: Vec<u8> },
-    /// Big-endian modulus and exponent, without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An uncompressed SEC1 point: P-256 (65 bytes, starting with 4), or P-384 (97 bytes).
+    Ec { point: Vec<u8>, p384: bool },
+    /// Big-endian modulus and exponent, without leading zeros, and the hash it signs with
+    /// (SHA-256 unless the key was registered for RS384).
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+        sha384: bool,
+    },
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -259,9 +274,33 @@ impl VerifyingKey {
         (point.len() == 65 && point[0] == 4).then(|| VerifyingKey {
             material: Material::Ec {
                 point: point.to_vec(),
+                p384: false,
             },
             kid: kid.to_string(),
         })
+    }
+
+    /// A P-384 key (ES384) from its uncompressed SEC1 point (97 bytes) and key id.
+    pub fn from_p384_point(point: &[u8], kid: &str) -> Option<VerifyingKey> {
+        (point.len() == 97 && point[0] == 4).then(|| VerifyingKey {
+            material: Material::Ec {
+                point: point.to_vec(),
+                p384: true,
+            },
+            kid: kid.to_string(),
+        })
+    }
+
+    /// This RSA key verifying RS384 instead of RS256 (a key's algorithm is one, fixed when it
+    /// is registered). `None` for an EC key.
+    pub fn for_rs384(self) -> Option<VerifyingKey> {
+        match self.material {
+            Material::Rsa { n, e, .. } => Some(VerifyingKey {
+                material: Material::Rsa { n, e, sha384: true },
+                kid: self.kid,
+            }),
+            Material::Ec { .. } => None,
+        }
     }
 
     /// An RSA key from its big-endian modulus and public exponent and its key id; `None`
@@ -279,6 +318,7 @@ impl VerifyingKey {
             material: Material::Rsa {
                 n: n.to_vec(),
                 e: e.to_vec(),
+                sha384: false,
             },
             kid: kid.to_string(),
         })
@@ -292,34 +332,55 @@ impl VerifyingKey {
     /// The one algorithm this key verifies.
     pub fn algorithm(&self) -> Algorithm {
         match self.material {
-            Material::Ec { .. } => Algorithm::Es256,
-            Material::Rsa { .. } => Algorithm::Rs256,
+            Material::Ec { p384: false, .. } => Algorithm::Es256,
+            Material::Ec { p384: true, .. } => Algorithm::Es384,
+            Material::Rsa { sha384: false, .. } => Algorithm::Rs256,
+            Material::Rsa { sha384: true, .. } => Algorithm::Rs384,
         }
     }
 
     /// The key as a public JWK (RFC 7517 §4, RFC 7518 §6.2.1 and §6.3.1), for a JWKS document.
     pub fn to_jwk(&self) -> Value {
+        let alg = self.algorithm().name();
         match &self.material {
-            Material::Ec { point } => json!({
-                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
-                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-            }),
-            Material::Rsa { n, e } => json!({
-                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+            Material::Ec { point, p384 } => {
+                let half = (point.len() - 1) / 2;
+                json!({
+                    "kty": "EC", "crv": if *p384 { "P-384" } else { "P-256" }, "use": "sig",
+                    "alg": alg, "kid": self.kid,
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..=half]),
+                    "y": URL_SAFE_NO_PAD.encode(&point[half + 1..]),
+                })
+            }
+            Material::Rsa { n, e, .. } => json!({
+                "kty": "RSA", "use": "sig", "alg": alg, "kid": self.kid,
                 "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e),
             }),
         }
     }
 
-    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         match &self.material {
-            Material::Ec { point } => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
-                .verify(message, signature)
-                .is_ok(),
-            Material::Rsa { n, e } => RsaPublicKeyComponents { n, e }
-                .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
-                .is_ok(),
+            Material::Ec { point, p384 } => {
+                let alg = if *p384 {
+                    &ECDSA_P384_SHA384_FIXED
+                } else {
+                    &ECDSA_P256_SHA256_FIXED
+                };
+                UnparsedPublicKey::new(alg, point)
+                    .verify(message, signature)
+                    .is_ok()
+            }
+            Material::Rsa { n, e, sha384 } => {
+                let alg = if *sha384 {
+                    &RSA_PKCS1_2048_8192_SHA384
+                } else {
+                    &RSA_PKCS1_2048_8192_SHA256
+                };
+                RsaPublicKeyComponents { n, e }
+                    .verify(alg, message, signature)
+                    .is_ok()
+            }
         }
     }
 }
@@ -471,6 +532,36 @@ pub(crate) fn parse(token: &str) -> Result<Jws<'_>, TokenError> {
     })
 }
 
+/// Checks a parsed token's signature against `keys` (the one named by its `kid`, or any when
+/// it names none; only keys of the header's algorithm are asked) and returns its claims,
+/// unchecked. For client assertions, whose issuer is the client itself.
+pub(crate) fn signed_claims(
+    jws: &Jws<'_>,
+    keys: &[VerifyingKey],
+) -> Result<Map<String, Value>, TokenError> {
+    let mut named = keys
+        .iter()
+        .filter(|k| jws.kid.as_ref().is_none_or(|kid| &k.kid == kid))
+        .peekable();
+    if named.peek().is_none() {
+        return Err(TokenError::UnknownKey);
+    }
+    let mut candidates = named.filter(|k| k.algorithm() == jws.alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    if !candidates.any(|k| k.verifies(jws.signed.as_bytes(), &jws.signature)) {
+        return Err(TokenError::BadSignature);
+    }
+    decode_object(jws.payload, "payload")
+}
+
+/// A parsed token's claims, its signature NOT checked: only to find out which keys to check
+/// it with (a client assertion names its client in `iss`).
+pub(crate) fn unverified_claims(jws: &Jws<'_>) -> Result<Map<String, Value>, TokenError> {
+    decode_object(jws.payload, "payload")
+}
+
 /// Checks a parsed token against `issuers`: signature first, then the claims. `audiences`
 /// replaces each issuer's own list when given.
 pub(crate) fn verify_jws(
@@ -497,17 +588,24 @@ pub(crate) fn verify_jws(
     if candidates.peek().is_none() {
         return Err(TokenError::UnsupportedAlgorithm);
     }
-    let issuer = candidates
+    let (first, key) = candidates
         .find(|(_, k)| k.verifies(jws.signed.as_bytes(), &jws.signature))
-        .map(|(i, _)| i)
         .ok_or(TokenError::BadSignature)?;
 
     // Only now, with the signature good, are the claims read.
     let claims = decode_object(jws.payload, "payload")?;
-    // RFC 7519 §4.1.1 and OIDC Core §3.1.3.7 step 2: exact match with the key's issuer.
-    if claims.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
-        return Err(TokenError::WrongIssuer);
-    }
+    // RFC 7519 §4.1.1 and OIDC Core §3.1.3.7 step 2: exact match with the key's issuer — one
+    // of them, when one key is trusted under several names (fhirlink's own key is `fhirlink`
+    // and each service's issuer URL).
+    let iss = claims.get("iss").and_then(Value::as_str);
+    let issuer = if iss == Some(first.issuer.as_str()) {
+        first
+    } else {
+        issuers
+            .iter()
+            .find(|i| Some(i.issuer.as_str()) == iss && i.keys.iter().any(|k| k == key))
+            .ok_or(TokenError::WrongIssuer)?
+    };
     let audience = match audiences {
         Some(list) => matched_audience(&claims, list.iter().copied()),
         None => matched_audience(&claims, issuer.audiences.iter().map(String::as_str)),
@@ -593,7 +691,7 @@ fn decode_object(part: &str, what: &'static str) -> Result<Map<String, Value>, T
 
 /// A NumericDate claim (RFC 7519 §2): absent, or a JSON number of seconds; anything else
 /// makes the token malformed rather than the claim absent.
-fn numeric_date(
+pub(crate) fn numeric_date(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<i64>, TokenError> {
@@ -614,14 +712,20 @@ fn numeric_date(
 
 /// RFC 7638 JWK thumbprint of a P-256 public key given as an uncompressed SEC1 point.
 pub(crate) fn ec_thumbprint(point: &[u8]) -> Option<String> {
-    if point.len() != 65 || point[0] != 4 {
+    let crv = match point.len() {
+        65 => "P-256",
+        97 => "P-384",
+        _ => return None,
+    };
+    if point[0] != 4 {
         return None;
     }
-    let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
-    let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+    let half = (point.len() - 1) / 2;
+    let x = URL_SAFE_NO_PAD.encode(&point[1..=half]);
+    let y = URL_SAFE_NO_PAD.encode(&point[half + 1..]);
     // The members in lexicographic order, no whitespace (RFC 7638 §3.2).
     Some(sha256_b64(&format!(
-        r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#
+        r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#
     )))
 }
 

@@ -21,6 +21,7 @@
 //! turns a bearer token into an [`jwt::Identity`] and a socket into HTTPS, and leaves what the
 //! identity may do to its caller. Its only outbound requests fetch OIDC issuers' documents.
 
+pub mod assertion;
 pub mod conn;
 pub mod https;
 pub mod identity;

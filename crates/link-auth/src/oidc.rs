@@ -423,14 +423,16 @@ impl OidcIssuer {
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, OidcError> {
         match &self.config.tls {
             Some(config) => Ok(config.clone()),
-            None => {
-                // Read once per process: the trust store is files on disk.
-                static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, OidcError>> =
-                    OnceLock::new();
-                SYSTEM.get_or_init(system_roots_client).clone()
-            }
+            None => system_tls(),
         }
     }
+}
+
+/// The TLS client trusting the operating system's roots, made once per process (the trust
+/// store is files on disk).
+pub(crate) fn system_tls() -> Result<Arc<rustls::ClientConfig>, OidcError> {
+    static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, OidcError>> = OnceLock::new();
+    SYSTEM.get_or_init(system_roots_client).clone()
 }
 
 /// A TLS client trusting the operating system's root certificates, HTTP/1.1 by ALPN.

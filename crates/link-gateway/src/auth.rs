@@ -36,6 +36,10 @@ use link_model::{DataRights, Plan};
 
 use crate::Caller;
 
+pub mod token;
+
+pub use token::{JtiLedger, MemoryLedger, TokenIssuing};
+
 /// Whether data-plane requests need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -55,13 +59,20 @@ struct ServiceAuth {
     audience: String,
     data_access: BTreeMap<String, DataRights>,
     verified: TokenCache,
+    /// For fhirlink's own issuer: the verifier of this service's tokens (the local key, under
+    /// [`LOCAL_ISSUER`] and under the service's issuer URL, which its token endpoint's tokens
+    /// carry), and the name its SMART configuration gives the issuer.
+    local: Arc<Verifier>,
+    issuer_name: String,
+    /// The SMART Backend Services clients registered with the service, by client id.
+    clients: HashMap<String, token::Client>,
 }
 
 impl ServiceAuth {
     /// The issuer clients are told to get tokens from: the authority, or fhirlink's own.
     fn issuer(&self) -> &str {
         if is_local(&self.authority) {
-            LOCAL_ISSUER
+            &self.issuer_name
         } else {
             &self.authority
         }
@@ -79,6 +90,8 @@ pub struct DataAuth {
     everyone: Arc<Access>,
     /// The open paths without a token: no rights at all.
     nobody: Arc<Access>,
+    /// The services' token endpoints, when this data plane has them.
+    issuing: Option<TokenIssuing>,
 }
 
 /// How long a verified token is taken again without checking its signature (never past its
@@ -216,7 +229,19 @@ impl DataAuth {
         local: Verifier,
         oidc_refresh: std::time::Duration,
     ) -> Arc<DataAuth> {
+        DataAuth::with_token_endpoints(mode, local, oidc_refresh, None)
+    }
+
+    /// [`DataAuth::new`] with a token endpoint for every service of fhirlink's own issuer
+    /// (SMART Backend Services, [`token`]) when `issuing` is given.
+    pub fn with_token_endpoints(
+        mode: AuthMode,
+        local: Verifier,
+        oidc_refresh: std::time::Duration,
+        issuing: Option<TokenIssuing>,
+    ) -> Arc<DataAuth> {
         Arc::new(DataAuth {
+            issuing,
             mode,
             local: Arc::new(local),
             oidc: OidcIssuers::new(OidcConfig {
@@ -243,6 +268,20 @@ impl DataAuth {
             .iter()
             .map(|s| {
                 let name = s.name.to_lowercase();
+                let (local, issuer_name) = match &self.issuing {
+                    Some(issuing) => {
+                        let url = token::issuer_url(&name, &issuing.dns_suffix);
+                        let mut trusted = self.local.issuers().to_vec();
+                        trusted.push(issuing.issuer.trusted_as(&url));
+                        (Arc::new(Verifier::new(trusted)), url)
+                    }
+                    None => (self.local.clone(), LOCAL_ISSUER.to_owned()),
+                };
+                let clients = s
+                    .clients
+                    .iter()
+                    .map(|c| (c.client_id.clone(), token::Client::from_plan(c)))
+                    .collect();
                 (
                     name.clone(),
                     Arc::new(ServiceAuth {
@@ -251,6 +290,9 @@ impl DataAuth {
                         audience: s.audience.clone(),
                         data_access: s.data_access.clone(),
                         verified: TokenCache::default(),
+                        local,
+                        issuer_name,
+                        clients,
                     }),
                 )
             })
@@ -264,9 +306,10 @@ impl DataAuth {
         self.services.store(Arc::new(services));
     }
 
-    fn authority(&self, configured: &str) -> Result<Authority, TokenError> {
+    fn authority(&self, settings: &ServiceAuth) -> Result<Authority, TokenError> {
+        let configured = settings.authority.as_str();
         if is_local(configured) {
-            return Ok(Authority::Local(self.local.clone()));
+            return Ok(Authority::Local(settings.local.clone()));
         }
         self.oidc
             .get(configured)
@@ -349,7 +392,7 @@ fn unauthorized(service: &str, auth: Option<&ServiceAuth>, error: Option<&str>) 
 /// not cached, with its keys); `None` for fhirlink's own issuer, and for an authority that
 /// cannot be had, whose endpoints are then left out of what clients are told.
 async fn issuer_metadata(auth: &DataAuth, settings: &ServiceAuth) -> Option<Arc<IssuerMetadata>> {
-    let Ok(Authority::Oidc(issuer)) = auth.authority(&settings.authority) else {
+    let Ok(Authority::Oidc(issuer)) = auth.authority(settings) else {
         return None;
     };
     issuer
@@ -375,6 +418,7 @@ fn security(settings: &ServiceAuth, metadata: Option<&IssuerMetadata>) -> Securi
         grant_types_supported: metadata.and_then(|m| m.grant_types_supported.clone()),
         code_challenge_methods_supported: metadata
             .and_then(|m| m.code_challenge_methods_supported.clone()),
+        backend_services: false,
     }
 }
 
@@ -389,6 +433,9 @@ pub async fn authenticate(
         return next.run(req).await;
     }
     let settings = auth.services.load().get(admitted(&req)).cloned();
+    if fhir_api::interaction::is_token_request(req.method(), req.uri().path()) {
+        return token::serve(auth.issuing.as_ref(), settings.as_deref(), req).await;
+    }
     if fhir_api::interaction::needs_no_token(req.method(), req.uri().path()) {
         if let Some(s) = &settings {
             let metadata =
@@ -399,13 +446,14 @@ pub async fn authenticate(
                 } else {
                     // Only what is known already: the CapabilityStatement never waits for the
                     // authority, so it answers while the identity provider is down.
-                    match auth.authority(&s.authority) {
+                    match auth.authority(s) {
                         Ok(Authority::Oidc(issuer)) => issuer.cached_metadata(),
                         _ => None,
                     }
                 };
-            req.extensions_mut()
-                .insert(security(s, metadata.as_deref()));
+            let mut sec = security(s, metadata.as_deref());
+            sec.backend_services = is_local(&s.authority) && auth.issuing.is_some();
+            req.extensions_mut().insert(sec);
         }
         // No rights at all: fhir-api serves the two documents and nothing else.
         req.extensions_mut().insert(auth.nobody.clone());
@@ -442,7 +490,7 @@ pub async fn authenticate(
                     );
                 }
             };
-            let checked = match auth.authority(&settings.authority) {
+            let checked = match auth.authority(&settings) {
                 Ok(authority) => {
                     authority
                         .verify_for(&token, now, &[settings.audience.as_str()])
@@ -585,6 +633,9 @@ mod tests {
             audience: "https://default.fhir.example".into(),
             data_access: BTreeMap::new(),
             verified: TokenCache::default(),
+            local: Arc::new(Verifier::new(Vec::new())),
+            issuer_name: LOCAL_ISSUER.into(),
+            clients: HashMap::new(),
         };
         // fhirlink's own issuer: its name, and nothing discovered.
         assert_eq!(

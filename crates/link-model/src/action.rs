@@ -63,6 +63,7 @@ kind_actions! {
     DiagnosticSetting: "Microsoft.Insights/diagnosticSettings";
     RoleAssignment: "Microsoft.Authorization/roleAssignments";
     RoleDefinition: "Microsoft.Authorization/roleDefinitions";
+    SmartClient: "Microsoft.HealthcareApis/services/smartClients";
 }
 
 /// `GET /subscriptions` and `GET /subscriptions/{s}`.

@@ -24,6 +24,9 @@ pub enum Kind {
     DiagnosticSetting,
     RoleAssignment,
     RoleDefinition,
+    /// fhirlink's own: a SMART Backend Services client of a FHIR service (its public keys and
+    /// the `system/` scopes it may be granted at the service's token endpoint).
+    SmartClient,
 }
 
 /// Where a resource type hangs in the id tree.
@@ -60,6 +63,7 @@ pub(crate) const ALL: &[Kind] = &[
     Kind::DiagnosticSetting,
     Kind::RoleAssignment,
     Kind::RoleDefinition,
+    Kind::SmartClient,
 ];
 
 /// Resource provider namespaces fhirlink serves.
@@ -105,6 +109,7 @@ impl Kind {
             Kind::DiagnosticSetting => "Microsoft.Insights/diagnosticSettings",
             Kind::RoleAssignment => "Microsoft.Authorization/roleAssignments",
             Kind::RoleDefinition => "Microsoft.Authorization/roleDefinitions",
+            Kind::SmartClient => "Microsoft.HealthcareApis/services/smartClients",
         }
     }
 
@@ -128,7 +133,7 @@ impl Kind {
             | Kind::PrivateEndpoint
             | Kind::PrivateDnsZone
             | Kind::VirtualMachine => Parent::ResourceGroup,
-            Kind::PrivateEndpointConnection | Kind::PrivateLinkResource => {
+            Kind::PrivateEndpointConnection | Kind::PrivateLinkResource | Kind::SmartClient => {
                 Parent::Resource(Kind::FhirService)
             }
             Kind::Subnet | Kind::VirtualNetworkPeering => Parent::Resource(Kind::VirtualNetwork),

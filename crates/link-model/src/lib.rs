@@ -40,11 +40,11 @@ pub use handle::{handle, Method, Outcome, Request, Response};
 pub use ipnet::Prefix;
 pub use kind::Kind;
 pub use plan::{
-    plan, DataRights, DiagnosticExport, EndpointPlan, NetworkPlan, PeeringPlan, Plan, SecurityRule,
-    ServicePlan, SubnetPlan, ZonePlan,
+    plan, ClientPlan, DataRights, DiagnosticExport, EndpointPlan, NetworkPlan, PeeringPlan, Plan,
+    SecurityRule, ServicePlan, SubnetPlan, ZonePlan,
 };
 pub use render::{default_security_rules, render};
-pub use rules::ensure_owner;
+pub use rules::{ensure_owner, valid_system_scope, ASSERTION_ALGORITHMS};
 pub use state::{Resource, State};
 pub use txn::Changes;
 

@@ -42,6 +42,22 @@ pub struct ServicePlan {
     /// Who may do what with the service's data: principal (object) id → rights, from FHIR
     /// data role assignments at the service's scope or above and from `accessPolicies`.
     pub data_access: BTreeMap<String, DataRights>,
+    /// The SMART Backend Services clients registered with the service (`smartClients`), by
+    /// client id.
+    pub clients: Vec<ClientPlan>,
+}
+
+/// A SMART Backend Services client of a service: its public keys and the `system/` scopes
+/// its token endpoint may grant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientPlan {
+    /// The client id (the `smartClients` resource's name, as registered).
+    pub client_id: String,
+    /// The client's JWK Set, when registered inline.
+    pub jwks: Option<Value>,
+    /// Where its JWK Set is fetched from, when registered by URL.
+    pub jwks_url: Option<String>,
+    pub scopes: Vec<String>,
 }
 
 /// The data actions a principal holds on a FHIR service.
@@ -335,6 +351,18 @@ fn service_plan(state: &State, svc: &Resource) -> ServicePlan {
             data_access.insert(id.to_owned(), DataRights::ALL);
         }
     }
+    let clients = state
+        .children(&key, Kind::SmartClient)
+        .map(|c| {
+            let p = c.body.get("properties").cloned().unwrap_or(Value::Null);
+            ClientPlan {
+                client_id: c.name().to_owned(),
+                jwks: p.get("jwks").filter(|v| v.is_object()).cloned(),
+                jwks_url: p.get("jwksUrl").and_then(Value::as_str).map(str::to_owned),
+                scopes: crate::rules::strings_of(p.get("scopes")),
+            }
+        })
+        .collect();
     ServicePlan {
         name: svc.name().to_owned(),
         id: svc.id.clone(),
@@ -345,6 +373,7 @@ fn service_plan(state: &State, svc: &Resource) -> ServicePlan {
         audience: s(&auth, "audience").to_owned(),
         smart_proxy: auth.get("smartProxyEnabled").and_then(Value::as_bool) == Some(true),
         data_access,
+        clients,
     }
 }
 

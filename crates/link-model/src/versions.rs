@@ -293,6 +293,8 @@ pub(crate) fn of_kind(kind: Kind) -> ApiVersions {
         Kind::DiagnosticSetting => ApiVersions::of(DIAGNOSTIC_SETTINGS),
         Kind::RoleAssignment => ApiVersions::of(ROLE_ASSIGNMENTS),
         Kind::RoleDefinition => ApiVersions::of(ROLE_DEFINITIONS),
+        // fhirlink's own type, served with the FHIR service's versions.
+        Kind::SmartClient => ApiVersions::of(HEALTHCARE),
     }
 }
 

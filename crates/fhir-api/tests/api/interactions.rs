@@ -197,15 +197,20 @@ async fn routing_authorization_audit_and_metrics_agree_for_every_interaction() {
             assert_eq!(audited.kind.as_str(), kind.as_str());
         }
         // Every kind is served but the operations and bulk export's jobs (a router
-        // without a bulk engine answers them 501: fhirlink/tests/bulk.rs serves them) and
-        // Unknown.
+        // without a bulk engine answers them 501: fhirlink/tests/bulk.rs serves them), the
+        // token endpoint (served by the authentication layer in front:
+        // fhirlink/tests/backend_services.rs) and Unknown.
         let served: std::collections::BTreeSet<Kind> = cases.iter().map(|c| c.3).collect();
         for k in Kind::ALL {
             assert!(
                 served.contains(&k)
                     || matches!(
                         k,
-                        Kind::Operation | Kind::JobStatus | Kind::JobFile | Kind::Unknown
+                        Kind::Operation
+                            | Kind::JobStatus
+                            | Kind::JobFile
+                            | Kind::Token
+                            | Kind::Unknown
                     ),
                 "{k:?} has no case"
             );

@@ -12,6 +12,7 @@ mod netplane;
 mod network;
 mod output;
 mod role;
+mod smart;
 mod store;
 
 use std::io::Write as _;
@@ -29,6 +30,7 @@ pub(crate) use fhir::{run_fhir, FhirCommand};
 pub(crate) use netplane::{diagnose, nslookup, DiagnoseArgs, NslookupArgs};
 pub(crate) use network::{run_network, NetworkCommand};
 pub(crate) use role::{run_role, RoleCommand};
+pub(crate) use smart::{run_client, ClientCommand};
 pub(crate) use store::{run_store, StoreCommand};
 
 use client::{ArmClient, Connection};

@@ -14,6 +14,7 @@ mod private_dns;
 mod role_assignments;
 mod security_groups;
 mod services;
+mod smart_clients;
 mod vnets;
 
 use serde_json::{json, Map, Value};
@@ -31,6 +32,7 @@ pub(crate) use moves::move_resources;
 pub(crate) use private_dns::record_fqdn;
 pub use role_assignments::ensure_owner;
 pub(crate) use services::{check_name_availability, private_link_resource};
+pub use smart_clients::{valid_system_scope, ASSERTION_ALGORITHMS};
 
 /// Azure's location form: lower case without spaces (`West US 2` → `westus2`).
 pub(crate) fn normalize_location(l: &str) -> String {
@@ -48,6 +50,11 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .filter_map(Value::as_str)
         .map(str::to_owned)
         .collect()
+}
+
+/// The strings of a JSON array, for the plan.
+pub(crate) fn strings_of(v: Option<&Value>) -> Vec<String> {
+    strings(v)
 }
 
 fn props_of(v: &Value) -> Map<String, Value> {
@@ -241,6 +248,7 @@ pub(crate) fn put(
         Kind::VirtualMachine => compute::put_vm(tx, addr, input, existing),
         Kind::DiagnosticSetting => diagnostics::put_diagnostic_setting(tx, addr, input, existing),
         Kind::RoleAssignment => role_assignments::put_role_assignment(tx, addr, input, existing),
+        Kind::SmartClient => smart_clients::put_client(tx, addr, input, existing),
         Kind::PrivateLinkResource | Kind::RoleDefinition | Kind::AllRecordSets => {
             Err(ArmError::new(
                 405,
