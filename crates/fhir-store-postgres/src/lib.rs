@@ -440,9 +440,15 @@ impl Store for PgStore {
             &[&sid],
         )
         .await?;
-        let tables = ["versions", "resources", "version_counts", "service_clock"]
-            .into_iter()
-            .chain(schema::INDEX_TABLES.iter().copied());
+        let tables = [
+            "versions",
+            "resources",
+            "version_counts",
+            "resource_counts",
+            "service_clock",
+        ]
+        .into_iter()
+        .chain(schema::INDEX_TABLES.iter().copied());
         for t in tables {
             conn.execute(&format!("DELETE FROM {t} WHERE sid = $1"), &[&sid])
                 .await?;

@@ -10,7 +10,8 @@
 //! other, across every process using the database, and `seq` grows in commit order: history,
 //! `_since` and snapshots are ranges of it. `versions` holds every version under
 //! `(sid, rtype, id, version)`, with its `seq`; `resources` points at the current version
-//! of each resource; `version_counts` keeps history totals; `documents` holds the control
+//! of each resource; `version_counts` keeps history totals and `resource_counts` the live
+//! resources per type (search totals); `documents` holds the control
 //! plane's state; the `ix_*` tables are the search index, rows of current versions only.
 //!
 //! Resource bodies are `bytea`, the bytes exactly as written: never `jsonb`, which would
@@ -40,8 +41,10 @@ use tokio_postgres::Client;
 use crate::pg_error;
 
 /// The schema version kept in `fhirlink_schema`. A database at a newer version is refused:
-/// an older fhirlink must not write what it does not understand.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+/// an older fhirlink must not write what it does not understand. Version 2 added
+/// `resource_counts`, computed once from `resources` when a version 1 database is upgraded,
+/// and `ix_date_hi`.
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// The table that says the database is fhirlink's, and at which schema version.
 const VERSION_TABLE: &str = "
@@ -172,6 +175,24 @@ CREATE TABLE IF NOT EXISTS ix_uri (
 CREATE INDEX IF NOT EXISTS ix_uri_seq ON ix_uri (sid, seq, pid);
 "#;
 
+/// Version 2: the live resources per type, kept by the write transactions (added at commit
+/// like `version_counts`), so that an unfiltered search total is one row per type. Run on
+/// an empty database after version 1, and on a version 1 database it fills the counts from
+/// what is there, under the schema row's lock.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE IF NOT EXISTS resource_counts (
+    sid   bigint NOT NULL,
+    rtype text COLLATE "C" NOT NULL,
+    n     bigint NOT NULL,
+    PRIMARY KEY (sid, rtype)
+);
+DELETE FROM resource_counts;
+-- ge/gt/eb bound the end of a period (hi), which the primary key cannot range over.
+CREATE INDEX IF NOT EXISTS ix_date_hi ON ix_date (sid, pid, hi, seq);
+INSERT INTO resource_counts (sid, rtype, n)
+    SELECT sid, rtype, count(*) FROM resources WHERE NOT deleted GROUP BY sid, rtype;
+"#;
+
 /// SQLSTATEs of a `CREATE … IF NOT EXISTS` that raced another one (the catalog's unique
 /// index, the relation itself, or its row type — `42710 type "fhirlink_schema" already
 /// exists`, seen once in CI): the other process created it, which is what was wanted.
@@ -218,7 +239,10 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<()> {
         )));
     }
     if found < SCHEMA_VERSION {
-        tx.batch_execute(SCHEMA_V1).await.map_err(pg_error)?;
+        if found < 1 {
+            tx.batch_execute(SCHEMA_V1).await.map_err(pg_error)?;
+        }
+        tx.batch_execute(SCHEMA_V2).await.map_err(pg_error)?;
         tx.execute(
             "UPDATE fhirlink_schema SET version = $1 WHERE id = 1",
             &[&SCHEMA_VERSION],

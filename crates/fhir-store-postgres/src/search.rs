@@ -20,9 +20,9 @@ use std::fmt::Write as _;
 
 use fhir_search::{
     Cond, Cursor, ParamType, Prefix, SearchQuery, SortKey, SortPosition, SortValue, SystemMatch,
-    Test, Total, UriMode,
+    Test, UriMode,
 };
-use fhir_store::{Result, SearchPage, StoreError, StoredResource};
+use fhir_store::{Result, SearchPage, StoreError, StoredResource, TotalSource};
 use tokio_postgres::types::ToSql;
 
 use crate::index::cut;
@@ -818,12 +818,11 @@ pub(crate) async fn search(conn: &Conn, sid: i64, q: &SearchQuery, now: i64) -> 
             page.previous = first;
         }
     }
-    // The total, unless asked not to count. A first page that holds everything is its own count.
-    if q.total != Some(Total::None) {
-        let known = q.count > 0 && q.cursor.is_none() && !more;
-        page.total = Some(if known {
-            u64::try_from(seqs.len()).unwrap_or(0)
-        } else {
+    // The total as R4 asks for it: by default only when it costs nothing (search.html#total).
+    page.total = match fhir_store::total_source(q, seqs.len(), more) {
+        TotalSource::Page(n) => Some(n),
+        TotalSource::Counter => Some(live_count(conn, sid, q).await?),
+        TotalSource::Count => {
             let refs = b.refs();
             let rows = conn
                 .query_dynamic(
@@ -832,15 +831,41 @@ pub(crate) async fn search(conn: &Conn, sid: i64, q: &SearchQuery, now: i64) -> 
                 )
                 .await?;
             let n: i64 = rows.first().map_or(0, |r| r.get(0));
-            u64::try_from(n).unwrap_or(0)
-        });
-    }
+            Some(u64::try_from(n).unwrap_or(0))
+        }
+        TotalSource::Omitted => None,
+    };
     page.matches = by_seq(conn, sid, &seqs).await?;
     if (!q.includes.is_empty() || !q.revincludes.is_empty()) && !seqs.is_empty() {
         let found = includes(conn, sid, q, &seqs, &page.matches).await?;
         page.includes = by_seq(conn, sid, &found).await?;
     }
     Ok(page)
+}
+
+/// The number of live resources of the searched type (or types, or all of the service's) from
+/// the counts kept by the write transactions: an unfiltered total in one row per type.
+async fn live_count(conn: &Conn, sid: i64, q: &SearchQuery) -> Result<u64> {
+    let types: Vec<String> = match &q.rtype {
+        Some(t) => vec![t.clone()],
+        None => q.types.clone(),
+    };
+    let rows = if types.is_empty() {
+        conn.query(
+            "SELECT coalesce(sum(n), 0)::bigint FROM resource_counts WHERE sid = $1",
+            &[&sid],
+        )
+        .await?
+    } else {
+        conn.query(
+            "SELECT coalesce(sum(n), 0)::bigint FROM resource_counts \
+             WHERE sid = $1 AND rtype = ANY($2)",
+            &[&sid, &types],
+        )
+        .await?
+    };
+    let n: i64 = rows.first().map_or(0, |r| r.get(0));
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// The versions stored under `seqs`, in that order.

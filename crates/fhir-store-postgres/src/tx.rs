@@ -34,6 +34,8 @@ pub(crate) struct PgTx {
     shared: SharedGroup,
     /// Versions written per type, added to the group's at commit.
     counts: HashMap<String, i64>,
+    /// Live resources gained (or, negative, lost) per type, for `resource_counts`.
+    live: HashMap<String, i64>,
     /// Base URLs the resources written came through.
     bases: Vec<String>,
     stats: Arc<crate::stats::Stats>,
@@ -49,6 +51,7 @@ impl PgTx {
             group: Some(group),
             shared,
             counts: HashMap::new(),
+            live: HashMap::new(),
             bases: Vec::new(),
             stats: store.stats.clone(),
             pool: store.pool.clone(),
@@ -131,6 +134,12 @@ impl PgTx {
         let seq = open.seq;
         let sid = open.sid;
         *self.counts.entry(rtype.to_owned()).or_default() += 1;
+        // `old` is the live version replaced, if any: the count changes when a resource
+        // appears or goes.
+        let delta = i64::from(body.is_some()) - i64::from(old.is_some());
+        if delta != 0 {
+            *self.live.entry(rtype.to_owned()).or_default() += delta;
+        }
         let method = i16::try_from(method.code()).unwrap_or(3);
         let deleted = body.is_none();
         let columns = index::columns(entries);
@@ -346,12 +355,13 @@ impl WriteTx for PgTx {
             .values()
             .map(|n| u64::try_from(*n).unwrap_or(0))
             .sum();
+        let live = std::mem::take(&mut self.live);
         let bases = std::mem::take(&mut self.bases);
         let shared = self.shared.clone();
         // Its own task: should this future be dropped meanwhile, the member is still released
         // and its group committed, and only then is the group free again.
         tokio::spawn(async move {
-            let outcome = group.release(counts, bases).await?;
+            let outcome = group.release(counts, live, bases).await?;
             writer::commit(shared, group, outcome).await
         })
         .await

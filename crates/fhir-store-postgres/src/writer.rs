@@ -42,6 +42,9 @@ pub(crate) struct Open {
     pub(crate) last_micros: i64,
     /// Versions written per type by released members, added to `version_counts` at commit.
     pub(crate) counts: HashMap<String, i64>,
+    /// Live resources gained or lost per type by released members, added to
+    /// `resource_counts` at commit.
+    pub(crate) live: HashMap<String, i64>,
     /// Base URLs released members wrote through, recorded at commit.
     pub(crate) bases: Vec<String>,
 }
@@ -105,6 +108,7 @@ impl Group {
     pub(crate) async fn release(
         &mut self,
         counts: HashMap<String, i64>,
+        live: HashMap<String, i64>,
         bases: Vec<String>,
     ) -> Result<oneshot::Receiver<Result<()>>> {
         let released = match &self.open {
@@ -123,6 +127,9 @@ impl Group {
         if let Some(open) = &mut self.open {
             for (rtype, n) in counts {
                 *open.counts.entry(rtype).or_default() += n;
+            }
+            for (rtype, n) in live {
+                *open.live.entry(rtype).or_default() += n;
             }
             for base in bases {
                 if !open.bases.contains(&base) {
@@ -190,6 +197,7 @@ async fn open(mut conn: Conn, service: &str) -> Result<Open> {
         last_micros: row.get(2),
         conn,
         counts: HashMap::new(),
+        live: HashMap::new(),
         bases: Vec::new(),
     })
 }
@@ -197,13 +205,18 @@ async fn open(mut conn: Conn, service: &str) -> Result<Open> {
 /// Writes the counter, the type totals and the bases back, and commits.
 async fn write_back(open: &mut Open) -> Result<()> {
     let (rtypes, counts): (Vec<String>, Vec<i64>) = open.counts.drain().unzip();
+    let (live_types, live): (Vec<String>, Vec<i64>) =
+        open.live.drain().filter(|(_, n)| *n != 0).unzip();
     let bases = std::mem::take(&mut open.bases);
     open.conn
         .execute(
             "WITH c AS (UPDATE service_clock SET seq = $2, last_micros = $3 WHERE sid = $1), \
              n AS (INSERT INTO version_counts (sid, rtype, n) \
                    SELECT $1, u.rtype, u.n FROM unnest($4::text[], $5::bigint[]) AS u(rtype, n) \
-                   ON CONFLICT (sid, rtype) DO UPDATE SET n = version_counts.n + excluded.n) \
+                   ON CONFLICT (sid, rtype) DO UPDATE SET n = version_counts.n + excluded.n), \
+             l AS (INSERT INTO resource_counts (sid, rtype, n) \
+                   SELECT $1, u.rtype, u.n FROM unnest($7::text[], $8::bigint[]) AS u(rtype, n) \
+                   ON CONFLICT (sid, rtype) DO UPDATE SET n = resource_counts.n + excluded.n) \
              INSERT INTO own_bases (url) SELECT unnest($6::text[]) ON CONFLICT DO NOTHING",
             &[
                 &open.sid,
@@ -212,6 +225,8 @@ async fn write_back(open: &mut Open) -> Result<()> {
                 &rtypes,
                 &counts,
                 &bases,
+                &live_types,
+                &live,
             ],
         )
         .await?;

@@ -89,7 +89,7 @@ async fn several_stores_connect_at_once_to_an_empty_database() {
         .await
         .expect("version row")
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

@@ -333,6 +333,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM versions WHERE sid = ?1", [sid])
                 .and_then(|_| tx.execute("DELETE FROM resources WHERE sid = ?1", [sid]))
                 .and_then(|_| tx.execute("DELETE FROM version_counts WHERE sid = ?1", [sid]))
+                .and_then(|_| tx.execute("DELETE FROM resource_counts WHERE sid = ?1", [sid]))
                 .and_then(|_| {
                     index::TABLES.iter().try_for_each(|t| {
                         tx.execute(&format!("DELETE FROM {t} WHERE sid = ?1"), [sid])

@@ -5,7 +5,8 @@
 //! (the rowid) that only grows: history is listed by `seq` and pages are cut by it.
 //! `resources` points at the current version of each resource, so that a read is one
 //! primary-key lookup and one rowid lookup. `version_counts` keeps the number of versions
-//! per type for history totals; `documents` holds the control plane's state; the `ix_*` tables are the search index.
+//! per type for history totals, `resource_counts` the live resources per type for search
+//! totals; `documents` holds the control plane's state; the `ix_*` tables are the search index.
 //! No other module writes SQL DDL.
 //!
 //! One invariant the history queries rely on: `last_updated` grows with `seq`. Every version
@@ -24,8 +25,13 @@ use rusqlite::Connection;
 /// The schema version kept in `PRAGMA user_version`.
 /// Version 2 added the search index tables; version 3 gave their rows a tuple group (`grp`,
 /// composite parameters) and changed what is extracted. An older database is reindexed from
-/// its current versions when opened.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// its current versions when opened. Version 4 added `resource_counts` (computed once from
+/// `resources` when a version 3 database is opened) and the `resources_type_seq` and
+/// `ix_date_hi` indexes.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
+
+/// The oldest schema version whose search index is kept as it is.
+const INDEX_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services (
@@ -61,6 +67,9 @@ CREATE TABLE IF NOT EXISTS resources (
     deleted INTEGER NOT NULL,
     PRIMARY KEY (sid, rtype, id)
 ) WITHOUT ROWID;
+-- A type's live resources in seq order: the default order of a search, walked from the
+-- cursor and stopped after the page, never sorted.
+CREATE INDEX IF NOT EXISTS resources_type_seq ON resources (sid, rtype, seq) WHERE deleted = 0;
 
 -- Control-plane documents (fhir_store::Document), versioned for optimistic concurrency.
 CREATE TABLE IF NOT EXISTS documents (
@@ -74,6 +83,15 @@ CREATE TABLE IF NOT EXISTS documents (
 -- How many versions each type has, so that an unfiltered history total is not a count(*)
 -- over the whole index.
 CREATE TABLE IF NOT EXISTS version_counts (
+    sid   INTEGER NOT NULL,
+    rtype TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (sid, rtype)
+) WITHOUT ROWID;
+
+-- How many live (not deleted) resources each type has, kept in the write transaction, so
+-- that an unfiltered search total or _summary=count is one row, not a count of the type.
+CREATE TABLE IF NOT EXISTS resource_counts (
     sid   INTEGER NOT NULL,
     rtype TEXT NOT NULL,
     n     INTEGER NOT NULL,
@@ -120,6 +138,8 @@ CREATE TABLE IF NOT EXISTS ix_date (
     PRIMARY KEY (sid, pid, lo, hi, seq, grp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_date_seq ON ix_date (seq, pid);
+-- ge/gt/eb bound the end of a period (hi), which the primary key cannot range over.
+CREATE INDEX IF NOT EXISTS ix_date_hi ON ix_date (sid, pid, hi);
 
 CREATE TABLE IF NOT EXISTS ix_number (
     sid INTEGER NOT NULL, pid INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,
@@ -336,7 +356,7 @@ pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), 
     }
     conn.execute_batch(WRITER_PRAGMAS).map_err(fail)?;
     // An older index has another shape: dropped here, rebuilt by the caller.
-    let reindex = found.is_some_and(|v| v < SCHEMA_VERSION);
+    let reindex = found.is_some_and(|v| v < INDEX_VERSION);
     let drop_index: String = if reindex {
         crate::index::TABLES
             .iter()
@@ -345,10 +365,17 @@ pub(crate) fn open_writer(path: &std::path::Path) -> Result<(Connection, bool), 
     } else {
         String::new()
     };
+    // The live counts of a database from before they were kept are computed once.
+    let count = if found.is_some_and(|v| v < SCHEMA_VERSION) {
+        "DELETE FROM resource_counts; INSERT INTO resource_counts (sid, rtype, n) \
+         SELECT sid, rtype, count(*) FROM resources WHERE deleted = 0 GROUP BY sid, rtype;"
+    } else {
+        ""
+    };
     // The application id is stamped with the schema, on a new database and on one made
     // before fhirlink stamped its databases alike.
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {drop_index} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; \
+        "BEGIN IMMEDIATE; {drop_index} {SCHEMA} {count} PRAGMA user_version = {SCHEMA_VERSION}; \
          PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
     ))
     .map_err(|e| {

@@ -10,6 +10,13 @@
 //! statement and its `EXPLAIN QUERY PLAN` are logged at debug level and returned for
 //! `_explain=true`.
 //!
+//! Which filter drives a type search is chosen from statistics ([`plan`], issue #20): the
+//! type's live count kept in `resource_counts` and a bounded count of each filter's index
+//! rows. A page of unselective conditions walks the type in `seq` order
+//! (`resources_type_seq`) and probes every filter, so it stops after `_count + 1` matches
+//! instead of reading them all; the choice is the first line of `_explain`. The total is
+//! counted only when R4's `_total` asks for it or it is free ([`fhir_store::total_source`]).
+//!
 //! Paging in the default order is by `seq` (the row number of the current version): a cursor
 //! is the last `seq` seen, so pages stay correct while resources are added. Sorted results page
 //! by keyset: the cursor is the last row's sort values and `seq`, and the next page is the rows
@@ -20,9 +27,9 @@ use std::fmt::Write as _;
 
 use fhir_search::{
     Cond, Cursor, ParamType, Prefix, SearchQuery, SortKey, SortPosition, SortValue, SystemMatch,
-    Test, Total, UriMode,
+    Test, UriMode,
 };
-use fhir_store::{Result, SearchPage, StoreError, StoredResource};
+use fhir_store::{Result, SearchPage, StoreError, StoredResource, TotalSource};
 use rusqlite::types::Value as Sql;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
@@ -467,16 +474,42 @@ fn set_sql(
     types: &[String],
     filters: &[Vec<Cond>],
 ) -> Result<String> {
+    set_sql_with(b, rtype, types, filters, Pick::Static)
+}
+
+/// Which rows drive a search (see [`plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// The filter with the best [`drive_score`]: what nested searches (chains, `_has`) use.
+    Static,
+    /// This filter's index rows, the others probed.
+    Filter(usize),
+    /// The type's resources in `seq` order (`resources_type_seq`), every filter probed: a
+    /// page of unselective conditions stops after `_count + 1` matches.
+    Walk,
+}
+
+fn set_sql_with(
+    b: &mut Builder,
+    rtype: Option<&str>,
+    types: &[String],
+    filters: &[Vec<Cond>],
+    pick: Pick,
+) -> Result<String> {
     if filters.iter().any(Vec::is_empty) {
         // An OR of nothing (a `_has` whose reference cannot point here): no match.
         return Ok("SELECT NULL AS seq WHERE 0".into());
     }
-    let driver = filters
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| drive_score(f).map(|s| (s, i)))
-        .min()
-        .map(|(_, i)| i);
+    let driver = match pick {
+        Pick::Filter(i) if i < filters.len() && drive_score(&filters[i]).is_some() => Some(i),
+        Pick::Walk => None,
+        _ => filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| drive_score(f).map(|s| (s, i)))
+            .min()
+            .map(|(_, i)| i),
+    };
     let from = match driver {
         Some(i) => {
             let mut parts = Vec::new();
@@ -615,6 +648,149 @@ fn query_set(b: &mut Builder, q: &SearchQuery) -> Result<String> {
     set_sql(b, q.rtype.as_deref(), &q.types, &q.filters)
 }
 
+/// Is `c` answered by index rows in `seq` order (equality on every key column before `seq`)?
+/// Then driving with it streams: a page stops after `_count + 1` matches, unsorted.
+fn streams(c: &Cond) -> bool {
+    !c.negate
+        && matches!(
+            &c.test,
+            Test::Token {
+                system: SystemMatch::Is(_),
+                code: Some(_)
+            }
+        )
+}
+
+/// At most `cap` index rows of one simple condition, counted by a range scan of its index:
+/// the store's statistic of how selective it is (exact below `cap`). `None` for conditions
+/// that are not one table's rows (chains, `_has`, composites).
+fn estimate(conn: &Connection, sid: i64, c: &Cond, cap: i64) -> Result<Option<i64>> {
+    let mut b = Builder {
+        params: Vec::new(),
+        sid,
+        now: chrono::Utc::now().timestamp_micros(),
+    };
+    if c.negate || matches!(c.test, Test::Missing(_)) {
+        return Ok(None);
+    }
+    let Some((table, w)) = simple(&mut b, c)? else {
+        return Ok(None);
+    };
+    let s = b.p(sid);
+    let pid = b.p(i64::from(c.param));
+    let cap = b.p(cap);
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE sid = {s} AND pid = {pid} AND {w} \
+         LIMIT {cap})"
+    );
+    let n: i64 = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row(params_from_iter(b.params.iter()), |row| row.get(0)))
+        .map_err(backend)?;
+    Ok(Some(n))
+}
+
+/// The top-level plan of a type search (issue #20), from statistics the store keeps: the
+/// type's live count (`resource_counts`) and a bounded count of each filter's index rows.
+///
+/// A page costs what its driver costs. Driving with a filter reads its matches (then sorts
+/// them by `seq`, unless its rows come in `seq` order); walking the type in `seq` order and
+/// probing every filter stops after `_count + 1` matches, about `(_count + 1) / selectivity`
+/// resources. So a filter with fewer than `cap = sqrt((_count + 1) · N)` rows drives (the
+/// fewest wins), else a filter whose rows stream in `seq` order drives, else the type is
+/// walked. A count (`_summary=count`, `_total=accurate`), a sorted search and a page read
+/// backwards are driven by the filter with the fewest rows. Returns the choice and the
+/// sentence `_explain` shows.
+fn plan(conn: &Connection, sid: i64, q: &SearchQuery) -> Result<(Pick, String)> {
+    let Some(rtype) = q.rtype.as_deref() else {
+        return Ok((Pick::Static, "plan: system search, static driver".into()));
+    };
+    let drivable: Vec<usize> = (0..q.filters.len())
+        .filter(|&i| drive_score(&q.filters[i]).is_some())
+        .collect();
+    if drivable.is_empty() {
+        return Ok((Pick::Static, "plan: no filter can drive".into()));
+    }
+    let n = i64::try_from(live_count(conn, sid, q)?).unwrap_or(i64::MAX);
+    let counting = q.count == 0
+        || matches!(
+            q.total,
+            Some(fhir_search::Total::Accurate | fhir_search::Total::Estimate)
+        );
+    let ordered = q.sort.is_empty() && !matches!(q.cursor, Some(Cursor::Before(_)));
+    let page = i64::try_from(q.count).unwrap_or(i64::MAX / 2) + 1;
+    let cap = if counting || !ordered {
+        20_000
+    } else {
+        // sqrt without floats: the walk and the driver cost the same at m² = page · N.
+        let target = page.saturating_mul(n.max(1));
+        let mut r: i64 = 1;
+        while r.saturating_mul(r) < target && r < 20_000 {
+            r *= 2;
+        }
+        r.clamp(100, 20_000)
+    };
+    let mut estimates: Vec<(usize, i64)> = Vec::new();
+    for &i in &drivable {
+        let mut sum = Some(0i64);
+        for c in &q.filters[i] {
+            sum = match (sum, estimate(conn, sid, c, cap)?) {
+                (Some(a), Some(m)) => Some(a.saturating_add(m)),
+                _ => None,
+            };
+        }
+        match sum {
+            Some(m) => estimates.push((i, m)),
+            // A chain or `_has` cannot be counted alone: keep the static choice.
+            None => {
+                return Ok((
+                    Pick::Static,
+                    format!("plan: filter {i} (a chain, _has or composite) drives by rule"),
+                ))
+            }
+        }
+    }
+    let shown: Vec<String> = estimates
+        .iter()
+        .map(|(i, m)| {
+            if *m >= cap {
+                format!("filter {i}: >= {cap} rows")
+            } else {
+                format!("filter {i}: {m} rows")
+            }
+        })
+        .collect();
+    let facts = format!("{rtype}: {n} live; {}", shown.join(", "));
+    let fewest = estimates
+        .iter()
+        .min_by_key(|(i, m)| (*m, drive_score(&q.filters[*i]).unwrap_or(9)))
+        .map(|(i, m)| (*i, *m));
+    let Some((best, m)) = fewest else {
+        return Ok((Pick::Static, format!("plan: static ({facts})")));
+    };
+    if counting || !ordered || m < cap {
+        return Ok((
+            Pick::Filter(best),
+            format!("plan: drive with filter {best}, the fewest rows ({facts})"),
+        ));
+    }
+    if let Some((i, _)) = estimates
+        .iter()
+        .find(|(i, _)| q.filters[*i].len() == 1 && streams(&q.filters[*i][0]))
+    {
+        return Ok((
+            Pick::Filter(*i),
+            format!(
+                "plan: drive with filter {i}, its rows in seq order, stop at the page ({facts})"
+            ),
+        ));
+    }
+    Ok((
+        Pick::Walk,
+        format!("plan: walk {rtype} in seq order, probe every filter, stop at the page ({facts})"),
+    ))
+}
+
 fn explain(conn: &Connection, sql: &str, params: &[Sql]) -> String {
     let mut out = format!("{sql}\n");
     let plan = conn
@@ -645,7 +821,8 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
         sid,
         now,
     };
-    let set = query_set(&mut b, q)?;
+    let (pick, why) = plan(conn, sid, q)?;
+    let set = set_sql_with(&mut b, q.rtype.as_deref(), &q.types, &q.filters, pick)?;
     let base_params = b.params.len();
     let mut page = SearchPage::default();
 
@@ -700,7 +877,7 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
         )
     };
     if q.explain || tracing::enabled!(tracing::Level::DEBUG) {
-        let plan = explain(conn, &page_sql, &b.params);
+        let plan = format!("{why}\n{}", explain(conn, &page_sql, &b.params));
         tracing::debug!(plan = %plan, "search");
         if q.explain {
             page.plan = Some(plan);
@@ -760,12 +937,11 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
             page.previous = first;
         }
     }
-    // The total, unless asked not to count. A first page that holds everything is its own count.
-    if q.total != Some(Total::None) {
-        let known = q.count > 0 && q.cursor.is_none() && !more;
-        page.total = Some(if known {
-            u64::try_from(seqs.len()).unwrap_or(0)
-        } else {
+    // The total as R4 asks for it: by default only when it costs nothing (search.html#total).
+    page.total = match fhir_store::total_source(q, seqs.len(), more) {
+        TotalSource::Page(n) => Some(n),
+        TotalSource::Counter => Some(live_count(conn, sid, q)?),
+        TotalSource::Count => {
             let n: i64 = conn
                 .prepare_cached(&format!("SELECT count(*) FROM ({set})"))
                 .and_then(|mut st| {
@@ -774,9 +950,10 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
                     })
                 })
                 .map_err(backend)?;
-            u64::try_from(n).unwrap_or(0)
-        });
-    }
+            Some(u64::try_from(n).unwrap_or(0))
+        }
+        TotalSource::Omitted => None,
+    };
     let mut matches = Vec::with_capacity(seqs.len());
     for s in &seqs {
         if let Some(r) = by_seq(conn, *s)? {
@@ -793,6 +970,36 @@ pub(crate) fn search(conn: &Connection, sid: i64, q: &SearchQuery, now: i64) -> 
     }
     page.matches = matches;
     Ok(page)
+}
+
+/// The number of live resources of the searched type (or types, or all of the service's) from
+/// the counts kept in the write transaction: an unfiltered total in one row per type.
+fn live_count(conn: &Connection, sid: i64, q: &SearchQuery) -> Result<u64> {
+    let mut args = vec![Sql::Integer(sid)];
+    let types: Vec<&str> = match &q.rtype {
+        Some(t) => vec![t.as_str()],
+        None => q.types.iter().map(String::as_str).collect(),
+    };
+    let sql = if types.is_empty() {
+        "SELECT coalesce(sum(n), 0) FROM resource_counts WHERE sid = ?1".to_owned()
+    } else {
+        let list: Vec<String> = types
+            .iter()
+            .map(|t| {
+                args.push(Sql::Text((*t).to_owned()));
+                format!("?{}", args.len())
+            })
+            .collect();
+        format!(
+            "SELECT coalesce(sum(n), 0) FROM resource_counts WHERE sid = ?1 AND rtype IN ({})",
+            list.join(", ")
+        )
+    };
+    let n: i64 = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row(params_from_iter(args.iter()), |row| row.get(0)))
+        .map_err(backend)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// The version stored under `seq`.

@@ -84,8 +84,12 @@ impl SqliteTx {
     }
 
     /// Appends a version and points the resource at it. Returns the new version's `seq`.
+    /// `was_live` says whether the version before it (if any) was live, so that the type's
+    /// live count changes exactly when a resource appears or goes.
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &self,
+        was_live: bool,
         rtype: &str,
         id: &str,
         version: i64,
@@ -125,6 +129,15 @@ impl SqliteTx {
         )
         .and_then(|mut st| st.execute(params![self.sid, rtype]))
         .map_err(backend)?;
+        let delta = i64::from(body.is_some()) - i64::from(was_live);
+        if delta != 0 {
+            conn.prepare_cached(
+                "INSERT INTO resource_counts (sid, rtype, n) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (sid, rtype) DO UPDATE SET n = n + excluded.n",
+            )
+            .and_then(|mut st| st.execute(params![self.sid, rtype, delta]))
+            .map_err(backend)?;
+        }
         Ok(seq)
     }
 }
@@ -184,6 +197,7 @@ impl WriteTx for SqliteTx {
             index::remove(self.conn()?, old)?;
         }
         let seq = self.append(
+            matches!(head, Some((_, false, _))),
             rtype,
             id,
             version,
@@ -212,6 +226,7 @@ impl WriteTx for SqliteTx {
         };
         let last_updated = self.clock.now();
         self.append(
+            true,
             rtype,
             id,
             version,
@@ -265,6 +280,7 @@ impl WriteTx for SqliteTx {
             index::remove(self.conn()?, old)?;
         }
         let seq = self.append(
+            matches!(head, Some((_, false, _))),
             rtype,
             id,
             number,

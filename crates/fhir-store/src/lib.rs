@@ -179,12 +179,50 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct SearchPage {
     pub matches: Vec<StoredResource>,
     pub includes: Vec<StoredResource>,
-    /// Number of matches over all pages, unless `_total=none` asked not to count.
+    /// Number of matches over all pages (FHIR R4 search.html#total): always with
+    /// `_total=accurate` or `estimate`, never with `_total=none`, and by default only when it
+    /// costs nothing extra ([`TotalSource`]).
     pub total: Option<u64>,
     pub next: Option<Cursor>,
     pub previous: Option<Cursor>,
     /// The backend's query and its plan, when the query asked to explain itself.
     pub plan: Option<String>,
+}
+
+/// Where a search page's `total` comes from (FHIR R4 search.html#total), decided the same way
+/// by every backend once the page's rows are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalSource {
+    /// The first page holds every match (fewer than `_count + 1` rows came back): its length.
+    Page(u64),
+    /// No filter: the kept number of the type's (or types') live resources, O(1).
+    Counter,
+    /// Count every match: `_total=accurate` (and `estimate`, which this store answers
+    /// exactly) of a filtered search whose matches do not fit on its first page.
+    Count,
+    /// No `total`: `_total=none`, or by default when it would cost a count of its own.
+    Omitted,
+}
+
+/// How the `total` of a page of `query` is found, given the rows of the page (`rows`, after
+/// the one extra row that tells whether there is a next page was dropped) and whether there
+/// are more. The default (no `_total`) gives a total only when it is free: R4 lets a server
+/// leave it out, and counting every match is what makes a page's cost follow the data.
+pub fn total_source(query: &SearchQuery, rows: usize, more: bool) -> TotalSource {
+    use fhir_search::Total;
+    if query.total == Some(Total::None) {
+        return TotalSource::Omitted;
+    }
+    if query.count > 0 && query.cursor.is_none() && !more {
+        return TotalSource::Page(u64::try_from(rows).unwrap_or(u64::MAX));
+    }
+    if query.filters.is_empty() {
+        return TotalSource::Counter;
+    }
+    match query.total {
+        Some(Total::Accurate | Total::Estimate) => TotalSource::Count,
+        _ => TotalSource::Omitted,
+    }
 }
 
 /// A consistent point in a service's data, for reading a whole service as it was at one
