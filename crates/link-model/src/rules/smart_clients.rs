@@ -60,7 +60,7 @@ pub(super) fn put_client(
     let scopes = check_scopes(props.get("scopes"))?;
     props.insert("scopes".into(), json!(scopes));
     if let Some(name) = props.get("displayName") {
-        if !name.as_str().is_some_and(|n| n.chars().count() <= 256) {
+        if name.as_str().is_none_or(|n| n.chars().count() > 256) {
             return Err(invalid(
                 "properties.displayName must be a string of at most 256 characters.",
             ));
