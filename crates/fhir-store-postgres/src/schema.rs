@@ -26,8 +26,9 @@
 //! run; the rest is read from their documentation, untested): `SELECT … FOR UPDATE` on one
 //! row, `INSERT … ON CONFLICT`, data-modifying `WITH` items, `unnest` of array parameters,
 //! identity columns, `COLLATE "C"`, one partial index, `REPEATABLE READ READ ONLY`
-//! snapshots, `SET LOCAL statement_timeout`, savepoints. No triggers, advisory locks,
-//! `LISTEN`, sequences on hot keys or `jsonb`. On Citus every per-service table would be
+//! snapshots, `SET LOCAL statement_timeout`, savepoints, and `NOTIFY`/`LISTEN` only as an
+//! optional wake-up of the documents' change feed (engines without them are polled). No
+//! triggers, advisory locks, sequences on hot keys or `jsonb`. On Citus every per-service table would be
 //! distributed by `sid` and co-located, `services`, `documents`, `own_bases` and
 //! `fhirlink_schema` reference tables; the begin statement joins `services` to the locked
 //! `service_clock` row, which Citus may want split in two (look the `sid` up, then lock by
@@ -41,7 +42,7 @@ use crate::pg_error;
 
 /// The schema version kept in `fhirlink_schema`. A database at a newer version is refused:
 /// an older fhirlink must not write what it does not understand.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// The table that says the database is fhirlink's, and at which schema version.
 const VERSION_TABLE: &str = "
@@ -172,6 +173,25 @@ CREATE TABLE IF NOT EXISTS ix_uri (
 CREATE INDEX IF NOT EXISTS ix_uri_seq ON ix_uri (sid, seq, pid);
 "#;
 
+/// Version 2: the documents' change feed (`docs.rs`): the deployment's position, and each
+/// document's latest change (deletions included) at its position.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE IF NOT EXISTS document_clock (
+    id  integer PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL
+);
+INSERT INTO document_clock (id, seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS document_changes (
+    collection text COLLATE "C" NOT NULL,
+    key        text COLLATE "C" NOT NULL,
+    version    bigint,
+    seq        bigint NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE INDEX IF NOT EXISTS document_changes_seq ON document_changes (seq);
+"#;
+
 /// SQLSTATEs of a `CREATE … IF NOT EXISTS` that raced another one (the catalog's unique
 /// index, the relation itself, or its row type — `42710 type "fhirlink_schema" already
 /// exists`, seen once in CI): the other process created it, which is what was wanted.
@@ -218,7 +238,10 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<()> {
         )));
     }
     if found < SCHEMA_VERSION {
-        tx.batch_execute(SCHEMA_V1).await.map_err(pg_error)?;
+        if found < 1 {
+            tx.batch_execute(SCHEMA_V1).await.map_err(pg_error)?;
+        }
+        tx.batch_execute(SCHEMA_V2).await.map_err(pg_error)?;
         tx.execute(
             "UPDATE fhirlink_schema SET version = $1 WHERE id = 1",
             &[&SCHEMA_VERSION],

@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fhir_store::{
-    Document, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock,
-    Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource,
-    WriteTx,
+    Document, DocumentChanges, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method,
+    MonotonicClock, Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError,
+    StoredResource, WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -52,6 +52,9 @@ pub struct SqliteStore {
     /// after each commit (so in commit order), instead of being looked up in the database
     /// per request.
     known_services: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// The documents' change feed, in this process only (the folder lock makes this store
+    /// the only writer of its documents).
+    feed: Arc<fhir_store::feed::LocalFeed>,
     /// How long one search may run ([`SEARCH_TIME_LIMIT`] unless set).
     search_time_limit: std::time::Duration,
     /// Held open and locked for the store's life: one store per data folder, so that one
@@ -128,6 +131,7 @@ impl SqliteStore {
             },
             clock: Arc::new(clock),
             known_services: Arc::new(std::sync::RwLock::new(known_services)),
+            feed: Arc::default(),
             search_time_limit: SEARCH_TIME_LIMIT,
             _folder_lock: folder_lock,
         })
@@ -525,8 +529,22 @@ impl Store for SqliteStore {
     }
 
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
-        self.with_writer(move |conn| docs::write(conn, writes))
-            .await
+        let feed = self.feed.clone();
+        self.with_writer(move |conn| {
+            let (written, changes) = docs::write(conn, writes)?;
+            // On the writer, right after the commit: the feed is in commit order.
+            feed.record(changes);
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn document_changes(
+        &self,
+        after: u64,
+        wait: std::time::Duration,
+    ) -> Result<DocumentChanges> {
+        Ok(self.feed.changes(after, wait).await)
     }
 }
 

@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::time::Duration;
 
 pub use fhir_search::{Cursor, IndexEntry, SearchQuery};
 
 pub mod conformance;
 pub mod copy;
+pub mod feed;
 
 /// A resource type name such as `Patient`, as it appears in `resourceType`.
 pub type ResourceType = str;
@@ -143,6 +145,29 @@ pub enum DocumentWrite {
         key: String,
         expected: Expected,
     },
+}
+
+/// One entry of the documents' change feed ([`Store::document_changes`]): a document that
+/// was written (`version` is the version now there) or deleted (`version` `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentChange {
+    pub collection: String,
+    pub key: String,
+    pub version: Option<u64>,
+}
+
+/// What [`Store::document_changes`] found after a position of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocumentChanges {
+    /// The feed's position as of this answer: every document write committed up to it is
+    /// in `changes` (or was before `after`); hand it back as the next `after`.
+    pub position: u64,
+    /// The documents changed after `after`, each once (its latest change), in the order of
+    /// their latest change.
+    pub changes: Vec<DocumentChange>,
+    /// The store no longer remembers every change after `after` (the SQLite store keeps a
+    /// bounded window in memory): the caller must read again whatever it follows.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -286,6 +311,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every write at once, durably, or none of them when an expectation fails
     /// ([`StoreError::Conflict`]). Returns the documents written, in order (deletions omitted).
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>>;
+
+    /// The documents' change feed: the documents written or deleted after position `after`
+    /// (0: since the store was opened, or on a store shared by processes since it was
+    /// created), waiting up to `wait` for one when there is none yet. Every committed
+    /// [`Store::write_documents`] moves the position on, in commit order, for every process
+    /// using the store: a reader that hands each answer's `position` back as the next
+    /// `after` misses no change. A store shared by processes finds other processes' writes
+    /// by polling (and may be woken early by its engine's notifications).
+    async fn document_changes(&self, after: u64, wait: Duration) -> Result<DocumentChanges>;
 }
 
 /// A resource made ready for [`WriteTx::put_prepared`] before its transaction begins: its id
