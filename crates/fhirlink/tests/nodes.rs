@@ -233,6 +233,14 @@ fn three_nodes_enforce_every_change_before_the_answer() {
         .collect();
     live.sort_unstable();
     assert_eq!(live, ["a", "b", "c"], "{d}");
+    let out = c.cli(&["diagnose", SVC, "--from", HUB_VM]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("  c  live (this node)  data https://127.0.0.1:")
+            && text.contains("  a  live  "),
+        "{text}"
+    );
 
     // Through C: bob, a Network Contributor, asks for an endpoint by hand; Pending carries
     // no traffic on any node. Approved through C, it does on every node.
