@@ -40,9 +40,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use fhir_store::{
-    Document, DocumentChanges, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method,
-    Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource,
-    WriteTx,
+    Document, DocumentChanges, DocumentStore, DocumentWrite, HistoryPage, HistoryQuery,
+    HistoryScope, Method, Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError,
+    StoredResource, WriteTx,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -617,16 +617,6 @@ impl Store for PgStore {
         }
     }
 
-    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
-        let conn = self.conn().await?;
-        docs::get(&conn, collection, key).await
-    }
-
-    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
-        let conn = self.conn().await?;
-        docs::list(&conn, collection).await
-    }
-
     async fn own_bases(&self) -> Result<Vec<String>> {
         let conn = self.conn().await?;
         Ok(conn
@@ -636,12 +626,22 @@ impl Store for PgStore {
             .map(|row| row.get(0))
             .collect())
     }
+}
 
+#[async_trait]
+impl DocumentStore for PgStore {
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
+        let conn = self.conn().await?;
+        docs::get(&conn, collection, key).await
+    }
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
+        let conn = self.conn().await?;
+        docs::list(&conn, collection).await
+    }
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
         let mut conn = self.conn().await?;
         docs::write(&mut conn, writes).await
     }
-
     async fn document_changes(&self, after: u64, wait: Duration) -> Result<DocumentChanges> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {

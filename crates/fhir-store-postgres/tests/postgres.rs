@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fhir_store::{Method, Store, StoreError};
+use fhir_store::{DocumentStore, Method, Store, StoreError};
 use fhir_store_postgres::scratch::ScratchDatabase;
 use fhir_store_postgres::{PgConfig, PgStore};
 use serde_json::{json, Value};

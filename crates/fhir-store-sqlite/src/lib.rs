@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fhir_store::{
-    Document, DocumentChanges, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method,
-    MonotonicClock, Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError,
-    StoredResource, WriteTx,
+    Document, DocumentChanges, DocumentStore, DocumentWrite, HistoryPage, HistoryQuery,
+    HistoryScope, Method, MonotonicClock, Result, ScanQuery, SearchPage, SearchQuery, Snapshot,
+    Store, StoreError, StoredResource, WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -509,14 +509,6 @@ impl Store for SqliteStore {
         Ok(Box::new(tx))
     }
 
-    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
-        self.readers.with(|conn| docs::get(conn, collection, key))
-    }
-
-    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
-        self.readers.with(|conn| docs::list(conn, collection))
-    }
-
     async fn own_bases(&self) -> Result<Vec<String>> {
         self.readers.with(|conn| {
             conn.prepare_cached("SELECT url FROM own_bases ORDER BY url")
@@ -527,7 +519,16 @@ impl Store for SqliteStore {
                 .map_err(backend)
         })
     }
+}
 
+#[async_trait]
+impl DocumentStore for SqliteStore {
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
+        self.readers.with(|conn| docs::get(conn, collection, key))
+    }
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
+        self.readers.with(|conn| docs::list(conn, collection))
+    }
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
         let feed = self.feed.clone();
         self.with_writer(move |conn| {
@@ -538,7 +539,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn document_changes(
         &self,
         after: u64,

@@ -11,8 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use fhir_store::{
-    Document, DocumentChanges, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Result,
-    ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource, WriteTx,
+    Document, DocumentChanges, DocumentStore, DocumentWrite, HistoryPage, HistoryQuery,
+    HistoryScope, Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError,
+    StoredResource, WriteTx,
 };
 use fhir_store_sqlite::SqliteStore;
 use http::Request;
@@ -67,6 +68,10 @@ impl Store for Cut {
     async fn own_bases(&self) -> Result<Vec<String>> {
         self.inner.own_bases().await
     }
+}
+
+#[async_trait]
+impl DocumentStore for Cut {
     async fn get_document(&self, c: &str, k: &str) -> Result<Option<Document>> {
         self.inner.get_document(c, k).await
     }
