@@ -86,6 +86,30 @@ pub(crate) struct Inner {
     pub(crate) capabilities: capabilities::Cached,
     /// Bulk export's jobs, when the server runs them (`None`: `$export` answers 501).
     pub(crate) bulk: Option<Arc<fhir_bulk::Bulk>>,
+    pub(crate) known: Arc<KnownServices>,
+}
+
+/// The FHIR services the deployment's plan names, kept up to date by whoever holds the plan
+/// (the binary's network plane): a request for one of them is served without asking the
+/// store whether its service exists, which on a shared store is a round trip. A name not in
+/// the set (none are, without a plan) is still looked up in the store. The plan names a
+/// service only while its data exists: a service is created in the store before the plan
+/// that names it, and deleted after the plan that no longer does.
+#[derive(Debug, Default)]
+pub struct KnownServices(std::sync::RwLock<Arc<std::collections::HashSet<String>>>);
+
+impl KnownServices {
+    /// Makes `names` (lowercase) the known services.
+    pub fn replace(&self, names: impl IntoIterator<Item = String>) {
+        let set = Arc::new(names.into_iter().collect());
+        if let Ok(mut slot) = self.0.write() {
+            *slot = set;
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.read().is_ok_and(|set| set.contains(name))
+    }
 }
 
 impl AppState {
@@ -98,6 +122,7 @@ impl AppState {
                 config,
                 capabilities: capabilities::Cached::new(defs),
                 bulk: None,
+                known: Arc::default(),
             }),
         }
     }
@@ -116,8 +141,14 @@ impl AppState {
                 config,
                 capabilities: capabilities::Cached::with_bulk(defs),
                 bulk: Some(bulk),
+                known: Arc::default(),
             }),
         }
+    }
+
+    /// The set of services the plan names, for the holder of the plan to keep current.
+    pub fn known_services(&self) -> Arc<KnownServices> {
+        self.inner.known.clone()
     }
 }
 

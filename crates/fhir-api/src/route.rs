@@ -26,7 +26,13 @@ pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Res
         Some(AdmittedService(name)) => name.clone(),
         None => service_for_host(host.as_deref(), &state.inner.config.dns_suffix),
     };
-    match state.inner.store.service_exists(&service).await {
+    // The plan's services are known to exist; only another name asks the store.
+    let known = state.inner.known.contains(&service);
+    match if known {
+        Ok(true)
+    } else {
+        state.inner.store.service_exists(&service).await
+    } {
         Ok(true) => {}
         Ok(false) => {
             return FhirError::not_found(format!("FHIR service '{service}' does not exist"))

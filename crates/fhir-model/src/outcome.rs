@@ -49,6 +49,8 @@ pub enum IssueCode {
     TooCostly,
     /// A time limit passed (FHIR R4 valueset-issue-type `timeout`).
     Timeout,
+    /// A passing condition; the same request may succeed later (`transient`).
+    Transient,
 }
 
 impl IssueCode {
@@ -76,6 +78,7 @@ impl IssueCode {
             IssueCode::MultipleMatches => "multiple-matches",
             IssueCode::TooCostly => "too-costly",
             IssueCode::Timeout => "timeout",
+            IssueCode::Transient => "transient",
         }
     }
 }

@@ -40,8 +40,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use fhir_store::{
-    Document, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method, Result, ScanQuery,
-    SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource, WriteTx,
+    Document, DocumentChanges, DocumentStore, DocumentWrite, HistoryPage, HistoryQuery,
+    HistoryScope, Method, Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError,
+    StoredResource, WriteTx,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -58,6 +59,9 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// The longest one search may run before it is stopped with [`StoreError::TooCostly`].
     pub search_time_limit: Duration,
+    /// How often a reader of the documents' change feed that is waiting for a change asks
+    /// the database again; a `NOTIFY` (where the engine has `LISTEN`) wakes it sooner.
+    pub feed_poll: Duration,
 }
 
 impl Default for PgConfig {
@@ -67,6 +71,7 @@ impl Default for PgConfig {
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             search_time_limit: Duration::from_secs(10),
+            feed_poll: Duration::from_millis(100),
         }
     }
 }
@@ -80,6 +85,11 @@ pub struct PgStore {
     search_time_limit: Duration,
     /// Planner statistics refreshed as the data grows (`stats.rs`).
     stats: Arc<stats::Stats>,
+    /// Woken by the documents' `NOTIFY` ([`listen`]), for readers of the change feed.
+    wake: Arc<tokio::sync::Notify>,
+    feed_poll: Duration,
+    /// Dropped with the store, which ends the listener.
+    _listener: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -122,6 +132,9 @@ impl PgStore {
         drop(client);
         let _ = task.await;
         prepared?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        tokio::spawn(listen(pg.clone(), connector.clone(), wake.clone(), stopped));
         let manager = Manager::from_config(
             pg,
             connector,
@@ -141,6 +154,9 @@ impl PgStore {
             writers: Arc::new(Mutex::new(HashMap::new())),
             search_time_limit: config.search_time_limit,
             stats: Arc::new(stats::Stats::default()),
+            wake,
+            feed_poll: config.feed_poll.max(Duration::from_millis(1)),
+            _listener: stop,
         })
     }
 
@@ -607,16 +623,6 @@ impl Store for PgStore {
         }
     }
 
-    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
-        let conn = self.conn().await?;
-        docs::get(&conn, collection, key).await
-    }
-
-    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
-        let conn = self.conn().await?;
-        docs::list(&conn, collection).await
-    }
-
     async fn own_bases(&self) -> Result<Vec<String>> {
         let conn = self.conn().await?;
         Ok(conn
@@ -626,10 +632,105 @@ impl Store for PgStore {
             .map(|row| row.get(0))
             .collect())
     }
+}
 
+#[async_trait]
+impl DocumentStore for PgStore {
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
+        let conn = self.conn().await?;
+        docs::get(&conn, collection, key).await
+    }
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
+        let conn = self.conn().await?;
+        docs::list(&conn, collection).await
+    }
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
         let mut conn = self.conn().await?;
         docs::write(&mut conn, writes).await
+    }
+    async fn document_changes(&self, after: u64, wait: Duration) -> Result<DocumentChanges> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the query, so that a NOTIFY during it is not missed.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let found = {
+                let conn = self.conn().await?;
+                docs::changes(&conn, after).await?
+            };
+            let now = tokio::time::Instant::now();
+            if found.position != after || now >= deadline {
+                return Ok(found);
+            }
+            let nap = (deadline - now).min(self.feed_poll);
+            let _ = tokio::time::timeout(nap, woken).await;
+        }
+    }
+}
+
+/// Listens for the documents' `NOTIFY` on a connection of its own and wakes the feed's
+/// readers; reconnects after a second when the connection is lost, and gives up (leaving the
+/// readers to poll) on an engine that has no `LISTEN`. Ends when `stop`'s sender is dropped.
+async fn listen(
+    pg: tokio_postgres::Config,
+    connector: tokio_postgres_rustls::MakeRustlsConnect,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    loop {
+        let session = async {
+            let (client, mut connection) = match pg.connect(connector.clone()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "document feed listener cannot connect");
+                    return true;
+                }
+            };
+            let messages = async {
+                while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    match m {
+                        Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                            wake.notify_waiters();
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            };
+            let subscribe = async {
+                match client
+                    .batch_execute(&format!("LISTEN {}", docs::CHANNEL))
+                    .await
+                {
+                    Ok(()) => {
+                        // Anything written while the listener was away.
+                        wake.notify_waiters();
+                        std::future::pending::<bool>().await
+                    }
+                    Err(e) if e.code().is_some() => {
+                        tracing::info!(error = %e, "no LISTEN on this engine: the document feed polls");
+                        false
+                    }
+                    Err(_) => true,
+                }
+            };
+            tokio::select! {
+                () = messages => true,
+                again = subscribe => again,
+            }
+        };
+        let again = tokio::select! {
+            again = session => again,
+            _ = stop.changed() => return,
+        };
+        if !again {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

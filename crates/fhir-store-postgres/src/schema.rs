@@ -27,8 +27,9 @@
 //! run; the rest is read from their documentation, untested): `SELECT … FOR UPDATE` on one
 //! row, `INSERT … ON CONFLICT`, data-modifying `WITH` items, `unnest` of array parameters,
 //! identity columns, `COLLATE "C"`, one partial index, `REPEATABLE READ READ ONLY`
-//! snapshots, `SET LOCAL statement_timeout`, savepoints. No triggers, advisory locks,
-//! `LISTEN`, sequences on hot keys or `jsonb`. On Citus every per-service table would be
+//! snapshots, `SET LOCAL statement_timeout`, savepoints, and `NOTIFY`/`LISTEN` only as an
+//! optional wake-up of the documents' change feed (engines without them are polled). No
+//! triggers, advisory locks, sequences on hot keys or `jsonb`. On Citus every per-service table would be
 //! distributed by `sid` and co-located, `services`, `documents`, `own_bases` and
 //! `fhirlink_schema` reference tables; the begin statement joins `services` to the locked
 //! `service_clock` row, which Citus may want split in two (look the `sid` up, then lock by
@@ -43,8 +44,8 @@ use crate::pg_error;
 /// The schema version kept in `fhirlink_schema`. A database at a newer version is refused:
 /// an older fhirlink must not write what it does not understand. Version 2 added
 /// `resource_counts`, computed once from `resources` when a version 1 database is upgraded,
-/// and `ix_date_hi`.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+/// and `ix_date_hi`; version 3 the documents' change feed.
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// The table that says the database is fhirlink's, and at which schema version.
 const VERSION_TABLE: &str = "
@@ -193,6 +194,25 @@ INSERT INTO resource_counts (sid, rtype, n)
     SELECT sid, rtype, count(*) FROM resources WHERE NOT deleted GROUP BY sid, rtype;
 "#;
 
+/// Version 3: the documents' change feed (`docs.rs`): the deployment's position, and each
+/// document's latest change (deletions included) at its position.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS document_clock (
+    id  integer PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL
+);
+INSERT INTO document_clock (id, seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS document_changes (
+    collection text COLLATE "C" NOT NULL,
+    key        text COLLATE "C" NOT NULL,
+    version    bigint,
+    seq        bigint NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE INDEX IF NOT EXISTS document_changes_seq ON document_changes (seq);
+"#;
+
 /// SQLSTATEs of a `CREATE … IF NOT EXISTS` that raced another one (the catalog's unique
 /// index, the relation itself, or its row type — `42710 type "fhirlink_schema" already
 /// exists`, seen once in CI): the other process created it, which is what was wanted.
@@ -242,7 +262,10 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<()> {
         if found < 1 {
             tx.batch_execute(SCHEMA_V1).await.map_err(pg_error)?;
         }
-        tx.batch_execute(SCHEMA_V2).await.map_err(pg_error)?;
+        if found < 2 {
+            tx.batch_execute(SCHEMA_V2).await.map_err(pg_error)?;
+        }
+        tx.batch_execute(SCHEMA_V3).await.map_err(pg_error)?;
         tx.execute(
             "UPDATE fhirlink_schema SET version = $1 WHERE id = 1",
             &[&SCHEMA_VERSION],

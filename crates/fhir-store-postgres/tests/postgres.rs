@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fhir_store::{Method, Store, StoreError};
+use fhir_store::{DocumentStore, Method, Store, StoreError};
 use fhir_store_postgres::scratch::ScratchDatabase;
 use fhir_store_postgres::{PgConfig, PgStore};
 use serde_json::{json, Value};
@@ -89,7 +89,97 @@ async fn several_stores_connect_at_once_to_an_empty_database() {
         .await
         .expect("version row")
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+}
+
+/// A database at schema version 2 (before the documents' change feed) is upgraded by the
+/// next store to connect: its documents are kept and the feed starts from there.
+#[tokio::test]
+async fn a_version_2_database_is_upgraded_to_the_change_feed() {
+    use fhir_store::{DocumentWrite, Expected};
+    let db = scratch().await;
+    let store = connect(&db, small()).await;
+    store
+        .write_documents(vec![DocumentWrite::Put {
+            collection: "arm".into(),
+            key: "kept".into(),
+            body: json!({"kept": true}),
+            expected: Expected::Absent,
+        }])
+        .await
+        .expect("a document");
+    drop(store);
+    sql(&db)
+        .await
+        .batch_execute(
+            "DROP TABLE document_clock, document_changes; \
+             UPDATE fhirlink_schema SET version = 2",
+        )
+        .await
+        .expect("back to version 2");
+    let store = connect(&db, small()).await;
+    let version: i32 = sql(&db)
+        .await
+        .query_one("SELECT version FROM fhirlink_schema", &[])
+        .await
+        .expect("version row")
+        .get(0);
+    assert_eq!(version, 3);
+    assert!(store
+        .get_document("arm", "kept")
+        .await
+        .expect("get")
+        .is_some());
+    let start = store
+        .document_changes(0, Duration::ZERO)
+        .await
+        .expect("feed");
+    store
+        .write_documents(vec![DocumentWrite::Put {
+            collection: "arm".into(),
+            key: "kept".into(),
+            body: json!({"kept": 2}),
+            expected: Expected::Version(1),
+        }])
+        .await
+        .expect("a second version");
+    let feed = store
+        .document_changes(start.position, Duration::ZERO)
+        .await
+        .expect("feed");
+    assert_eq!(feed.changes.len(), 1, "{feed:?}");
+    assert_eq!(feed.changes[0].version, Some(2));
+}
+
+/// Two stores on one database, as two nodes: a document one writes is in the other's
+/// feed, woken by its NOTIFY or found by its poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_crosses_processes() {
+    use fhir_store::{DocumentWrite, Expected};
+    let db = scratch().await;
+    let (one, other) = (connect(&db, small()).await, connect(&db, small()).await);
+    let now = other
+        .document_changes(0, Duration::ZERO)
+        .await
+        .expect("feed")
+        .position;
+    let reader = tokio::spawn(async move {
+        let found = other.document_changes(now, Duration::from_secs(30)).await;
+        (other, found)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    one.write_documents(vec![DocumentWrite::Put {
+        collection: "arm".into(),
+        key: "x".into(),
+        body: json!(1),
+        expected: Expected::Absent,
+    }])
+    .await
+    .expect("write on one");
+    let (_other, found) = reader.await.expect("reader");
+    let found = found.expect("feed on the other");
+    assert!(found.position > now);
+    assert_eq!(found.changes[0].key, "x");
 }
 
 #[tokio::test]

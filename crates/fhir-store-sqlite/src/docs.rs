@@ -1,7 +1,7 @@
 //! Control-plane documents in the `documents` table: reads on the reader pool, writes as one
 //! writer transaction that checks every expectation before it changes anything.
 
-use fhir_store::{Document, DocumentWrite, Expected, Result, StoreError};
+use fhir_store::{Document, DocumentChange, DocumentWrite, Expected, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
@@ -65,12 +65,17 @@ fn check(current: Option<i64>, expected: Expected, collection: &str, key: &str) 
     })
 }
 
-/// Applies the writes in one transaction on the writer connection (already idle).
-pub(crate) fn write(conn: &mut Connection, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
+/// Applies the writes in one transaction on the writer connection (already idle). Returns
+/// the documents written and, for the change feed, every change made.
+pub(crate) fn write(
+    conn: &mut Connection,
+    writes: Vec<DocumentWrite>,
+) -> Result<(Vec<Document>, Vec<DocumentChange>)> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(backend)?;
     let mut written = Vec::new();
+    let mut changes = Vec::new();
     for w in writes {
         let (collection, key, expected) = match &w {
             DocumentWrite::Put {
@@ -104,6 +109,11 @@ pub(crate) fn write(conn: &mut Connection, writes: Vec<DocumentWrite>) -> Result
                 )
                 .and_then(|mut st| st.execute(params![collection, key, version, bytes]))
                 .map_err(backend)?;
+                changes.push(DocumentChange {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                    version: u64::try_from(version).ok(),
+                });
                 written.push(Document {
                     collection,
                     key,
@@ -115,10 +125,15 @@ pub(crate) fn write(conn: &mut Connection, writes: Vec<DocumentWrite>) -> Result
                 tx.prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
                     .and_then(|mut st| st.execute(params![collection, key]))
                     .map_err(backend)?;
+                changes.push(DocumentChange {
+                    collection,
+                    key,
+                    version: None,
+                });
             }
         }
     }
     // Dropping `tx` on an early return above rolls everything back.
     tx.commit().map_err(backend)?;
-    Ok(written)
+    Ok((written, changes))
 }

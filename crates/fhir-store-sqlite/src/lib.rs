@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fhir_store::{
-    Document, DocumentWrite, HistoryPage, HistoryQuery, HistoryScope, Method, MonotonicClock,
-    Result, ScanQuery, SearchPage, SearchQuery, Snapshot, Store, StoreError, StoredResource,
-    WriteTx,
+    Document, DocumentChanges, DocumentStore, DocumentWrite, HistoryPage, HistoryQuery,
+    HistoryScope, Method, MonotonicClock, Result, ScanQuery, SearchPage, SearchQuery, Snapshot,
+    Store, StoreError, StoredResource, WriteTx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -52,6 +52,9 @@ pub struct SqliteStore {
     /// after each commit (so in commit order), instead of being looked up in the database
     /// per request.
     known_services: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// The documents' change feed, in this process only (the folder lock makes this store
+    /// the only writer of its documents).
+    feed: Arc<fhir_store::feed::LocalFeed>,
     /// How long one search may run ([`SEARCH_TIME_LIMIT`] unless set).
     search_time_limit: std::time::Duration,
     /// Held open and locked for the store's life: one store per data folder, so that one
@@ -128,6 +131,7 @@ impl SqliteStore {
             },
             clock: Arc::new(clock),
             known_services: Arc::new(std::sync::RwLock::new(known_services)),
+            feed: Arc::default(),
             search_time_limit: SEARCH_TIME_LIMIT,
             _folder_lock: folder_lock,
         })
@@ -506,14 +510,6 @@ impl Store for SqliteStore {
         Ok(Box::new(tx))
     }
 
-    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
-        self.readers.with(|conn| docs::get(conn, collection, key))
-    }
-
-    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
-        self.readers.with(|conn| docs::list(conn, collection))
-    }
-
     async fn own_bases(&self) -> Result<Vec<String>> {
         self.readers.with(|conn| {
             conn.prepare_cached("SELECT url FROM own_bases ORDER BY url")
@@ -524,10 +520,32 @@ impl Store for SqliteStore {
                 .map_err(backend)
         })
     }
+}
 
+#[async_trait]
+impl DocumentStore for SqliteStore {
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>> {
+        self.readers.with(|conn| docs::get(conn, collection, key))
+    }
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>> {
+        self.readers.with(|conn| docs::list(conn, collection))
+    }
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
-        self.with_writer(move |conn| docs::write(conn, writes))
-            .await
+        let feed = self.feed.clone();
+        self.with_writer(move |conn| {
+            let (written, changes) = docs::write(conn, writes)?;
+            // On the writer, right after the commit: the feed is in commit order.
+            feed.record(changes);
+            Ok(written)
+        })
+        .await
+    }
+    async fn document_changes(
+        &self,
+        after: u64,
+        wait: std::time::Duration,
+    ) -> Result<DocumentChanges> {
+        Ok(self.feed.changes(after, wait).await)
     }
 }
 

@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             last_updated_strictly_increasing,
             documents_are_versioned_and_listed,
             document_writes_are_all_or_nothing,
+            document_changes_follow_every_write,
             search_matches_current_versions_only,
             search_pages_by_cursor_while_writing,
             search_totals_as_r4_defines_them,
@@ -81,6 +82,12 @@ macro_rules! conformance_tests {
         async fn concurrent_transactions_are_each_all_or_nothing_multi_thread() {
             let (_guard, store) = $make.await;
             $crate::conformance::concurrent_transactions_are_each_all_or_nothing(store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn document_changes_wake_a_waiting_reader_multi_thread() {
+            let (_guard, store) = $make.await;
+            $crate::conformance::document_changes_wake_a_waiting_reader(store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1293,6 +1300,125 @@ pub async fn document_writes_are_all_or_nothing(store: &dyn Store) {
             .expect("x")
             .version,
         1
+    );
+}
+
+/// The change feed: every committed write moves the position on and names the document
+/// (its latest change once, deletions included); a refused batch changes nothing; a reader
+/// at the current position finds nothing new.
+pub async fn document_changes_follow_every_write(store: &dyn Store) {
+    use crate::{DocumentChange, DocumentWrite, Expected};
+    use std::time::Duration;
+    let start = store
+        .document_changes(0, Duration::ZERO)
+        .await
+        .expect("feed at start");
+    let p0 = start.position;
+    store
+        .write_documents(vec![
+            put_doc("feed", "x", json!(1), Expected::Absent),
+            put_doc("feed", "y", json!(1), Expected::Absent),
+        ])
+        .await
+        .expect("x, y");
+    let first = store
+        .document_changes(p0, Duration::ZERO)
+        .await
+        .expect("feed after x, y");
+    assert!(first.position > p0, "{first:?}");
+    assert!(!first.truncated);
+    let named: Vec<(&str, Option<u64>)> = first
+        .changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.version))
+        .collect();
+    assert_eq!(named, vec![("x", Some(1)), ("y", Some(1))]);
+    let refused = store
+        .write_documents(vec![
+            put_doc("feed", "y", json!(2), Expected::Version(1)),
+            put_doc("feed", "x", json!(2), Expected::Version(7)),
+        ])
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let unchanged = store
+        .document_changes(first.position, Duration::ZERO)
+        .await
+        .expect("feed after a refused batch");
+    assert_eq!(unchanged.position, first.position, "{unchanged:?}");
+    assert!(unchanged.changes.is_empty(), "{unchanged:?}");
+    store
+        .write_documents(vec![put_doc("feed", "y", json!(2), Expected::Version(1))])
+        .await
+        .expect("y again");
+    store
+        .write_documents(vec![DocumentWrite::Delete {
+            collection: "feed".into(),
+            key: "x".into(),
+            expected: Expected::Version(1),
+        }])
+        .await
+        .expect("delete x");
+    store
+        .write_documents(vec![put_doc("feed", "y", json!(3), Expected::Version(2))])
+        .await
+        .expect("y a third time");
+    let later = store
+        .document_changes(first.position, Duration::ZERO)
+        .await
+        .expect("feed after the deletion");
+    assert!(later.position > first.position);
+    assert_eq!(
+        later.changes,
+        vec![
+            DocumentChange {
+                collection: "feed".into(),
+                key: "x".into(),
+                version: None
+            },
+            DocumentChange {
+                collection: "feed".into(),
+                key: "y".into(),
+                version: Some(3)
+            },
+        ]
+    );
+    let from_start = store
+        .document_changes(p0, Duration::ZERO)
+        .await
+        .expect("feed from the start");
+    assert_eq!(from_start.position, later.position);
+    assert_eq!(from_start.changes, later.changes);
+}
+
+/// A reader waiting on the feed is answered with a write made while it waits.
+pub async fn document_changes_wake_a_waiting_reader(store: Arc<dyn Store>) {
+    use crate::Expected;
+    use std::time::Duration;
+    let now = store
+        .document_changes(0, Duration::ZERO)
+        .await
+        .expect("feed")
+        .position;
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move { store.document_changes(now, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store
+        .write_documents(vec![put_doc("feed", "w", json!(1), Expected::Absent)])
+        .await
+        .expect("w");
+    let seen = reader
+        .await
+        .expect("reader task")
+        .expect("feed while waiting");
+    assert!(seen.position > now, "{seen:?}");
+    assert_eq!(
+        seen.changes
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>(),
+        vec!["w"]
     );
 }
 

@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::time::Duration;
 
 pub use fhir_search::{Cursor, IndexEntry, SearchQuery};
 
 pub mod conformance;
 pub mod copy;
+pub mod feed;
 
 /// A resource type name such as `Patient`, as it appears in `resourceType`.
 pub type ResourceType = str;
@@ -129,7 +131,7 @@ pub enum Expected {
     Version(u64),
 }
 
-/// One change in [`Store::write_documents`].
+/// One change in [`DocumentStore::write_documents`].
 #[derive(Debug, Clone)]
 pub enum DocumentWrite {
     Put {
@@ -143,6 +145,29 @@ pub enum DocumentWrite {
         key: String,
         expected: Expected,
     },
+}
+
+/// One entry of the documents' change feed ([`DocumentStore::document_changes`]): a document that
+/// was written (`version` is the version now there) or deleted (`version` `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentChange {
+    pub collection: String,
+    pub key: String,
+    pub version: Option<u64>,
+}
+
+/// What [`DocumentStore::document_changes`] found after a position of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocumentChanges {
+    /// The feed's position as of this answer: every document write committed up to it is
+    /// in `changes` (or was before `after`); hand it back as the next `after`.
+    pub position: u64,
+    /// The documents changed after `after`, each once (its latest change), in the order of
+    /// their latest change.
+    pub changes: Vec<DocumentChange>,
+    /// The store no longer remembers every change after `after` (the SQLite store keeps a
+    /// bounded window in memory): the caller must read again whatever it follows.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -264,9 +289,32 @@ pub struct ScanQuery {
     pub limit: usize,
 }
 
-/// The store of every FHIR service's resources.
+/// The control plane's documents and their change feed: the half of the contract that the
+/// control plane, the bulk jobs and the nodes' registry use. Every [`Store`] is one.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait DocumentStore: Send + Sync + 'static {
+    /// One control-plane document, if it exists.
+    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>>;
+    /// Every document of a collection, ordered by key.
+    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>>;
+    /// Applies every write at once, durably, or none of them when an expectation fails
+    /// ([`StoreError::Conflict`]). Returns the documents written, in order (deletions omitted).
+    async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>>;
+
+    /// The documents' change feed: the documents written or deleted after position `after`
+    /// (0: since the store was opened, or on a store shared by processes since it was
+    /// created), waiting up to `wait` for one when there is none yet. Every committed
+    /// [`DocumentStore::write_documents`] moves the position on, in commit order, for every process
+    /// using the store: a reader that hands each answer's `position` back as the next
+    /// `after` misses no change. A store shared by processes finds other processes' writes
+    /// by polling (and may be woken early by its engine's notifications).
+    async fn document_changes(&self, after: u64, wait: Duration) -> Result<DocumentChanges>;
+}
+
+/// The store of every FHIR service's resources, and (as a [`DocumentStore`]) of the
+/// control plane's documents.
+#[async_trait]
+pub trait Store: DocumentStore {
     /// Creates the service if it does not exist yet. Idempotent.
     async fn create_service(&self, name: &str) -> Result<()>;
     /// Deletes the service and every version of every resource in it.
@@ -316,14 +364,6 @@ pub trait Store: Send + Sync + 'static {
     /// The base URLs resources were written through ([`Prepared::with_base`]): what an index
     /// rebuild, or a copy into another store, extracts references with.
     async fn own_bases(&self) -> Result<Vec<String>>;
-
-    /// One control-plane document, if it exists.
-    async fn get_document(&self, collection: &str, key: &str) -> Result<Option<Document>>;
-    /// Every document of a collection, ordered by key.
-    async fn list_documents(&self, collection: &str) -> Result<Vec<Document>>;
-    /// Applies every write at once, durably, or none of them when an expectation fails
-    /// ([`StoreError::Conflict`]). Returns the documents written, in order (deletions omitted).
-    async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>>;
 }
 
 /// A resource made ready for [`WriteTx::put_prepared`] before its transaction begins: its id

@@ -204,7 +204,15 @@ async fn diagnose(
     }
     let action = decided.name;
     let mut resp = if link_model::allowed(&state, &who, action, &target) {
-        Json(diagnostics.diagnose(&state, service, from)).into_response()
+        let diagnosis = diagnostics.diagnose(&state, service, from);
+        match serving_nodes(&control_plane).await {
+            Some(nodes) => {
+                let mut body = serde_json::to_value(&diagnosis).unwrap_or_default();
+                body["nodes"] = nodes;
+                Json(body).into_response()
+            }
+            None => Json(diagnosis).into_response(),
+        }
     } else {
         arm_error(
             StatusCode::FORBIDDEN,
@@ -217,6 +225,32 @@ async fn diagnose(
     };
     resp.extensions_mut().insert(decided);
     resp
+}
+
+/// One of several nodes: every node the store registers. A live node serves the path just
+/// diagnosed as this one does (every live node enforces each change before it is answered,
+/// or stops serving); `position` is the change feed position its plan includes, beside
+/// this node's. `None` for a single node.
+async fn serving_nodes(control_plane: &link_api::ControlPlane) -> Option<serde_json::Value> {
+    let this = control_plane.node_id()?.to_owned();
+    let nodes = match control_plane.nodes().await {
+        Ok(nodes) => nodes,
+        Err(e) => return Some(serde_json::json!({"error": e.to_string()})),
+    };
+    Some(serde_json::Value::Array(
+        nodes
+            .into_iter()
+            .map(|(n, live)| {
+                serde_json::json!({
+                    "id": n.id,
+                    "addresses": n.addresses,
+                    "live": live,
+                    "position": n.position,
+                    "thisNode": n.id == this,
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Verifies the bearer token and hands the request on with its [`Principal`], or answers 401.

@@ -24,11 +24,15 @@ pub(crate) struct Wire {
     pub(crate) certs: Option<Arc<DataPlaneCertificates>>,
     pub(crate) public_ip: Ipv4Addr,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// The data plane's set of existing services, from the plan.
+    pub(crate) services: Arc<fhir_api::KnownServices>,
 }
 
 impl NetworkPlane for Wire {
     fn apply(&self, state: &State) -> EndpointFaults {
         let plan = link_model::plan(state);
+        self.services
+            .replace(plan.services.iter().map(|s| s.name.to_lowercase()));
         self.dns.apply(&plan);
         self.auth.apply(&plan);
         if let Some(certs) = &self.certs {
@@ -53,4 +57,30 @@ impl NetworkPlane for Wire {
         self.telemetry.apply(&plan);
         self.gateway.apply(&plan)
     }
+}
+
+/// The data plane of a node that has lost the change feed answers 503 rather than serve a
+/// plan that may be old (one node of several; a single node always serves).
+pub(crate) async fn fence(
+    axum::extract::State(cp): axum::extract::State<Arc<link_api::ControlPlane>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if cp.serving() {
+        return next.run(request).await;
+    }
+    let outcome = fhir_model::operation_outcome(&[fhir_model::Issue::error(
+        fhir_model::IssueCode::Transient,
+        "This node cannot read the deployment's current network policy; retry, or use another node.",
+    )]);
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (axum::http::header::CONTENT_TYPE, "application/fhir+json"),
+            (axum::http::header::RETRY_AFTER, "1"),
+        ],
+        outcome.to_string(),
+    )
+        .into_response()
 }

@@ -185,6 +185,20 @@ pub(crate) struct ServeArgs {
     /// take.
     #[arg(long, env = "FHIRLINK_STORE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     store_connect_timeout: Duration,
+    /// Several nodes on one PostgreSQL store: this node's id in the store's node table
+    /// (default: a new random one per start).
+    #[arg(long, env = "FHIRLINK_NODE_ID")]
+    node_id: Option<String>,
+    /// Several nodes: how often this node writes its heartbeat (and the longest it waits
+    /// between reads of the change feed).
+    #[arg(long, env = "FHIRLINK_NODE_HEARTBEAT", default_value = "1s", value_parser = parse_duration)]
+    node_heartbeat: Duration,
+    /// Several nodes: how long a management change waits for every live node to enforce it
+    /// (past it the answer names the lagging nodes in `x-fhirlink-lagging-nodes`), and how
+    /// long a node that cannot read the change feed goes on serving the data plane (then it
+    /// answers 503).
+    #[arg(long, env = "FHIRLINK_PLAN_WAIT", default_value = "5s", value_parser = parse_duration)]
+    plan_wait: Duration,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -218,6 +232,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             statement_timeout: args.store_statement_timeout,
             connect_timeout: args.store_connect_timeout,
             search_time_limit: args.search_time_limit,
+            ..fhir_store_postgres::PgConfig::default()
         };
         let store = fhir_store_postgres::PgStore::connect(&args.store, config)
             .await
@@ -230,6 +245,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             redacted(&args.store)
         );
     };
+    let shared_store = sqlite.is_none();
     let backups = Arc::new(crate::backup::Backups::new(sqlite, &args.data));
     store
         .create_service(fhir_api::DEFAULT_SERVICE)
@@ -336,9 +352,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "bulk export jobs taken up again after a restart"
         );
     }
-    let app = fhir_api::router(AppState::with_bulk(store, config, bulk)).layer(
-        axum::middleware::from_fn_with_state(auth.clone(), data_auth::authenticate),
-    );
+    let api = AppState::with_bulk(store, config, bulk);
+    let known_services = api.known_services();
+    let app = fhir_api::router(api)
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            data_auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            control_plane.clone(),
+            crate::network::fence,
+        ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -418,8 +442,29 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             certs: certs.clone(),
             public_ip,
             telemetry: telemetry.clone(),
+            services: known_services,
         }))
         .await;
+    if shared_store {
+        // One node of several on a shared store: follow the others' changes, register.
+        let node = link_api::NodeConfig {
+            id: args
+                .node_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
+            addresses: vec![
+                format!(
+                    "data {scheme}://{addr}",
+                    scheme = if certs.is_some() { "https" } else { "http" }
+                ),
+                format!("dns {dns_addr}"),
+            ],
+            heartbeat: args.node_heartbeat,
+            plan_wait: args.plan_wait,
+        };
+        tracing::info!(node = %node.id, "joining the other nodes on the store");
+        control_plane.join(node);
+    }
     let diagnostics = Arc::new(Diagnostics {
         gateway: gateway.clone(),
         dns: dns.clone(),

@@ -165,8 +165,17 @@ async fn answer(cp: Arc<ControlPlane>, req: Request) -> Response {
         body: &bytes,
         taken_service_names: &empty,
     };
+    let mut lagging = Vec::new();
     let result = if method.is_mutation() {
-        mutate(&cp, request, &who, None).await
+        match mutate(&cp, request, &who, None).await {
+            Ok((out, Some(target))) => {
+                // Answered once every live node enforces the change, or after the bound.
+                lagging = cp.confirm(target).await;
+                Ok(out)
+            }
+            Ok((out, None)) => Ok(out),
+            Err(e) => Err(e),
+        }
     } else {
         let state = cp.snapshot();
         link_model::handle(&state, &request, &who, chrono::Utc::now()).map(|mut out| {
@@ -186,7 +195,7 @@ async fn answer(cp: Arc<ControlPlane>, req: Request) -> Response {
             json_response(status, None, &[])
         }
         Ok(out) => {
-            let etag = out
+            let mut extra = out
                 .response
                 .body
                 .as_ref()
@@ -194,7 +203,10 @@ async fn answer(cp: Arc<ControlPlane>, req: Request) -> Response {
                 .and_then(Value::as_str)
                 .map(|e| vec![("etag", e.to_owned())])
                 .unwrap_or_default();
-            json_response(out.response.status, out.response.body.as_ref(), &etag)
+            if !lagging.is_empty() {
+                extra.push((LAGGING_NODES_HEADER, lagging.join(",")));
+            }
+            json_response(out.response.status, out.response.body.as_ref(), &extra)
         }
         Err(e) if head => json_response(e.status, None, &[]),
         Err(e) => error_response(&e),
@@ -222,19 +234,32 @@ async fn taken_names(
         .collect())
 }
 
-/// Runs one mutation: decide, create new services' stores, persist, publish. `adopting`
-/// names a data-plane service that already exists in the store and is being made an ARM
-/// resource: it is not taken, and its data is never removed if the write fails.
+/// The response header that names the nodes which had not applied a management change when
+/// its answer was sent (comma-separated node ids; absent when every live node had).
+pub const LAGGING_NODES_HEADER: &str = "x-fhirlink-lagging-nodes";
+
+/// How often a mutation decides again after another node's write got in between.
+const ATTEMPTS: u32 = 10;
+
+/// Runs one mutation: catch up with the other nodes' changes, decide, create new services'
+/// stores, persist, publish. `adopting` names a data-plane service that already exists in
+/// the store and is being made an ARM resource: it is not taken, and its data is never
+/// removed if the write fails. Returns the outcome and, for a change, the feed position the
+/// other nodes must reach before it is answered.
 pub(crate) async fn mutate(
     cp: &ControlPlane,
     request: link_model::Request<'_>,
     who: &Principal,
     adopting: Option<&str>,
-) -> Result<Outcome, ArmError> {
+) -> Result<(Outcome, Option<u64>), ArmError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut versions = cp.writer.lock().await;
+        let mut tracked = cp.writer.lock().await;
+        // Decide on the newest state: another node may have changed it a moment ago.
+        cp.catch_up(&mut tracked)
+            .await
+            .map_err(|e| open_error(&e))?;
         let state = cp.snapshot();
         let needs_names = request
             .path
@@ -254,7 +279,7 @@ pub(crate) async fn mutate(
         };
         let mut out = link_model::handle(&state, &req, who, chrono::Utc::now())?;
         let Some(next) = out.state.take() else {
-            return Ok(out);
+            return Ok((out, None));
         };
         for name in &out.changes.services_created {
             cp.store
@@ -262,7 +287,7 @@ pub(crate) async fn mutate(
                 .await
                 .map_err(|e| store_error(&e))?;
         }
-        match persist::write(cp.store.as_ref(), &mut versions, &out.changes).await {
+        match persist::write(cp.store.as_ref(), &mut tracked.versions, &out.changes).await {
             Ok(()) => {}
             Err(e) => {
                 for name in &out.changes.services_created {
@@ -270,20 +295,35 @@ pub(crate) async fn mutate(
                         let _ = cp.store.delete_service(name).await;
                     }
                 }
-                if matches!(e, fhir_store::StoreError::Conflict { .. }) && attempt < 3 {
-                    // Another process changed the state: reload and decide again.
-                    let (fresh, v) = persist::load(cp.store.as_ref())
-                        .await
-                        .map_err(|e| ArmError::new(500, "InternalServerError", e.to_string()))?;
-                    *versions = v;
-                    cp.publish(fresh);
-                    continue;
+                if matches!(e, fhir_store::StoreError::Conflict { .. }) {
+                    if attempt < ATTEMPTS {
+                        // Another node changed the state: reload and decide again.
+                        cp.reload_locked(&mut tracked)
+                            .await
+                            .map_err(|e| open_error(&e))?;
+                        continue;
+                    }
+                    return Err(ArmError::new(
+                        503,
+                        "ServiceUnavailable",
+                        "The resource kept changing under this request; retry it.",
+                    ));
                 }
                 return Err(store_error(&e));
             }
         }
-        let published = cp.publish(next);
-        drop(versions);
+        cp.publish(next);
+        // The feed now holds this write: the position the other nodes must reach. A change
+        // another node made in between is applied here too (the state reloaded).
+        let target = match cp.catch_up(&mut tracked).await {
+            Ok(_) => tracked.position,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the change feed after a management write");
+                tracked.position + 1
+            }
+        };
+        let published = cp.snapshot();
+        drop(tracked);
         if let Some(body) = out.response.body.as_mut() {
             published.mark_endpoint_faults(body);
         }
@@ -292,6 +332,13 @@ pub(crate) async fn mutate(
                 tracing::error!(service = %name, error = %e, "deleting the data of a FHIR service failed");
             }
         }
-        return Ok(out);
+        return Ok((out, Some(target)));
+    }
+}
+
+fn open_error(e: &crate::OpenError) -> ArmError {
+    match e {
+        crate::OpenError::Store(e) => store_error(e),
+        other => ArmError::new(500, "InternalServerError", other.to_string()),
     }
 }

@@ -9,17 +9,19 @@
 //! carry an `Extension<link_model::Principal>`. This crate knows HTTP and the store
 //! contract; it never opens a socket.
 
+mod cluster;
 mod http_glue;
 mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use fhir_store::Store;
-use link_model::State;
+use fhir_store::{DocumentChanges, Store};
+use link_model::{State, DOCUMENT_COLLECTION};
 use tokio::sync::{watch, Mutex};
 
-pub use http_glue::router;
+pub use cluster::{NodeConfig, NodeRecord, NODE_COLLECTION};
+pub use http_glue::{router, LAGGING_NODES_HEADER};
 pub use persist::OpenError;
 
 /// Where fhirlink puts the FHIR services it creates itself (`default`, `--services`): a
@@ -44,23 +46,30 @@ pub trait NetworkPlane: Send + Sync {
 /// The control plane: state, store and the subscribers to its changes.
 pub struct ControlPlane {
     store: Arc<dyn Store>,
-    /// Held while a mutation runs; guards the stored document versions.
-    writer: Mutex<persist::Versions>,
+    /// Held while a mutation runs, or the state follows the change feed; guards the stored
+    /// document versions and the feed position the state includes.
+    writer: Mutex<persist::Tracked>,
     tx: watch::Sender<Arc<State>>,
+    /// The feed position the published state (and so the network plane) includes.
+    enforced: watch::Sender<u64>,
     network: RwLock<Option<Arc<dyn NetworkPlane>>>,
+    /// Set when this process is one node of several ([`ControlPlane::join`]).
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
 }
 
 impl ControlPlane {
     /// Loads the state from the store's documents and makes sure `owner` is Owner at the root
     /// scope `/` (a role assignment).
     pub async fn open(store: Arc<dyn Store>, owner: &str) -> Result<ControlPlane, OpenError> {
-        let (state, versions) = persist::load(store.as_ref()).await?;
+        let (state, tracked) = persist::load(store.as_ref()).await?;
         let (tx, _) = watch::channel(Arc::new(state));
         let cp = ControlPlane {
             store,
-            writer: Mutex::new(versions),
+            enforced: watch::Sender::new(tracked.position),
+            writer: Mutex::new(tracked),
             tx,
             network: RwLock::new(None),
+            cluster: std::sync::OnceLock::new(),
         };
         cp.ensure_owner(owner).await?;
         Ok(cp)
@@ -84,11 +93,53 @@ impl ControlPlane {
 
     /// Reloads the state from the store (after another process changed it).
     pub async fn reload(&self) -> Result<(), OpenError> {
-        let mut versions = self.writer.lock().await;
-        let (state, v) = persist::load(self.store.as_ref()).await?;
-        *versions = v;
+        let mut tracked = self.writer.lock().await;
+        self.reload_locked(&mut tracked).await
+    }
+
+    /// The feed position the current state includes every change up to.
+    pub fn position(&self) -> u64 {
+        *self.enforced.borrow()
+    }
+
+    async fn reload_locked(&self, tracked: &mut persist::Tracked) -> Result<(), OpenError> {
+        let (state, fresh) = persist::load(self.store.as_ref()).await?;
+        *tracked = fresh;
         self.publish(state);
+        self.enforced.send_replace(tracked.position);
         Ok(())
+    }
+
+    /// Brings the state up to the feed's position now. Callers hold the writer lock.
+    async fn catch_up(&self, tracked: &mut persist::Tracked) -> Result<bool, OpenError> {
+        let feed = self
+            .store
+            .document_changes(tracked.position, std::time::Duration::ZERO)
+            .await?;
+        self.apply_feed(tracked, feed).await
+    }
+
+    /// Applies what the feed found after `tracked.position`: a change of a control-plane
+    /// document the state does not hold (another process wrote it) reloads the state and
+    /// publishes it; anything else only moves the position on. Returns whether a
+    /// control-plane document changed. Callers hold the writer lock.
+    async fn apply_feed(
+        &self,
+        tracked: &mut persist::Tracked,
+        feed: DocumentChanges,
+    ) -> Result<bool, OpenError> {
+        let arm = feed.truncated
+            || feed
+                .changes
+                .iter()
+                .any(|c| c.collection == DOCUMENT_COLLECTION);
+        if feed.truncated || feed.changes.iter().any(|c| !tracked.holds(c)) {
+            self.reload_locked(tracked).await?;
+        } else {
+            tracked.position = tracked.position.max(feed.position);
+            self.enforced.send_replace(tracked.position);
+        }
+        Ok(arm)
     }
 
     /// Makes a data-plane service that no ARM resource claims (`default`, `--services`) an
@@ -165,7 +216,7 @@ impl ControlPlane {
     /// Connects the network plane: it is given the current state now, and every new state
     /// from here on before the call that made it answers.
     pub async fn attach(&self, network: Arc<dyn NetworkPlane>) {
-        let _writer = self.writer.lock().await;
+        let _tracked = self.writer.lock().await;
         if let Ok(mut slot) = self.network.write() {
             *slot = Some(network);
         }
@@ -191,18 +242,32 @@ impl ControlPlane {
     }
 
     async fn ensure_owner(&self, owner: &str) -> Result<(), OpenError> {
-        let mut versions = self.writer.lock().await;
-        let state = self.snapshot();
+        let mut tracked = self.writer.lock().await;
         let who = link_model::Principal {
             id: owner.to_owned(),
             issuer: "fhirlink".to_owned(),
         };
-        if let Some((next, changes)) =
-            link_model::ensure_owner(&state, owner, &who, chrono::Utc::now())
-        {
-            persist::write(self.store.as_ref(), &mut versions, &changes).await?;
-            self.publish(next);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let state = self.snapshot();
+            let Some((next, changes)) =
+                link_model::ensure_owner(&state, owner, &who, chrono::Utc::now())
+            else {
+                return Ok(());
+            };
+            match persist::write(self.store.as_ref(), &mut tracked.versions, &changes).await {
+                Ok(()) => {
+                    self.publish(next);
+                    self.catch_up(&mut tracked).await?;
+                    return Ok(());
+                }
+                // Another node starting at the same time wrote first: decide again on its state.
+                Err(fhir_store::StoreError::Conflict { .. }) if attempt < 5 => {
+                    self.reload_locked(&mut tracked).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(())
     }
 }

@@ -10,6 +10,23 @@ use link_model::{Changes, Resource, State, DOCUMENT_COLLECTION};
 /// The stored version of every document, by key.
 pub(crate) type Versions = HashMap<String, u64>;
 
+/// What the control plane's state was loaded from: the version of each of its documents, and
+/// the position of the store's change feed that the state includes every change up to.
+#[derive(Debug, Default)]
+pub(crate) struct Tracked {
+    pub(crate) versions: Versions,
+    pub(crate) position: u64,
+}
+
+impl Tracked {
+    /// Whether the state already holds `change` (this process wrote it, or it is a write of
+    /// another collection).
+    pub(crate) fn holds(&self, change: &fhir_store::DocumentChange) -> bool {
+        change.collection != DOCUMENT_COLLECTION
+            || self.versions.get(&change.key).copied() == change.version
+    }
+}
+
 /// Why the control plane could not start (or reload).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -19,7 +36,18 @@ pub enum OpenError {
     Corrupt(String),
 }
 
-pub(crate) async fn load(store: &dyn Store) -> Result<(State, Versions), OpenError> {
+/// The store's change feed position now (asked from past any position, so no changes come).
+pub(crate) async fn feed_position(store: &dyn Store) -> Result<u64, StoreError> {
+    const PAST_ANY: u64 = i64::MAX as u64;
+    Ok(store
+        .document_changes(PAST_ANY, std::time::Duration::ZERO)
+        .await?
+        .position)
+}
+
+/// Loads the state, and the feed position it includes every change up to (read first).
+pub(crate) async fn load(store: &dyn Store) -> Result<(State, Tracked), OpenError> {
+    let position = feed_position(store).await?;
     let docs = store.list_documents(DOCUMENT_COLLECTION).await?;
     let mut versions = Versions::new();
     let mut resources = Vec::with_capacity(docs.len());
@@ -29,7 +57,10 @@ pub(crate) async fn load(store: &dyn Store) -> Result<(State, Versions), OpenErr
         versions.insert(d.key, d.version);
         resources.push(r);
     }
-    Ok((State::from_resources(resources), versions))
+    Ok((
+        State::from_resources(resources),
+        Tracked { versions, position },
+    ))
 }
 
 /// Writes a mutation's documents at once; on success the versions follow.

@@ -156,6 +156,11 @@ pub(crate) async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<()> {
         print_json(&v);
         return Ok(());
     }
+    // One node of several: the nodes the store registers, live ones serving this path too.
+    let nodes = v
+        .get("nodes")
+        .and_then(serde_json::Value::as_array)
+        .cloned();
     let d: Diagnosis = serde_json::from_value(v).context("the server's diagnosis")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{} from {}", d.service, d.from)?;
@@ -179,6 +184,36 @@ pub(crate) async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<()> {
         writeln!(out, "To fix:")?;
         for f in &d.fixes {
             writeln!(out, "  - {f}")?;
+        }
+    }
+    if let Some(nodes) = nodes {
+        writeln!(
+            out,
+            "Nodes (every live node serves this path as this one does):"
+        )?;
+        for n in &nodes {
+            let text = |k: &str| n.get(k).and_then(serde_json::Value::as_str).unwrap_or("?");
+            let addresses: Vec<&str> = n
+                .get("addresses")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "  {}  {}{}  {}",
+                text("id"),
+                if n.get("live") == Some(&serde_json::Value::Bool(true)) {
+                    "live"
+                } else {
+                    "not live"
+                },
+                if n.get("thisNode") == Some(&serde_json::Value::Bool(true)) {
+                    " (this node)"
+                } else {
+                    ""
+                },
+                addresses.join(", ")
+            )?;
         }
     }
     Ok(())
