@@ -108,7 +108,7 @@ fn es384_and_rs384_assertions_verify() {
             &json!({"alg": key.alg(), "typ": "JWT", "kid": kid}),
             &claims(),
         );
-        let ok = check(&token, &[registered.clone()]).unwrap();
+        let ok = check(&token, std::slice::from_ref(&registered)).unwrap();
         assert_eq!((ok.jti.as_str(), ok.expires), ("j-1", NOW + 299));
         // Without a kid, every registered key of the algorithm is tried.
         let token = key.sign(&json!({"alg": key.alg()}), &claims());
@@ -125,7 +125,7 @@ fn the_key_fixes_the_algorithm() {
     let rs256 = Key::Rsa(RsaKeyPair::from_pkcs8(RSA_A).unwrap(), false);
     let token = rs256.sign(&json!({"alg": "RS256", "kid": "r"}), &claims());
     assert_eq!(
-        check(&token, &[registered.clone()]),
+        check(&token, std::slice::from_ref(&registered)),
         Err(AssertionError::Token(TokenError::UnsupportedAlgorithm))
     );
     // A registration that says RS256 verifies RS256 only.
@@ -139,7 +139,7 @@ fn the_key_fixes_the_algorithm() {
     for alg in ["HS256", "none", "PS384", "ES512"] {
         let token = rsa.sign(&json!({"alg": alg, "kid": "r"}), &claims());
         assert_eq!(
-            check(&token, &[registered.clone()]),
+            check(&token, std::slice::from_ref(&registered)),
             Err(AssertionError::Token(TokenError::UnsupportedAlgorithm)),
             "{alg}"
         );
@@ -153,13 +153,13 @@ fn wrongly_signed_assertions_are_refused() {
     let other = Key::rs384(RSA_B);
     let token = other.sign(&json!({"alg": "RS384", "kid": "r"}), &claims());
     assert_eq!(
-        check(&token, &[registered.clone()]),
+        check(&token, std::slice::from_ref(&registered)),
         Err(AssertionError::Token(TokenError::BadSignature))
     );
     // A kid that is not registered.
     let token = other.sign(&json!({"alg": "RS384", "kid": "elsewhere"}), &claims());
     assert_eq!(
-        check(&token, &[registered.clone()]),
+        check(&token, std::slice::from_ref(&registered)),
         Err(AssertionError::Token(TokenError::UnknownKey))
     );
     // A signature changed in transit.

@@ -219,17 +219,16 @@ fn covers(allowed: &str, wanted: &str) -> bool {
     }
 }
 
-/// The form's one value of `name`; `Err` when it is given more than once (RFC 6749 §3.2).
-fn one<'a>(form: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, Response> {
+/// The form's one value of `name`; `Err` (the name) when it is given more than once
+/// (RFC 6749 §3.2).
+fn one<'a, 'n>(form: &'a [(String, String)], name: &'n str) -> Result<Option<&'a str>, &'n str> {
     let mut values = form
         .iter()
         .filter(|(k, _)| k == name)
         .map(|(_, v)| v.as_str());
     match (values.next(), values.next()) {
         (v, None) => Ok(v),
-        _ => Err(invalid_request(&format!(
-            "the parameter {name} is given more than once"
-        ))),
+        _ => Err(name),
     }
 }
 
@@ -282,8 +281,12 @@ pub(super) async fn serve(
         field("client_id"),
     ) {
         (Ok(g), Ok(t), Ok(a), Ok(s), Ok(c)) => (g, t, a, s, c),
-        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
-            return e
+        (Err(name), ..)
+        | (_, Err(name), ..)
+        | (_, _, Err(name), ..)
+        | (.., Err(name), _)
+        | (.., Err(name)) => {
+            return invalid_request(&format!("the parameter {name} is given more than once"))
         }
     };
     match grant {
