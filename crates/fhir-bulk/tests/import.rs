@@ -578,8 +578,9 @@ async fn the_ten_patient_bulk_set_imports_unchanged() {
     )
     .unwrap();
     let encounters = f.store.search("default", &q).await.unwrap();
+    // (No total by default for a page that does not hold every match: R4 search.html#total.)
     assert!(
-        encounters.total.unwrap_or(0) > 0,
+        !encounters.matches.is_empty(),
         "Patient/{pid} has encounters"
     );
 }
