@@ -151,7 +151,7 @@ async function fhirKitClient() {
         entry: [
           { request: { method: 'GET', url: `Patient?gender=female&family=${tag}` } },
           { request: { method: 'GET', url: `Patient/${ann}/Observation` } },
-          { request: { method: 'GET', url: `Observation?code=${CODES}|hr&_count=5` } },
+          { request: { method: 'GET', url: `Observation?code=${CODES}|hr&_count=5&_total=accurate` } },
           { request: { method: 'GET', url: `Patient/${ann}/_history` } },
           { request: { method: 'GET', url: `Patient/${bea}` } },
           // Not modified since the version the client holds (FHIR R4 bundle.html
@@ -387,7 +387,7 @@ async function medplum() {
       client.searchResources('Patient', `gender=female&family=${tag}`),
       client.readResource('Patient', ann),
       client.search('Observation', { subject: `Patient/${ann}` }),
-      client.searchResources('Observation', { code: `${CODES}|hr`, _count: 5 }),
+      client.searchResources('Observation', { code: `${CODES}|hr`, _count: 5, _total: 'accurate' }),
       client.readResource('Patient', missing).then(
         (r) => ({ resolved: r }),
         (err) => ({ rejected: err }),

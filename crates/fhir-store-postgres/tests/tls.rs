@@ -9,7 +9,8 @@ use fhir_store_postgres::{PgConfig, PgStore};
 
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
-/// Whether the connections named `app` are encrypted, as the server sees them.
+/// Whether the connections of `app` are encrypted, each distinct answer once (a store opens
+/// more than one: its pool and its change-feed listener).
 async fn encrypted(app: &str) -> Vec<bool> {
     let (client, conn) = tokio_postgres::connect(
         "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
@@ -20,7 +21,7 @@ async fn encrypted(app: &str) -> Vec<bool> {
     tokio::spawn(conn);
     client
         .query(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+            "SELECT DISTINCT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
              WHERE a.application_name = $1",
             &[&app],
         )

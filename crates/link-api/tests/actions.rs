@@ -170,6 +170,10 @@ async fn every_served_action_is_authorized_and_handed_on_under_one_name() {
             format!("{svc}/privateLinkResources/fhir"),
             "Microsoft.HealthcareApis/services/privateLinkResources",
         ),
+        (
+            format!("{svc}/smartClients/etl"),
+            "Microsoft.HealthcareApis/services/smartClients",
+        ),
         (vnet.clone(), "Microsoft.Network/virtualNetworks"),
         (
             format!("{vnet}/subnets/s1"),
