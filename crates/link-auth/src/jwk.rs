@@ -88,16 +88,7 @@ pub fn key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
             if member(jwk, "crv")? != Some("P-256") {
                 return Err(JwkError::UnsupportedKeyType);
             }
-            let x = coordinate(jwk, "x", 32)?;
-            let y = coordinate(jwk, "y", 32)?;
-            let mut point = Vec::with_capacity(65);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            let kid = match kid {
-                Some(kid) => kid.to_string(),
-                None => jwt::ec_thumbprint(&point).ok_or(JwkError::Malformed("point"))?,
-            };
+            let (point, kid) = ec_point(jwk, 32, kid)?;
             VerifyingKey::from_point(&point, &kid).ok_or(JwkError::Malformed("point"))
         }
         Algorithm::Rs256 => {
@@ -131,16 +122,7 @@ pub fn client_key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
                 return Err(JwkError::UnsupportedAlgorithm);
             }
             let kid = for_signatures(object)?;
-            let x = coordinate(object, "x", 48)?;
-            let y = coordinate(object, "y", 48)?;
-            let mut point = Vec::with_capacity(97);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            let kid = match kid {
-                Some(kid) => kid.to_string(),
-                None => jwt::ec_thumbprint(&point).ok_or(JwkError::Malformed("point"))?,
-            };
+            let (point, kid) = ec_point(object, 48, kid)?;
             VerifyingKey::from_p384_point(&point, &kid).ok_or(JwkError::Malformed("point"))
         }
         (Some("RSA"), _) if alg.is_none() || alg == Some("RS384") => {
@@ -152,6 +134,24 @@ pub fn client_key_from_jwk(jwk: &Value) -> Result<VerifyingKey, JwkError> {
         }
         _ => key_from_jwk(jwk),
     }
+}
+
+/// An EC key's uncompressed SEC1 point from its `x` and `y` of `len` bytes each, and its id:
+/// the `kid` given, else the point's RFC 7638 thumbprint.
+fn ec_point(
+    jwk: &Map<String, Value>,
+    len: usize,
+    kid: Option<&str>,
+) -> Result<(Vec<u8>, String), JwkError> {
+    let mut point = Vec::with_capacity(1 + 2 * len);
+    point.push(4);
+    point.extend_from_slice(&coordinate(jwk, "x", len)?);
+    point.extend_from_slice(&coordinate(jwk, "y", len)?);
+    let kid = match kid {
+        Some(kid) => kid.to_string(),
+        None => jwt::ec_thumbprint(&point).ok_or(JwkError::Malformed("point"))?,
+    };
+    Ok((point, kid))
 }
 
 /// What every verifying key must say, whatever its type: `use` and `key_ops` allow

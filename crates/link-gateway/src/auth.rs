@@ -38,7 +38,7 @@ use crate::Caller;
 
 pub mod token;
 
-pub use token::{JtiLedger, MemoryLedger, TokenIssuing};
+pub use token::{JtiLedger, TokenIssuing};
 
 /// Whether data-plane requests need a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,7 +44,7 @@ pub use plan::{
     SecurityRule, ServicePlan, SubnetPlan, ZonePlan,
 };
 pub use render::{default_security_rules, render};
-pub use rules::{ensure_owner, valid_system_scope, ASSERTION_ALGORITHMS};
+pub use rules::ensure_owner;
 pub use state::{Resource, State};
 pub use txn::Changes;
 

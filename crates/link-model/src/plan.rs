@@ -359,7 +359,7 @@ fn service_plan(state: &State, svc: &Resource) -> ServicePlan {
                 client_id: c.name().to_owned(),
                 jwks: p.get("jwks").filter(|v| v.is_object()).cloned(),
                 jwks_url: p.get("jwksUrl").and_then(Value::as_str).map(str::to_owned),
-                scopes: crate::rules::strings_of(p.get("scopes")),
+                scopes: crate::rules::strings(p.get("scopes")),
             }
         })
         .collect();

@@ -12,9 +12,8 @@
 //! in a [`JtiLedger`] that the composition root keeps in the store, so that a replay is
 //! refused by every node of a deployment. Errors are RFC 6749 §5.2's JSON, never a token.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
@@ -56,31 +55,6 @@ pub trait JtiLedger: Send + Sync {
         jti: &str,
         expires: i64,
     ) -> Result<bool, String>;
-}
-
-/// A ledger in this process's memory, for a single process and for tests.
-#[derive(Debug, Default)]
-pub struct MemoryLedger(Mutex<HashMap<String, i64>>);
-
-#[async_trait::async_trait]
-impl JtiLedger for MemoryLedger {
-    async fn first_use(
-        &self,
-        service: &str,
-        client: &str,
-        jti: &str,
-        expires: i64,
-    ) -> Result<bool, String> {
-        let now = unix_now();
-        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.retain(|_, until| *until + link_auth::jwt::CLOCK_SKEW_SECS >= now);
-        let key = format!("{service}\n{client}\n{jti}");
-        if seen.contains_key(&key) {
-            return Ok(false);
-        }
-        seen.insert(key, expires);
-        Ok(true)
-    }
 }
 
 /// What the token endpoints need: the signing key, the DNS suffix the services' canonical

@@ -32,7 +32,6 @@ pub(crate) use moves::move_resources;
 pub(crate) use private_dns::record_fqdn;
 pub use role_assignments::ensure_owner;
 pub(crate) use services::{check_name_availability, private_link_resource};
-pub use smart_clients::{valid_system_scope, ASSERTION_ALGORITHMS};
 
 /// Azure's location form: lower case without spaces (`West US 2` → `westus2`).
 pub(crate) fn normalize_location(l: &str) -> String {
@@ -43,18 +42,13 @@ pub(crate) fn normalize_location(l: &str) -> String {
 }
 
 /// The strings of a JSON array (other items skipped); empty when it is not an array.
-fn strings(v: Option<&Value>) -> Vec<String> {
+pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .map(str::to_owned)
         .collect()
-}
-
-/// The strings of a JSON array, for the plan.
-pub(crate) fn strings_of(v: Option<&Value>) -> Vec<String> {
-    strings(v)
 }
 
 fn props_of(v: &Value) -> Map<String, Value> {

@@ -25,7 +25,7 @@ const MAX_KEYS: usize = 10;
 const MAX_SCOPES: usize = 64;
 /// The signature algorithms of client assertions (SMART Backend Services requires RS384 and
 /// ES384; the 256-bit ones are accepted too).
-pub const ASSERTION_ALGORITHMS: &[&str] = &["RS384", "ES384", "RS256", "ES256"];
+const ASSERTION_ALGORITHMS: &[&str] = &["RS384", "ES384", "RS256", "ES256"];
 /// JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2).
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
@@ -167,7 +167,7 @@ fn check_url(url: &Value) -> Result<(), ArmError> {
 }
 
 /// A `system/` scope in SMART v1 (`system/Patient.read`) or v2 (`system/Patient.rs`) form.
-pub fn valid_system_scope(scope: &str) -> bool {
+fn valid_system_scope(scope: &str) -> bool {
     let Some((ty, perm)) = scope
         .strip_prefix("system/")
         .and_then(|r| r.split_once('.'))
