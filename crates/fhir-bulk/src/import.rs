@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fhir_store::{DocumentWrite, Expected, Prepared, Store, StoreError};
+use fhir_store::{DocumentWrite, Expected, Prepared, Store, StoreError, VersionWrite};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -375,6 +375,27 @@ pub(crate) struct Running {
     pub(crate) cancelled: AtomicBool,
     pub(crate) bytes: AtomicU64,
     pub(crate) resources: AtomicU64,
+    /// Where the time went, in microseconds, for the job's last log line: reading and
+    /// preparing lines (the reader thread), the writer waiting for them, writing chunks,
+    /// and recording progress and errors.
+    pub(crate) phases: [AtomicU64; 4],
+}
+
+/// The phases of [`Running::phases`].
+const PREPARING: usize = 0;
+const WAITING: usize = 1;
+const WRITING: usize = 2;
+const RECORDING: usize = 3;
+
+impl Running {
+    fn time(&self, phase: usize, since: std::time::Instant) {
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.phases[phase].fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn seconds(&self, phase: usize) -> f64 {
+        self.phases[phase].load(Ordering::Relaxed) as f64 / 1e6
+    }
 }
 
 /// A line made ready for the store.
@@ -529,7 +550,20 @@ fn prepare(line_no: u64, bytes: &[u8], input_type: Option<&str>) -> Result<Optio
     if let Some(obj) = v.as_object_mut() {
         obj.insert("id".into(), Value::String(id.clone()));
     }
-    let prepared = Prepared::new(&id, v);
+    let mut prepared = Prepared::new(&id, v);
+    // A line that carries its version is written as that version: its stored form is made
+    // here, on this core, rather than by the store's one writer. (Without a lastUpdated it
+    // is stamped now, as it would be at the write.)
+    let last_updated = match version {
+        Some(number) => {
+            let at = last_updated.unwrap_or_else(Utc::now);
+            if let Err(e) = prepared.stamp_ahead(&rtype, &id, number, &at) {
+                return Err(bad(line_no, IssueCode::Exception, e.to_string()));
+            }
+            Some(at)
+        }
+        None => last_updated,
+    };
     Ok(Some(Ready {
         line: line_no,
         rtype,
@@ -695,8 +729,9 @@ struct Written {
     refused: Vec<Bad>,
 }
 
-/// Writes the ready lines of a chunk in one transaction. A store error aborts the chunk (the
-/// transaction is dropped, nothing of it is kept).
+/// Writes the ready lines of a chunk in one transaction, as batches of
+/// [`fhir_store::WriteTx::put_versions`]. A store error aborts the chunk (the transaction is
+/// dropped, nothing of it is kept).
 async fn write_chunk(
     store: &dyn Store,
     service: &str,
@@ -705,10 +740,18 @@ async fn write_chunk(
 ) -> Result<Written, StoreError> {
     let mut tx = store.begin(service).await?;
     let mut done = Written::default();
+    let mut batch = Batch::default();
     for r in ready {
         // A versioned line of IncrementalLoad needs no read first: put_version itself writes
         // nothing at or below the stored version.
-        let current = if mode == ImportMode::InitialLoad || r.version.is_none() {
+        let needs_current = mode == ImportMode::InitialLoad || r.version.is_none();
+        let current = if needs_current {
+            let key = (r.rtype.clone(), r.id.clone());
+            if batch.keys.contains(&key) {
+                // An earlier line of the batch is this resource: write the batch first, so
+                // that the read sees it.
+                batch.write(&mut *tx, &mut done).await?;
+            }
             tx.current(&r.rtype, &r.id).await?
         } else {
             None
@@ -741,16 +784,48 @@ async fn write_chunk(
             continue;
         }
         let last_updated = r.last_updated.unwrap_or_else(Utc::now);
-        match tx
-            .put_version(&r.rtype, &r.id, version, last_updated, r.prepared)
-            .await?
-        {
-            Some(_) => *done.counts.entry(r.rtype).or_default() += 1,
-            None => done.skipped += 1,
-        }
+        batch.keys.insert((r.rtype.clone(), r.id.clone()));
+        batch.writes.push(VersionWrite {
+            rtype: r.rtype,
+            id: r.id,
+            version,
+            last_updated,
+            prepared: r.prepared,
+        });
     }
+    batch.write(&mut *tx, &mut done).await?;
     tx.commit().await?;
     Ok(done)
+}
+
+/// The versions of a chunk not written yet.
+#[derive(Default)]
+struct Batch {
+    writes: Vec<VersionWrite>,
+    keys: std::collections::HashSet<(String, String)>,
+}
+
+impl Batch {
+    async fn write(
+        &mut self,
+        tx: &mut dyn fhir_store::WriteTx,
+        done: &mut Written,
+    ) -> Result<(), StoreError> {
+        self.keys.clear();
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let types: Vec<String> = self.writes.iter().map(|w| w.rtype.clone()).collect();
+        let written = tx.put_versions(std::mem::take(&mut self.writes)).await?;
+        for (rtype, put) in types.into_iter().zip(written) {
+            if put {
+                *done.counts.entry(rtype).or_default() += 1;
+            } else {
+                done.skipped += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl crate::Bulk {
@@ -988,6 +1063,10 @@ impl crate::Bulk {
                         skipped,
                         errors,
                         seconds = started.elapsed().as_secs_f64(),
+                        preparing = running.seconds(PREPARING),
+                        waiting = running.seconds(WAITING),
+                        writing = running.seconds(WRITING),
+                        recording = running.seconds(RECORDING),
                         "bulk import completed"
                     );
                     job.state = JobState::Completed;
@@ -1062,6 +1141,7 @@ impl crate::Bulk {
                     if cancelled.cancelled.load(Ordering::Relaxed) {
                         return;
                     }
+                    let began = std::time::Instant::now();
                     let chunk = read_chunk(&mut reader, bytes, lines, chunk_lines)
                         .map_err(|e| io(&format!("reading {url}"), e))
                         .map(|raw| {
@@ -1078,13 +1158,19 @@ impl crate::Bulk {
                                 eof: raw.eof,
                             }
                         });
+                    cancelled.time(PREPARING, began);
                     let stop = chunk.as_ref().map_or(true, |c| c.eof);
                     if tx.blocking_send(chunk).is_err() || stop {
                         return;
                     }
                 }
             });
-            while let Some(chunk) = rx.recv().await {
+            loop {
+                let began = std::time::Instant::now();
+                let Some(chunk) = rx.recv().await else {
+                    break;
+                };
+                running.time(WAITING, began);
                 let mut chunk = chunk?;
                 if running.cancelled.load(Ordering::Relaxed) {
                     return Ok(());
@@ -1092,6 +1178,7 @@ impl crate::Bulk {
                 let read = chunk.bytes - job.progress[i].bytes;
                 let mut ready = std::mem::take(&mut chunk.ready);
                 let mut attempt = 0;
+                let began = std::time::Instant::now();
                 let written = loop {
                     match write_chunk(&*self.store, &job.service, job.params.mode, ready).await {
                         Ok(w) => break w,
@@ -1113,6 +1200,8 @@ impl crate::Bulk {
                         Err(e) => return Err(e.into()),
                     }
                 };
+                running.time(WRITING, began);
+                let began = std::time::Instant::now();
                 let mut bad = chunk.bad;
                 bad.extend(written.refused);
                 bad.sort_by_key(|b| b.line);
@@ -1139,6 +1228,7 @@ impl crate::Bulk {
                 running.bytes.fetch_add(read, Ordering::Relaxed);
                 running.resources.fetch_add(n, Ordering::Relaxed);
                 *version = self.write(job, Expected::Version(*version)).await?;
+                running.time(RECORDING, began);
             }
             reader
                 .await

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fhir_store::{Method, MonotonicClock, Prepared, Result, StoreError, StoredResource, WriteTx};
+use fhir_store::{
+    Method, MonotonicClock, Prepared, Result, StoreError, StoredResource, VersionWrite, WriteTx,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
@@ -142,6 +144,73 @@ impl SqliteTx {
     }
 }
 
+impl SqliteTx {
+    /// [`WriteTx::put_version`]; with `pending`, the index rows are held there for the end
+    /// of the batch instead of written now.
+    fn write_version(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        last_updated: chrono::DateTime<chrono::Utc>,
+        prepared: Option<Prepared>,
+        mut pending: Option<&mut index::Pending>,
+    ) -> Result<Option<StoredResource>> {
+        let number = i64::try_from(version)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| StoreError::Backend(format!("version {version} out of range")))?;
+        let head = self.head(rtype, id)?;
+        if head.is_some_and(|(v, _, _)| v >= number) {
+            return Ok(None);
+        }
+        self.clock.advance_past(&last_updated);
+        let (method, body, entries) = match prepared {
+            Some(prepared) => {
+                let (body, entries, bases) =
+                    prepared.into_version(rtype, id, version, &last_updated)?;
+                self.add_bases(bases);
+                let method = if head.is_none() {
+                    Method::Post
+                } else {
+                    Method::Put
+                };
+                (method, Some(body), entries)
+            }
+            None => (Method::Delete, None, Vec::new()),
+        };
+        if let Some((_, false, old)) = head {
+            // Rows of a version written earlier in this batch are still held, not stored.
+            if !pending.as_deref_mut().is_some_and(|p| p.remove(old)) {
+                index::remove(self.conn()?, old)?;
+            }
+        }
+        let seq = self.append(
+            matches!(head, Some((_, false, _))),
+            rtype,
+            id,
+            number,
+            last_updated.timestamp_micros(),
+            method,
+            body.as_deref(),
+        )?;
+        if body.is_some() {
+            match pending {
+                Some(p) => p.add(seq, entries),
+                None => index::insert(self.conn()?, self.sid, seq, &entries)?,
+            }
+        }
+        Ok(Some(StoredResource {
+            resource_type: rtype.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated,
+            method,
+            body: body.map(Bytes::from),
+        }))
+    }
+}
+
 impl Drop for SqliteTx {
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
@@ -253,52 +322,25 @@ impl WriteTx for SqliteTx {
         last_updated: chrono::DateTime<chrono::Utc>,
         prepared: Option<Prepared>,
     ) -> Result<Option<StoredResource>> {
-        let number = i64::try_from(version)
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| StoreError::Backend(format!("version {version} out of range")))?;
-        let head = self.head(rtype, id)?;
-        if head.is_some_and(|(v, _, _)| v >= number) {
-            return Ok(None);
+        self.write_version(rtype, id, version, last_updated, prepared, None)
+    }
+
+    async fn put_versions(&mut self, batch: Vec<VersionWrite>) -> Result<Vec<bool>> {
+        let mut pending = index::Pending::default();
+        let mut written = Vec::with_capacity(batch.len());
+        for v in batch {
+            let put = self.write_version(
+                &v.rtype,
+                &v.id,
+                v.version,
+                v.last_updated,
+                v.prepared,
+                Some(&mut pending),
+            )?;
+            written.push(put.is_some());
         }
-        self.clock.advance_past(&last_updated);
-        let (method, body, entries) = match prepared {
-            Some(prepared) => {
-                let (body, entries, bases) =
-                    prepared.into_version(rtype, id, version, &last_updated)?;
-                self.add_bases(bases);
-                let method = if head.is_none() {
-                    Method::Post
-                } else {
-                    Method::Put
-                };
-                (method, Some(body), entries)
-            }
-            None => (Method::Delete, None, Vec::new()),
-        };
-        if let Some((_, false, old)) = head {
-            index::remove(self.conn()?, old)?;
-        }
-        let seq = self.append(
-            matches!(head, Some((_, false, _))),
-            rtype,
-            id,
-            number,
-            last_updated.timestamp_micros(),
-            method,
-            body.as_deref(),
-        )?;
-        if body.is_some() {
-            index::insert(self.conn()?, self.sid, seq, &entries)?;
-        }
-        Ok(Some(StoredResource {
-            resource_type: rtype.to_owned(),
-            id: id.to_owned(),
-            version,
-            last_updated,
-            method,
-            body: body.map(Bytes::from),
-        }))
+        pending.flush(self.conn()?, self.sid)?;
+        Ok(written)
     }
 
     async fn matching(

@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             scan_reads_the_snapshot_while_writing,
             scan_pages_and_filters,
             put_version_keeps_versions_and_instants,
+            put_versions_writes_a_batch_as_its_loop_would,
             own_bases_are_recorded_at_commit,
         );
 
@@ -2427,6 +2428,168 @@ pub async fn put_version_keeps_versions_and_instants(store: &dyn Store) {
         1,
         "the current imported version is indexed"
     );
+}
+
+/// [`crate::WriteTx::put_versions`] is the loop of `put_version` over its batch, whatever a
+/// backend does to go faster: several versions of one resource in one batch (only the last
+/// indexed), a deletion then a new version, a version at or below the stored one skipped,
+/// bodies stamped ahead ([`Prepared::stamp_ahead`]) or not, index rows of every kind, and
+/// the live counts.
+pub async fn put_versions_writes_a_batch_as_its_loop_would(store: &dyn Store) {
+    use crate::VersionWrite;
+    use chrono::TimeZone;
+    service(store, "a").await;
+    let at = |month: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2021, month, 1, 8, 0, 0)
+            .unwrap()
+    };
+    let obs = |code: &str, value: f64| {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": "Patient/p"},
+            "effectiveDateTime": "2021-01-01",
+            "valueQuantity": {"value": value, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}
+        })
+    };
+    let write =
+        |rtype: &str, id: &str, version: u64, month: u32, body: Option<Value>, ahead: bool| {
+            let prepared = body.map(|b| {
+                let mut p = Prepared::new(id, b);
+                if ahead {
+                    p.stamp_ahead(rtype, id, version, &at(month))
+                        .expect("stamp_ahead");
+                }
+                p
+            });
+            VersionWrite {
+                rtype: rtype.into(),
+                id: id.into(),
+                version,
+                last_updated: at(month),
+                prepared,
+            }
+        };
+    // Stored before the batch: Patient/p at version 2.
+    let mut tx = store.begin("a").await.expect("begin");
+    tx.put_version(
+        "Patient",
+        "p",
+        2,
+        at(1),
+        Some(Prepared::new("p", patient("Before"))),
+    )
+    .await
+    .expect("put_version")
+    .expect("written");
+    tx.commit().await.expect("commit");
+
+    let mut tx = store.begin("a").await.expect("begin");
+    let written = tx
+        .put_versions(vec![
+            write("Observation", "o", 1, 2, Some(obs("1111-1", 10.0)), true),
+            write("Observation", "o", 2, 3, Some(obs("2222-2", 20.0)), false),
+            write("Observation", "o", 3, 4, Some(obs("3333-3", 30.0)), true),
+            write("Patient", "p", 1, 2, Some(patient("Stale")), true),
+            write("Patient", "p", 3, 5, Some(patient("After")), true),
+            write("Observation", "gone", 1, 2, Some(obs("4444-4", 40.0)), true),
+            write("Observation", "gone", 2, 3, None, false),
+            write("Observation", "back", 1, 2, Some(obs("5555-5", 50.0)), true),
+            write("Observation", "back", 2, 3, None, false),
+            write("Observation", "back", 3, 6, Some(obs("6666-6", 60.0)), true),
+            // Stamped ahead for another instant than it is written with: stamped again.
+            VersionWrite {
+                last_updated: at(7),
+                ..write(
+                    "Observation",
+                    "moved",
+                    1,
+                    6,
+                    Some(obs("7777-7", 70.0)),
+                    true,
+                )
+            },
+        ])
+        .await
+        .expect("put_versions");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        written,
+        vec![true, true, true, false, true, true, true, true, true, true, true],
+        "only Patient/p version 1 (below the stored 2) is not written"
+    );
+
+    let o = read(store, "a", "Observation", "o")
+        .await
+        .expect("Observation/o");
+    assert_eq!((o.version, o.last_updated), (3, at(4)));
+    let body = body_json(&o);
+    assert_eq!(body["meta"]["versionId"], "3");
+    assert_eq!(body["meta"]["lastUpdated"], "2021-04-01T08:00:00.000000Z");
+    assert_eq!(body["code"]["coding"][0]["code"], "3333-3");
+    let v2 = store
+        .vread("a", "Observation", "o", 2)
+        .await
+        .expect("vread")
+        .expect("version 2 is kept");
+    assert_eq!(body_json(&v2)["meta"]["versionId"], "2");
+    let moved = read(store, "a", "Observation", "moved")
+        .await
+        .expect("moved");
+    assert_eq!(moved.last_updated, at(7));
+    assert_eq!(
+        body_json(&moved)["meta"]["lastUpdated"],
+        "2021-07-01T08:00:00.000000Z"
+    );
+    let p = read(store, "a", "Patient", "p").await.expect("Patient/p");
+    assert_eq!(p.version, 3);
+    assert!(read(store, "a", "Observation", "gone")
+        .await
+        .expect("gone")
+        .is_deleted());
+
+    // Only the current version of each live resource is indexed, in every table.
+    for (code, want) in [
+        ("http://loinc.org|1111-1", vec![]),
+        ("http://loinc.org|2222-2", vec![]),
+        ("http://loinc.org|3333-3", vec!["o"]),
+        ("http://loinc.org|4444-4", vec![]),
+        ("http://loinc.org|5555-5", vec![]),
+        ("http://loinc.org|6666-6", vec!["back"]),
+        ("http://loinc.org|7777-7", vec!["moved"]),
+    ] {
+        assert_eq!(
+            search_ids(store, "a", "Observation", &[("code", code)]).await,
+            want,
+            "code={code}"
+        );
+    }
+    assert_eq!(
+        search_ids(store, "a", "Observation", &[("value-quantity", "gt25")]).await,
+        vec!["back", "moved", "o"]
+    );
+    assert_eq!(
+        search_ids(store, "a", "Observation", &[("subject", "Patient/p")]).await,
+        vec!["back", "moved", "o"]
+    );
+    assert_eq!(
+        search_ids(store, "a", "Observation", &[("date", "2021-01-01")]).await,
+        vec!["back", "moved", "o"]
+    );
+    assert_eq!(
+        search_ids(store, "a", "Patient", &[("name", "After")]).await,
+        vec!["p"]
+    );
+    assert!(search_ids(store, "a", "Patient", &[("name", "Before")])
+        .await
+        .is_empty());
+    let count = with_total(
+        search_query("Observation", &[]),
+        Some(fhir_search::Total::Accurate),
+    );
+    let all = store.search("a", &count).await.expect("search");
+    assert_eq!(all.total, Some(3), "three live Observations");
 }
 
 /// The base URLs of [`Prepared::with_base`] writes are listed by [`Store::own_bases`] once
