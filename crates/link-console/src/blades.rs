@@ -333,6 +333,7 @@ async fn group_blade(
     let zone = form(f, "zone-create");
     let location = s(g, "/location");
     let group_q: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let roles = role_assignments(ctx, id, here, f).await?;
     Ok(html! {
         p { "Region " strong { (location) } " · " (resources.len()) " resources" }
         p { a.button href=(format!("/console/create-endpoint?group={group_q}")) { "Create a private endpoint" } }
@@ -397,6 +398,8 @@ async fn group_blade(
                 }
             }
         }
+        h2 { "Access control (IAM)" }
+        (roles)
         h2 { "Delete" }
         (delete_button(ctx, id, "Delete resource group", "/"))
     })
@@ -932,38 +935,33 @@ async fn create_endpoint(
     f: Option<&FormState>,
 ) -> Result<Markup, ArmFailure> {
     let sub = ctx.subscription();
-    let groups = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!("{sub}/resourcegroups"),
-            v::RESOURCES,
-        )
-        .await?;
-    let services = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!("{sub}/providers/{SERVICES}"),
-            v::HEALTHCARE,
-        )
-        .await?;
-    let vnets = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!("{sub}/providers/Microsoft.Network/virtualNetworks"),
-            v::NETWORK,
-        )
-        .await?;
-    let zones = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!("{sub}/providers/Microsoft.Network/privateDnsZones"),
-            v::PRIVATE_DNS,
-        )
-        .await?;
+    // What the principal may not list is left out (a Network Contributor of one group
+    // may not read the subscription's services); the write decides in the end.
+    let list = |path: String, version: &'static str| async move {
+        ctx.api()
+            .list(&ctx.caller(), &path, version)
+            .await
+            .unwrap_or_default()
+    };
+    let mut groups = list(format!("{sub}/resourcegroups"), v::RESOURCES).await;
+    if !groups
+        .iter()
+        .any(|g| s(g, "/id").eq_ignore_ascii_case(group))
+        && !group.is_empty()
+    {
+        groups.insert(0, json!({"id": group, "name": name_of(group)}));
+    }
+    let services = list(format!("{sub}/providers/{SERVICES}"), v::HEALTHCARE).await;
+    let vnets = list(
+        format!("{sub}/providers/Microsoft.Network/virtualNetworks"),
+        v::NETWORK,
+    )
+    .await;
+    let zones = list(
+        format!("{sub}/providers/Microsoft.Network/privateDnsZones"),
+        v::PRIVATE_DNS,
+    )
+    .await;
     let subnets: Vec<(String, String)> = vnets
         .iter()
         .flat_map(|vn| {

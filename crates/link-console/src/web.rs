@@ -85,6 +85,7 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/console/signout", post(signout))
         .route("/console/events", get(events))
         .route("/console/assets/{file}", get(asset))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/console/do/{action}", post(action))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
