@@ -148,6 +148,8 @@ const createEndpoint = async (page, { name, region, byId, message, dns }) => {
     await page.selectOption("#endpoint-create-resource", { label: "myfhir" });
   }
   await page.click("#tab-configuration");
+  await page.selectOption("#endpoint-create-vnet", { label: "hub" });
+  await page.waitForSelector('#endpoint-create-subnet option:has-text("hub / endpoints (127.10.1.0/24)")', { state: "attached" });
   await page.selectOption("#endpoint-create-subnet", { label: "hub / endpoints (127.10.1.0/24)" });
   await page.check(dns ? "#dns-yes" : "#dns-no");
   await blade(page, "create-private-endpoint");

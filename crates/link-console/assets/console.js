@@ -29,6 +29,23 @@
     root.addEventListener("submit", () => { for (const p of panels) p.hidden = false; });
   }
 
+  // A choice of subnets that follows the chosen virtual network.
+  for (const box of document.querySelectorAll("[data-subnets]")) {
+    const form = box.closest("form");
+    const vnet = form && form.querySelector(`select[name=${box.dataset.subnets}]`);
+    const subnet = box.querySelector("select[name=subnet]");
+    if (!vnet || !subnet) continue;
+    vnet.addEventListener("change", async () => {
+      subnet.disabled = true;
+      const resp = await fetch(`/console/subnets?vnet=${encodeURIComponent(vnet.value)}`, { credentials: "same-origin" });
+      const items = resp.ok ? await resp.json() : [];
+      subnet.replaceChildren(...items.map((i) => new Option(i.label, i.id)));
+      subnet.disabled = false;
+      subnet.dispatchEvent(new Event("subnets-loaded"));
+      box.dataset.loaded = vnet.value;
+    });
+  }
+
   const live = document.body && document.body.dataset.live;
   if (live && "EventSource" in window) {
     const events = new EventSource(live);

@@ -181,6 +181,27 @@ impl Api {
             .await
     }
 
+    /// The resources of one type under a scope (a subscription or resource group), from
+    /// ARM's generic resource list: ids, names and regions only, which is all a choice
+    /// needs, and cheap however large each resource is.
+    pub async fn of_type(
+        &self,
+        caller: &Caller<'_>,
+        scope: &str,
+        resource_type: &str,
+    ) -> Result<Vec<Value>, ArmFailure> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("$filter", &format!("resourceType eq '{resource_type}'"))
+            .append_pair("api-version", versions::RESOURCES)
+            .finish();
+        self.list(
+            caller,
+            &format!("{scope}/resources?{query}"),
+            versions::RESOURCES,
+        )
+        .await
+    }
+
     /// Every item of an ARM list, following `nextLink` (at most 100 pages).
     pub async fn list(
         &self,

@@ -303,6 +303,22 @@ async fn resource(
     Ok(layout(ctx, &name, &crumbs, body))
 }
 
+/// The resources of a type in the subscription, for a choice: from ARM's generic resource
+/// list (ids and names only, cheap however large the resources are), or for a principal
+/// that may not read it (a Network Contributor) the type's own list; empty when neither
+/// may be read (the write decides in the end).
+async fn choices(ctx: &Ctx<'_>, resource_type: &str) -> Vec<Value> {
+    let sub = ctx.subscription();
+    if let Ok(found) = ctx.api().of_type(&ctx.caller(), &sub, resource_type).await {
+        return found;
+    }
+    let typed = format!("{sub}/providers/{resource_type}");
+    ctx.api()
+        .list(&ctx.caller(), &typed, version_for(&typed))
+        .await
+        .unwrap_or_default()
+}
+
 /// A small delete form for a resource.
 fn delete_button(ctx: &Ctx<'_>, id: &str, label: &str, back: &str) -> Markup {
     html! {
@@ -681,6 +697,27 @@ async fn endpoint_blade(ctx: &Ctx<'_>, r: &Value) -> Result<Markup, ArmFailure> 
     })
 }
 
+/// The subnets of a virtual network as choices: (id, "vnet / subnet (prefix)").
+pub(crate) async fn subnet_options(ctx: &Ctx<'_>, vnet: &str) -> Vec<(String, String)> {
+    let Ok(vn) = ctx.api().get(&ctx.caller(), vnet, v::NETWORK).await else {
+        return Vec::new();
+    };
+    arr(&vn, "/properties/subnets")
+        .iter()
+        .map(|sn| {
+            (
+                s(sn, "/id").to_owned(),
+                format!(
+                    "{} / {} ({})",
+                    s(&vn, "/name"),
+                    s(sn, "/name"),
+                    s(sn, "/properties/addressPrefix")
+                ),
+            )
+        })
+        .collect()
+}
+
 /// The virtual network of a subnet id.
 fn group_vnet(subnet: &str) -> String {
     match subnet.to_ascii_lowercase().find("/subnets/") {
@@ -696,28 +733,8 @@ async fn vnet_blade(
     f: Option<&FormState>,
 ) -> Result<Markup, ArmFailure> {
     let id = s(r, "/id");
-    let vnets = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!(
-                "{}/providers/Microsoft.Network/virtualNetworks",
-                ctx.subscription()
-            ),
-            v::NETWORK,
-        )
-        .await?;
-    let nsgs = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!(
-                "{}/providers/Microsoft.Network/networkSecurityGroups",
-                ctx.subscription()
-            ),
-            v::NETWORK,
-        )
-        .await?;
+    let vnets = choices(ctx, "Microsoft.Network/virtualNetworks").await;
+    let nsgs = choices(ctx, "Microsoft.Network/networkSecurityGroups").await;
     let mut nsg_options = vec![(String::new(), "None".to_owned())];
     nsg_options.extend(options(&nsgs));
     let others: Vec<Value> = vnets
@@ -864,17 +881,7 @@ async fn zone_blade(
             v::PRIVATE_DNS,
         )
         .await?;
-    let vnets = ctx
-        .api()
-        .list(
-            &ctx.caller(),
-            &format!(
-                "{}/providers/Microsoft.Network/virtualNetworks",
-                ctx.subscription()
-            ),
-            v::NETWORK,
-        )
-        .await?;
+    let vnets = choices(ctx, "Microsoft.Network/virtualNetworks").await;
     let link = form(f, "link-create");
     Ok(html! {
         section {
@@ -951,36 +958,25 @@ async fn create_endpoint(
     {
         groups.insert(0, json!({"id": group, "name": name_of(group)}));
     }
-    let services = list(format!("{sub}/providers/{SERVICES}"), v::HEALTHCARE).await;
-    let vnets = list(
-        format!("{sub}/providers/Microsoft.Network/virtualNetworks"),
-        v::NETWORK,
-    )
-    .await;
-    let zones = list(
-        format!("{sub}/providers/Microsoft.Network/privateDnsZones"),
-        v::PRIVATE_DNS,
-    )
-    .await;
-    let subnets: Vec<(String, String)> = vnets
-        .iter()
-        .flat_map(|vn| {
-            arr(vn, "/properties/subnets").iter().map(move |sn| {
-                (
-                    s(sn, "/id").to_owned(),
-                    format!(
-                        "{} / {} ({})",
-                        s(vn, "/name"),
-                        s(sn, "/name"),
-                        s(sn, "/properties/addressPrefix")
-                    ),
-                )
-            })
-        })
-        .collect();
+    let services = choices(ctx, SERVICES).await;
+    let zones = choices(ctx, "Microsoft.Network/privateDnsZones").await;
+    // The virtual network is chosen first; the subnets offered are that network's (the
+    // script fetches another network's when the choice changes).
+    let vnets = choices(ctx, "Microsoft.Network/virtualNetworks").await;
+    let e = form(f, "endpoint-create");
+    let chosen_vnet = e
+        .state
+        .map(|st| st.value("vnet").to_owned())
+        .filter(|x| !x.is_empty())
+        .or_else(|| vnets.first().map(|x| s(x, "/id").to_owned()))
+        .unwrap_or_default();
+    let subnets = if chosen_vnet.is_empty() {
+        Vec::new()
+    } else {
+        subnet_options(ctx, &chosen_vnet).await
+    };
     let mut zone_options = vec![("new".to_owned(), format!("(New) {PRIVATE_LINK_ZONE}"))];
     zone_options.extend(options(&zones));
-    let e = form(f, "endpoint-create");
     let method = e
         .state
         .map(|s| s.value("method"))
@@ -1033,7 +1029,10 @@ async fn create_endpoint(
                 }
                 section #panel-configuration role="tabpanel" aria-labelledby="tab-configuration" data-panel="configuration" {
                     h2 { "Configuration" }
-                    (e.select("subnet", "Virtual network and subnet", &subnets, ""))
+                    (e.select("vnet", "Virtual network", &options(&vnets), &chosen_vnet))
+                    div data-subnets="vnet" {
+                        (e.select("subnet", "Subnet", &subnets, ""))
+                    }
                     fieldset {
                         legend { "Integrate with private DNS zone" }
                         div.check {

@@ -81,6 +81,7 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/console/r/{*id}", get(page))
         .route("/console/create-endpoint", get(page))
         .route("/console/diagnose", get(page))
+        .route("/console/subnets", get(subnets))
         .route("/console/signin", get(signin))
         .route("/console/signout", post(signout))
         .route("/console/events", get(events))
@@ -334,6 +335,36 @@ async fn events(State(console): State<Arc<Console>>, headers: HeaderMap) -> Resp
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// `GET /console/subnets?vnet=ID`: a virtual network's subnets as `[{id, label}]`, for the
+/// subnet choice of Create a private endpoint (read as the session's principal).
+async fn subnets(State(console): State<Arc<Console>>, req: Request) -> Response {
+    let session = match session_of(&console, req.headers()).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let vnet = query.get("vnet").map(String::as_str).unwrap_or("");
+    if !vnet.starts_with("/subscriptions/") || vnet.contains('?') || vnet.contains("..") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let ctx = Ctx {
+        console: &console,
+        session: &session,
+        source: source_of(&req),
+    };
+    let options = blades::subnet_options(&ctx, vnet).await;
+    Json(
+        options
+            .into_iter()
+            .map(|(id, label)| serde_json::json!({"id": id, "label": label}))
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
