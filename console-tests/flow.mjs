@@ -241,6 +241,10 @@ await blade(p, "network-security-group");
 await go(p, `/console/diagnose?service=myfhir&from=127.10.2.5`);
 check((await p.textContent("#outcome")).length > 0, "Diagnose explains the hub VM's path");
 await blade(p, "diagnose");
+await go(p, "/console/metrics");
+check(Number(await p.textContent("#requests")) > 0, "Metrics counts the requests answered");
+check((await p.locator("svg polyline").count()) === 2, "requests and denials are charted (inline SVG)");
+await blade(p, "metrics");
 await go(p, blade_url(SERVICE, "access"));
 await blade(p, "fhir-service-access");
 

@@ -127,6 +127,7 @@ fn seed_flow_in_the_console_then_on_the_wire() {
         "private-dns-zone",
         "network-security-group",
         "diagnose",
+        "metrics",
     ] {
         assert!(
             shots.join(format!("{blade}.png")).is_file(),

@@ -46,6 +46,12 @@
     });
   }
 
+  // A page that samples (the metrics) reloads itself every few seconds while untouched.
+  const refresh = document.querySelector("[data-refresh]");
+  if (refresh) {
+    setInterval(() => { if (!dirty) window.location.reload(); }, Number(refresh.dataset.refresh) * 1000);
+  }
+
   const live = document.body && document.body.dataset.live;
   if (live && "EventSource" in window) {
     const events = new EventSource(live);

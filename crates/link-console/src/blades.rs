@@ -43,6 +43,8 @@ pub(crate) enum Page {
     CreateEndpoint { group: String },
     /// The path of a client to a service, step by step.
     Diagnose { service: String, from: String },
+    /// Requests and denials over time, from the management API's `/metrics`.
+    Metrics,
 }
 
 impl Page {
@@ -63,6 +65,7 @@ impl Page {
             "/console/create-endpoint" => Some(Page::CreateEndpoint {
                 group: get("group"),
             }),
+            "/console/metrics" => Some(Page::Metrics),
             "/console/diagnose" => Some(Page::Diagnose {
                 service: get("service"),
                 from: get("from"),
@@ -151,6 +154,7 @@ fn layout(ctx: &Ctx<'_>, title: &str, crumbs: &[(String, String)], body: Markup)
                     nav aria-label="Console" {
                         a href="/" { "Resource groups" }
                         a href="/console/diagnose" { "Diagnose" }
+                        a href="/console/metrics" { "Metrics" }
                     }
                     div.who {
                         span { "Signed in as " strong #principal { (ctx.session.principal) } }
@@ -203,12 +207,14 @@ pub(crate) async fn render(ctx: &Ctx<'_>, page: &Page, f: Option<&FormState>) ->
             form_urlencoded::byte_serialize(group.as_bytes()).collect::<String>()
         ),
         Page::Diagnose { .. } => "/console/diagnose".to_owned(),
+        Page::Metrics => "/console/metrics".to_owned(),
     };
     let result = match page {
         Page::Home => home(ctx, &here, f).await,
         Page::Resource { id, tab } => resource(ctx, id, tab, &here, f).await,
         Page::CreateEndpoint { group } => create_endpoint(ctx, group, &here, f).await,
         Page::Diagnose { service, from } => diagnose(ctx, service, from, &here, f).await,
+        Page::Metrics => metrics(ctx).await,
     };
     result.unwrap_or_else(|e| failed(ctx, "Error", &e))
 }
@@ -1129,6 +1135,108 @@ async fn diagnose(
                     }
                 }
             }
+        },
+    ))
+}
+
+/// The totals of a Prometheus text exposition: (requests, denials) over both planes, and
+/// requests per network path.
+fn totals(text: &str) -> (f64, f64, Vec<(String, f64)>) {
+    let (mut requests, mut denials) = (0.0, 0.0);
+    let mut by_path: Vec<(String, f64)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(labels) = series.strip_prefix("fhirlink_http_requests_total{") {
+            requests += value;
+            let label = |name: &str| {
+                labels
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            if matches!(label("status").as_str(), "401" | "403") {
+                denials += value;
+            }
+            let path = label("path");
+            match by_path.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, n)) => *n += value,
+                None => by_path.push((path, value)),
+            }
+        }
+    }
+    by_path.sort_by(|a, b| a.0.cmp(&b.0));
+    (requests, denials, by_path)
+}
+
+/// An SVG line chart of per-minute rates between samples (drawn on the server: no script,
+/// no inline style).
+fn chart(title: &str, points: &[(i64, f64)], colour: &str) -> Markup {
+    let (w, h) = (640.0, 160.0);
+    let max = points.iter().map(|p| p.1).fold(1.0_f64, f64::max);
+    let (t0, t1) = match (points.first(), points.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (a.0, b.0),
+        _ => (0, 1),
+    };
+    let xy: Vec<String> = points
+        .iter()
+        .map(|(t, v)| {
+            let x = (t - t0) as f64 / (t1 - t0) as f64 * w;
+            let y = h - v / max * (h - 10.0);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    html! {
+        figure {
+            svg width="640" height="180" viewBox="0 -10 640 190" role="img" aria-label=(format!("{title}: {} samples, at most {max:.0} per minute", points.len())) {
+                line x1="0" y1="160" x2="640" y2="160" stroke="#767676" {}
+                polyline fill="none" stroke=(colour) stroke-width="2" points=(xy.join(" ")) {}
+                text x="4" y="4" font-size="12" fill="#1b1b1b" { (format!("{max:.0}/min")) }
+            }
+            figcaption { (title) }
+        }
+    }
+}
+
+async fn metrics(ctx: &Ctx<'_>) -> Result<Markup, ArmFailure> {
+    let text = ctx
+        .api()
+        .get(&ctx.caller(), link_model::METRICS_PATH, v::RESOURCES)
+        .await?;
+    let text = text.as_str().unwrap_or("");
+    let (requests, denials, by_path) = totals(text);
+    let now = chrono::Utc::now().timestamp();
+    let samples = ctx.console.sample(now, requests, denials);
+    let rate = |pick: fn(&(i64, f64, f64)) -> f64| -> Vec<(i64, f64)> {
+        samples
+            .windows(2)
+            .map(|w| {
+                let dt = (w[1].0 - w[0].0).max(1) as f64;
+                (w[1].0, ((pick(&w[1]) - pick(&w[0])).max(0.0)) * 60.0 / dt)
+            })
+            .collect()
+    };
+    Ok(layout(
+        ctx,
+        "Metrics",
+        &[],
+        html! {
+            p { "Requests answered by both planes since the server started: " strong #requests { (requests) } "; refused (401 or 403): " strong #denials { (denials) } "." }
+            div data-refresh="10" {}
+            (chart("Requests per minute", &rate(|s| s.1), "#0f5cad"))
+            (chart("Denials per minute", &rate(|s| s.2), "#a4262c"))
+            table #by-path {
+                caption { "Requests by network path" }
+                thead { tr { th scope="col" { "Network path" } th scope="col" { "Requests" } } }
+                tbody { @for (p, n) in &by_path { tr { td { (p) } td { (n) } } } }
+            }
+            p.note { "Rates are taken between the samples this console made when the page was shown (every ten seconds while it is open)." }
         },
     ))
 }

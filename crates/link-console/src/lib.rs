@@ -52,5 +52,6 @@ pub fn router(config: ConsoleConfig) -> Router {
         sessions: Sessions::new(config.store),
         changes: config.changes,
         subscription: config.subscription,
+        samples: std::sync::Mutex::new(Vec::new()),
     }))
 }

@@ -44,6 +44,33 @@ pub(crate) struct Console {
     pub(crate) sessions: Sessions,
     pub(crate) changes: watch::Receiver<Arc<link_model::State>>,
     pub(crate) subscription: String,
+    /// Samples of the request and denial totals (time, requests, denials), for the charts.
+    pub(crate) samples: std::sync::Mutex<Vec<(i64, f64, f64)>>,
+}
+
+/// The most samples the metrics charts keep (an hour at one per ten seconds).
+const MAX_SAMPLES: usize = 360;
+
+impl Console {
+    /// Records a sample (at most one a second) and returns them all, oldest first.
+    pub(crate) fn sample(&self, now: i64, requests: f64, denials: f64) -> Vec<(i64, f64, f64)> {
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A restarted server's counters start again: so do the samples.
+        if samples.last().is_some_and(|l| l.1 > requests) {
+            samples.clear();
+        }
+        if samples.last().is_none_or(|l| l.0 < now) {
+            samples.push((now, requests, denials));
+        }
+        if samples.len() > MAX_SAMPLES {
+            let extra = samples.len() - MAX_SAMPLES;
+            samples.drain(..extra);
+        }
+        samples.clone()
+    }
 }
 
 /// One signed-in request: the console, the session and the browser's address.
@@ -81,6 +108,7 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/console/r/{*id}", get(page))
         .route("/console/create-endpoint", get(page))
         .route("/console/diagnose", get(page))
+        .route("/console/metrics", get(page))
         .route("/console/subnets", get(subnets))
         .route("/console/signin", get(signin))
         .route("/console/signout", post(signout))
