@@ -197,7 +197,13 @@ pub(crate) fn not_found(ctx: &Ctx<'_>, target: &str) -> Markup {
 }
 
 /// Renders a page with the submitted form, if any.
-pub(crate) async fn render(ctx: &Ctx<'_>, page: &Page, f: Option<&FormState>) -> Markup {
+/// Renders a page with the submitted form, if any; a page whose read ARM refused is that
+/// refusal, with ARM's status (`None`: the page as asked).
+pub(crate) async fn render(
+    ctx: &Ctx<'_>,
+    page: &Page,
+    f: Option<&FormState>,
+) -> (Option<u16>, Markup) {
     let here = match page {
         Page::Home => "/".to_owned(),
         Page::Resource { id, tab } if tab.is_empty() => blade_url(id),
@@ -216,7 +222,10 @@ pub(crate) async fn render(ctx: &Ctx<'_>, page: &Page, f: Option<&FormState>) ->
         Page::Diagnose { service, from } => diagnose(ctx, service, from, &here, f).await,
         Page::Metrics => metrics(ctx).await,
     };
-    result.unwrap_or_else(|e| failed(ctx, "Error", &e))
+    match result {
+        Ok(markup) => (None, markup),
+        Err(e) => (Some(e.status), failed(ctx, "Error", &e)),
+    }
 }
 
 fn options(items: &[Value]) -> Vec<(String, String)> {
@@ -1738,6 +1747,27 @@ mod tests {
         ] {
             assert_eq!(Page::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn metric_totals_count_requests_and_refusals() {
+        let text = "# HELP x\n\
+            fhirlink_http_requests_total{service=\"\",interaction=\"a\",status=\"200\",path=\"management\"} 14\n\
+            fhirlink_http_requests_total{service=\"s\",interaction=\"read\",status=\"403\",path=\"public\"} 3\n\
+            fhirlink_http_requests_total{service=\"s\",interaction=\"read\",status=\"401\",path=\"endpoint\"} 2\n\
+            fhirlink_http_request_duration_seconds_count{service=\"s\"} 99\n\
+            garbage line\n";
+        let (requests, denials, by_path) = totals(text);
+        assert_eq!((requests, denials), (19.0, 5.0));
+        assert_eq!(
+            by_path,
+            vec![
+                ("endpoint".to_owned(), 2.0),
+                ("management".to_owned(), 14.0),
+                ("public".to_owned(), 3.0)
+            ]
+        );
+        assert_eq!(Page::parse("/console/metrics"), Some(Page::Metrics));
     }
 
     #[test]

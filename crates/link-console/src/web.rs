@@ -447,7 +447,11 @@ async fn render(
     let Some(page) = Page::parse(target) else {
         return (StatusCode::NOT_FOUND, blades::not_found(ctx, target)).into_response();
     };
-    let markup = blades::render(ctx, &page, form).await;
+    let (refused, markup) = blades::render(ctx, &page, form).await;
+    let status = refused
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(status);
     (status, markup).into_response()
 }
 
