@@ -94,6 +94,7 @@ const pages = {
   "network security group": `/console/r${NET}/networkSecurityGroups/nsg0`,
   "private DNS zone": `/console/r${ZONE}`,
   "diagnose": `/console/diagnose?service=myfhir&from=127.10.1.9`,
+  "metrics": "/console/metrics",
 };
 let worst = 0;
 console.log(`| page | median ms | p95 ms | max ms |\n|---|---:|---:|---:|`);
