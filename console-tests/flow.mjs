@@ -260,6 +260,21 @@ check((await v.textContent("main")).includes("AuthorizationFailed"), "the Reader
 await go(v, blade_url(SERVICE));
 check((await v.textContent("#public-access")).trim() === "Disabled", "and nothing changed");
 
+// The audit log: the Reader's refused change is there, under the Reader's name, from the
+// browser's address (the writer thread appends records every 25 ms: a few reloads at most).
+{
+  let found = "";
+  for (let i = 0; i < 20 && !found.includes("403"); i++) {
+    await go(p, "/console/audit?principal=viewer&networkPath=management");
+    found = await p.locator('#audit tr:has-text("PATCH")').allTextContents().then((t) => t.join(" "));
+    if (!found.includes("403")) await p.waitForTimeout(100);
+  }
+  check(found.includes("403") && found.includes("127.0.0.1"), `the audit log shows the Reader's refused PATCH from the browser (${found})`);
+  await blade(p, "audit-log");
+  await go(p, "/console/audit?since=yesterday");
+  check((await p.getAttribute("#audit-since", "aria-invalid")) === "true", "a bad time filter is shown beside its field");
+}
+
 // --- CSRF and a forged cookie ----------------------------------------------------------
 {
   const form = { form: "public-access", back: "/", id: SERVICE, value: "Enabled" };

@@ -70,6 +70,7 @@ impl AdminServer {
         diagnostics: Arc<Diagnostics>,
         telemetry: Arc<Telemetry>,
         backups: Arc<crate::backup::Backups>,
+        audit_file: PathBuf,
     ) -> anyhow::Result<AdminServer> {
         anyhow::ensure!(
             link_auth::jwt::valid_subject(&args.owner),
@@ -106,6 +107,7 @@ impl AdminServer {
                     diagnostics,
                     telemetry,
                     backups,
+                    audit_file,
                 ),
                 issuer,
                 control_plane.store().clone(),
@@ -177,6 +179,7 @@ pub(crate) fn router(
     diagnostics: Arc<Diagnostics>,
     telemetry: Arc<Telemetry>,
     backups: Arc<crate::backup::Backups>,
+    audit_file: PathBuf,
 ) -> Router {
     let dns = diagnostics.dns.clone();
     Router::new()
@@ -186,6 +189,14 @@ pub(crate) fn router(
             Router::new()
                 .route("/metrics", get(metrics_route))
                 .with_state((control_plane.clone(), telemetry.clone(), dns)),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    crate::audit_query::AUDIT_PATH,
+                    get(crate::audit_query::route),
+                )
+                .with_state((control_plane.clone(), audit_file)),
         )
         .merge(crate::backup::router(control_plane.clone(), backups))
         .merge(link_console::code_router(link_console::Sessions::new(

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod audit_query;
 mod backup;
 mod cli;
 mod diagnose;

@@ -128,6 +128,7 @@ fn seed_flow_in_the_console_then_on_the_wire() {
         "network-security-group",
         "diagnose",
         "metrics",
+        "audit-log",
     ] {
         assert!(
             shots.join(format!("{blade}.png")).is_file(),

@@ -45,7 +45,19 @@ pub(crate) enum Page {
     Diagnose { service: String, from: String },
     /// Requests and denials over time, from the management API's `/metrics`.
     Metrics,
+    /// The audit log, filtered (the filters as `(name, value)`, in [`AUDIT_FILTERS`] order).
+    Audit { filters: Vec<(String, String)> },
 }
+
+/// The audit log's filters: query name and label.
+const AUDIT_FILTERS: &[(&str, &str)] = &[
+    ("service", "FHIR service"),
+    ("networkPath", "Network path"),
+    ("verdict", "Verdict"),
+    ("principal", "Principal"),
+    ("since", "From (RFC 3339)"),
+    ("until", "Until (RFC 3339)"),
+];
 
 impl Page {
     /// The page of a console path (with its query); `None` for anything else, so a `back`
@@ -66,6 +78,12 @@ impl Page {
                 group: get("group"),
             }),
             "/console/metrics" => Some(Page::Metrics),
+            "/console/audit" => Some(Page::Audit {
+                filters: AUDIT_FILTERS
+                    .iter()
+                    .map(|(k, _)| ((*k).to_owned(), get(k)))
+                    .collect(),
+            }),
             "/console/diagnose" => Some(Page::Diagnose {
                 service: get("service"),
                 from: get("from"),
@@ -155,6 +173,7 @@ fn layout(ctx: &Ctx<'_>, title: &str, crumbs: &[(String, String)], body: Markup)
                         a href="/" { "Resource groups" }
                         a href="/console/diagnose" { "Diagnose" }
                         a href="/console/metrics" { "Metrics" }
+                        a href="/console/audit" { "Audit log" }
                     }
                     div.who {
                         span { "Signed in as " strong #principal { (ctx.session.principal) } }
@@ -214,6 +233,7 @@ pub(crate) async fn render(
         ),
         Page::Diagnose { .. } => "/console/diagnose".to_owned(),
         Page::Metrics => "/console/metrics".to_owned(),
+        Page::Audit { .. } => "/console/audit".to_owned(),
     };
     let result = match page {
         Page::Home => home(ctx, &here, f).await,
@@ -221,6 +241,7 @@ pub(crate) async fn render(
         Page::CreateEndpoint { group } => create_endpoint(ctx, group, &here, f).await,
         Page::Diagnose { service, from } => diagnose(ctx, service, from, &here, f).await,
         Page::Metrics => metrics(ctx).await,
+        Page::Audit { filters } => audit(ctx, filters).await,
     };
     match result {
         Ok(markup) => (None, markup),
@@ -1246,6 +1267,79 @@ async fn metrics(ctx: &Ctx<'_>) -> Result<Markup, ArmFailure> {
                 tbody { @for (p, n) in &by_path { tr { td { (p) } td { (n) } } } }
             }
             p.note { "Rates are taken between the samples this console made when the page was shown (every ten seconds while it is open)." }
+        },
+    ))
+}
+
+async fn audit(ctx: &Ctx<'_>, filters: &[(String, String)]) -> Result<Markup, ArmFailure> {
+    let query = {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in filters.iter().filter(|(_, v)| !v.is_empty()) {
+            q.append_pair(k, v);
+        }
+        q.append_pair("top", "200");
+        q.finish()
+    };
+    let answer = ctx
+        .api()
+        .get(
+            &ctx.caller(),
+            &format!("/fhirlink/audit?{query}"),
+            v::RESOURCES,
+        )
+        .await;
+    let shown = FormState {
+        form: "audit".into(),
+        values: filters.iter().cloned().collect(),
+        error: answer.as_ref().err().map(|e| {
+            let field = if e.message.contains("'since'") {
+                "since"
+            } else if e.message.contains("'until'") {
+                "until"
+            } else {
+                ""
+            };
+            (field.to_owned(), e.clone())
+        }),
+    };
+    let form = form(Some(&shown), "audit");
+    let records = answer.as_ref().map(|a| arr(a, "/value")).unwrap_or(&[]);
+    let cell = |r: &Value, k: &str| match r.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    };
+    Ok(layout(
+        ctx,
+        "Audit log",
+        &[],
+        html! {
+            form.filters method="get" action="/console/audit" {
+                @for (k, label) in AUDIT_FILTERS { (form.text(k, label, "", "")) }
+                (form.error())
+                button type="submit" { "Filter" }
+            }
+            table #audit {
+                caption { "The newest " (records.len()) " records" }
+                thead { tr {
+                    @for h in ["Time", "Principal", "Network path", "Source", "Method", "Path", "Action", "Status", "Verdict"] { th scope="col" { (h) } }
+                } }
+                tbody {
+                    @for r in records {
+                        tr {
+                            td { (cell(r, "time")) }
+                            td { (cell(r, "principal")) }
+                            td { (cell(r, "networkPath")) }
+                            td { (cell(r, "sourceAddress")) }
+                            td { (cell(r, "method")) }
+                            td.path { (cell(r, "path")) }
+                            td { (cell(r, "action")) }
+                            td { (cell(r, "status")) }
+                            td { (cell(r, "verdict")) }
+                        }
+                    }
+                }
+            }
         },
     ))
 }

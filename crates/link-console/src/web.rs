@@ -109,6 +109,7 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/console/create-endpoint", get(page))
         .route("/console/diagnose", get(page))
         .route("/console/metrics", get(page))
+        .route("/console/audit", get(page))
         .route("/console/subnets", get(subnets))
         .route("/console/signin", get(signin))
         .route("/console/signout", post(signout))
