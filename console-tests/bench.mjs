@@ -95,6 +95,7 @@ const pages = {
   "private DNS zone": `/console/r${ZONE}`,
   "diagnose": `/console/diagnose?service=myfhir&from=127.10.1.9`,
   "metrics": "/console/metrics",
+  "audit log (200 newest)": "/console/audit",
 };
 let worst = 0;
 console.log(`| page | median ms | p95 ms | max ms |\n|---|---:|---:|---:|`);
