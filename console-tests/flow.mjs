@@ -214,6 +214,18 @@ const endpointsText = await p.textContent("#endpoints");
 const pe2Ip = (endpointsText.match(/pe2\s*Approved\s*(127\.10\.1\.\d+)/) || [])[1] || "";
 check(pe2Ip !== "" && pe2Ip !== pe1Ip, `pe2 has its own IP (${pe2Ip})`);
 
+// Reject, then Remove, a third request (the owner's own, by resource ID: manual approval).
+await createEndpoint(p, { name: "pe3", region: "westus2", byId: true, message: "to be refused", dns: false });
+await go(p, blade_url(SERVICE, "networking"));
+const pe3 = () => p.locator('#connections tr:has-text("pe3")');
+check((await pe3().locator("td.state").textContent()).trim() === "Pending", "pe3 waits for approval");
+await pe3().locator("input[name=description]").fill("not this one");
+await pe3().locator("button[value=Rejected]").click();
+check((await pe3().locator("td.state").textContent()).trim() === "Rejected", "the owner rejected pe3");
+check((await pe3().textContent()).includes("not this one"), "with its description");
+await pe3().locator("button[value=Remove]").click();
+check((await pe3().count()) === 0, "the owner removed pe3's connection");
+
 // A Virtual network link for spoke, with auto-registration.
 await go(p, blade_url(ZONE));
 await p.fill("#link-create-name", "spoke-link");
