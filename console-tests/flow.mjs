@@ -132,6 +132,21 @@ await p.fill("#vnet-create-subnet", "vms");
 await p.fill("#vnet-create-subnetPrefix", "127.20.1.0/24");
 await p.click('form[action="/console/do/vnet-create"] button[type=submit]');
 
+// Peerings both ways: Initiated, then Connected.
+const HUB = `${RG}/providers/Microsoft.Network/virtualNetworks/hub`;
+const SPOKE = `${RG}/providers/Microsoft.Network/virtualNetworks/spoke`;
+await go(p, blade_url(HUB));
+await p.fill("#peering-create-name", "hub-to-spoke");
+await p.selectOption("#peering-create-remote", { label: "spoke" });
+await p.click('form[action="/console/do/peering-create"] button[type=submit]');
+check((await p.locator('#peerings tr:has-text("hub-to-spoke") td.state').textContent()).trim() === "Initiated", "hub-to-spoke is Initiated");
+await go(p, blade_url(SPOKE));
+await p.fill("#peering-create-name", "spoke-to-hub");
+await p.selectOption("#peering-create-remote", { label: "hub" });
+await p.click('form[action="/console/do/peering-create"] button[type=submit]');
+await go(p, blade_url(HUB));
+check((await p.locator('#peerings tr:has-text("hub-to-spoke") td.state').textContent()).trim() === "Connected", "with spoke-to-hub both are Connected");
+
 // Create a private endpoint: first in the wrong region (the error comes back beside the
 // region, on its tab, with everything typed kept), then right.
 const createEndpoint = async (page, { name, region, byId, message, dns }) => {
