@@ -70,6 +70,7 @@ impl AdminServer {
         diagnostics: Arc<Diagnostics>,
         telemetry: Arc<Telemetry>,
         backups: Arc<crate::backup::Backups>,
+        audit_file: PathBuf,
     ) -> anyhow::Result<AdminServer> {
         anyhow::ensure!(
             link_auth::jwt::valid_subject(&args.owner),
@@ -77,6 +78,7 @@ impl AdminServer {
         );
         let issuer = LocalIssuer::load_or_create(data).context("the token signing key")?;
         let verifier = Arc::new(issuer.verifier());
+        let changes = control_plane.subscribe();
         let listener = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding the management API on {}", args.admin_listen))?;
@@ -98,7 +100,19 @@ impl AdminServer {
             addr,
             tls,
             ca_path,
-            app: router(control_plane, verifier, diagnostics, telemetry, backups),
+            app: with_console(
+                router(
+                    control_plane.clone(),
+                    verifier,
+                    diagnostics,
+                    telemetry,
+                    backups,
+                    audit_file,
+                ),
+                issuer,
+                control_plane.store().clone(),
+                changes,
+            ),
             limits: link_auth::https::management_limits(),
         })
     }
@@ -130,6 +144,32 @@ impl AdminServer {
     }
 }
 
+/// The web console (`link_console`) beside the management API: its pages are outside the
+/// token authentication (the console has its session cookie), and every call it makes goes
+/// through `api` with a one-minute token of the session's principal, minted here with the
+/// data folder's key and never sent to the browser.
+fn with_console(
+    api: Router,
+    issuer: LocalIssuer,
+    store: Arc<dyn fhir_store::Store>,
+    changes: tokio::sync::watch::Receiver<Arc<link_model::State>>,
+) -> Router {
+    let issuer = Arc::new(issuer);
+    let mint: link_console::Mint = Arc::new(move |principal: &str| {
+        issuer
+            .mint(principal, unix_now(), 60)
+            .map_err(|e| e.to_string())
+    });
+    link_console::router(link_console::ConsoleConfig {
+        api: api.clone(),
+        mint,
+        store,
+        changes,
+        subscription: link_api::HOME_SUBSCRIPTION.to_owned(),
+    })
+    .merge(api)
+}
+
 /// The management API behind token authentication, with fhirlink's own diagnosis route
 /// (`GET /fhirlink/diagnose?service=NAME&from=IP`) and metrics (`GET /metrics`). Every
 /// request, authenticated or not, leaves one audit record (the outermost layer).
@@ -139,6 +179,7 @@ pub(crate) fn router(
     diagnostics: Arc<Diagnostics>,
     telemetry: Arc<Telemetry>,
     backups: Arc<crate::backup::Backups>,
+    audit_file: PathBuf,
 ) -> Router {
     let dns = diagnostics.dns.clone();
     Router::new()
@@ -149,7 +190,18 @@ pub(crate) fn router(
                 .route("/metrics", get(metrics_route))
                 .with_state((control_plane.clone(), telemetry.clone(), dns)),
         )
+        .merge(
+            Router::new()
+                .route(
+                    crate::audit_query::AUDIT_PATH,
+                    get(crate::audit_query::route),
+                )
+                .with_state((control_plane.clone(), audit_file)),
+        )
         .merge(crate::backup::router(control_plane.clone(), backups))
+        .merge(link_console::code_router(link_console::Sessions::new(
+            control_plane.store().clone(),
+        )))
         .merge(link_api::router(control_plane))
         .layer(axum::middleware::from_fn(telemetry::remember_principal))
         .layer(axum::middleware::from_fn_with_state(verifier, authenticate))

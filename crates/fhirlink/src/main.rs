@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod audit_query;
 mod backup;
 mod cli;
 mod diagnose;
@@ -41,6 +42,9 @@ enum Command {
     /// Print a token for a principal (signed with the data folder's key): for the management
     /// API, or with --service for a FHIR service's data plane.
     Token(cli::TokenArgs),
+    /// Print a one-time sign-in URL for the web console (served by the management API at
+    /// `/`), for --principal.
+    Console(cli::ConsoleArgs),
     /// Resource groups.
     Group(cli::GroupCommand),
     /// FHIR services (Microsoft.HealthcareApis/services) and their private endpoint
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
                 match cli.command {
                     Command::Serve(args) => serve::serve(*args).await,
                     Command::Token(args) => cli::token(args),
+                    Command::Console(a) => cli::console(a).await,
                     Command::Group(c) => cli::run_group(c).await,
                     Command::Fhir(c) => cli::run_fhir(c).await,
                     Command::Network(c) => cli::run_network(c).await,

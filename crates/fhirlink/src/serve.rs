@@ -478,6 +478,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         diagnostics,
         telemetry.clone(),
         backups,
+        audit_dir.join("audit.ndjson"),
     )
     .await?
     // The management API keeps to the same deadlines and per-source cap as the data
