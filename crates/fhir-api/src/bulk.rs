@@ -266,9 +266,13 @@ pub(crate) async fn import_kick_off(
     let bytes = read_body(body, limit).await?;
     let v: Value = fhir_model::json::parse(&bytes)
         .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
-    let params =
-        fhir_bulk::ImportParams::from_parameters(&v, lenient(ctx), &bulk.config().import_dirs)
-            .map_err(bulk_error)?;
+    let params = fhir_bulk::ImportParams::from_parameters(
+        &v,
+        lenient(ctx),
+        &bulk.config().import_dirs,
+        &bulk.config().import_urls,
+    )
+    .map_err(bulk_error)?;
     let job = bulk
         .kick_off_import(
             KickOff {

@@ -59,8 +59,16 @@ pub struct ImportInput {
     /// As the request gave it (`file:///…`).
     pub url: String,
     pub etag: Option<String>,
-    /// The file it names, checked to be under an import folder.
+    /// The file a `file:` URL names, checked to be under an import folder; empty for an
+    /// `https:` URL (downloaded into the job's folder when its turn comes).
     pub path: PathBuf,
+}
+
+impl ImportInput {
+    /// Whether it is another server's file, fetched over HTTPS.
+    pub fn is_remote(&self) -> bool {
+        self.url.starts_with("https://")
+    }
 }
 
 /// The checked parameters of an `$import` request.
@@ -76,11 +84,13 @@ pub const MAX_INPUTS: usize = 10_000;
 impl ImportParams {
     /// Reads the Parameters body of `POST $import`. Unknown parameters are refused unless
     /// `lenient`; `url` may be a `valueUri`, `valueUrl` or `valueString` (Azure's migration
-    /// tool sends strings); every file must exist under one of `dirs`.
+    /// tool sends strings); every `file:` URL must name a file under one of `dirs`, every
+    /// `https:` URL must be under one of `urls`.
     pub fn from_parameters(
         body: &Value,
         lenient: bool,
         dirs: &[PathBuf],
+        urls: &[crate::remote::RemoteSource],
     ) -> Result<ImportParams, BulkError> {
         if body.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
             return Err(BulkError::invalid(
@@ -125,7 +135,7 @@ impl ImportParams {
                             format!("at most {MAX_INPUTS} inputs are taken per $import"),
                         ));
                     }
-                    inputs.push(input(param, &path, dirs)?);
+                    inputs.push(input(param, &path, dirs, urls)?);
                 }
                 // The SMART bulk-import proposal's parts, which name where inputs come from;
                 // here the URLs say it.
@@ -175,7 +185,12 @@ fn string_value(param: &Value, path: &str) -> Result<String, BulkError> {
         .ok_or_else(|| BulkError::invalid(path, "the parameter needs a string value"))
 }
 
-fn input(param: &Value, path: &str, dirs: &[PathBuf]) -> Result<ImportInput, BulkError> {
+fn input(
+    param: &Value,
+    path: &str,
+    dirs: &[PathBuf],
+    urls: &[crate::remote::RemoteSource],
+) -> Result<ImportInput, BulkError> {
     let parts = param
         .get("part")
         .and_then(Value::as_array)
@@ -206,7 +221,12 @@ fn input(param: &Value, path: &str, dirs: &[PathBuf]) -> Result<ImportInput, Bul
         }
     }
     let (url, upath) = url.ok_or_else(|| BulkError::invalid(path, "an input needs a url"))?;
-    let file = file_path(&url, dirs).map_err(|m| BulkError::invalid(&upath, m))?;
+    let file = if url.starts_with("https:") {
+        crate::remote::source_of(&url, urls).map_err(|m| BulkError::invalid(&upath, m))?;
+        PathBuf::new()
+    } else {
+        file_path(&url, dirs).map_err(|m| BulkError::invalid(&upath, m))?
+    };
     Ok(ImportInput {
         rtype,
         url,
@@ -219,10 +239,10 @@ fn input(param: &Value, path: &str, dirs: &[PathBuf]) -> Result<ImportInput, Bul
 /// link is resolved: `..` and symbolic links cannot leave the folder).
 pub fn file_path(url: &str, dirs: &[PathBuf]) -> Result<PathBuf, String> {
     let Some(rest) = url.strip_prefix("file://") else {
-        return Err(if url.starts_with("https:") || url.starts_with("http:") {
+        return Err(if url.starts_with("http:") {
             format!(
-                "{url}: only file: URLs under the server's import folder are taken; \
-                 download other servers' files first (fhirlink migrate does)"
+                "{url}: only file: URLs under the server's import folder and https: URLs \
+                 under an allowed prefix (--import-url) are taken"
             )
         } else {
             format!("{url} is not a file: URL")
@@ -277,6 +297,9 @@ pub struct InputProgress {
     pub errors: u64,
     pub error_bytes: u64,
     pub done: bool,
+    /// An `https:` input: the length of its copy in the job's folder, once downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<u64>,
 }
 
 /// An import job's document.
@@ -1092,6 +1115,41 @@ impl crate::Bulk {
             .remove(key);
     }
 
+    /// The local copy of `https:` input `i`: downloaded into the job's folder unless a whole
+    /// copy is there from before a restart. A new copy starts the input over (its lines are
+    /// read again from the first; those that carry their version are no-ops).
+    async fn fetch_input(
+        &self,
+        job: &mut ImportJob,
+        version: &mut u64,
+        i: usize,
+        dir: &Path,
+    ) -> Result<PathBuf, BulkError> {
+        let input = job.params.inputs[i].clone();
+        let copy = dir.join(format!("input-{i}.ndjson"));
+        if let Some(n) = job.progress[i].fetched {
+            if std::fs::metadata(&copy).is_ok_and(|m| m.len() == n) {
+                return Ok(copy);
+            }
+        }
+        let source = crate::remote::source_of(&input.url, &self.config.import_urls)
+            .map_err(BulkError::Io)?;
+        let client = match &self.config.import_http {
+            Some(c) => c.clone(),
+            None => crate::remote::client(None).map_err(BulkError::Io)?,
+        };
+        let started = std::time::Instant::now();
+        let n = crate::remote::download(&client, &input.url, source, input.etag.as_deref(), &copy)
+            .await?;
+        tracing::info!(job = %job.id, url = %input.url, bytes = n, seconds = started.elapsed().as_secs_f64(), "import input downloaded");
+        job.progress[i] = InputProgress {
+            fetched: Some(n),
+            ..InputProgress::default()
+        };
+        *version = self.write(job, Expected::Version(*version)).await?;
+        Ok(copy)
+    }
+
     /// Runs every input from where the job's progress says, writing the progress after each
     /// chunk. Reading and preparing the next chunk overlaps the writing of this one.
     async fn run_import(
@@ -1111,9 +1169,13 @@ impl crate::Bulk {
                 continue;
             }
             let input = job.params.inputs[i].clone();
-            // The folder rule again: the file may have been swapped for a link since.
-            let path = file_path(&input.url, &self.config.import_dirs)
-                .map_err(|m| BulkError::Io(m.to_string()))?;
+            let path = if input.is_remote() {
+                self.fetch_input(job, version, i, &dir).await?
+            } else {
+                // The folder rule again: the file may have been swapped for a link since.
+                file_path(&input.url, &self.config.import_dirs)
+                    .map_err(|m| BulkError::Io(m.to_string()))?
+            };
             let mut file =
                 std::fs::File::open(&path).map_err(|e| io(&format!("opening {}", input.url), e))?;
             let start = job.progress[i].bytes;
@@ -1238,6 +1300,10 @@ impl crate::Bulk {
                     "{} was not read to its end",
                     input.url
                 )));
+            }
+            if input.is_remote() {
+                // The copy has been imported: its space goes back.
+                let _ = std::fs::remove_file(&path);
             }
         }
         Ok(())

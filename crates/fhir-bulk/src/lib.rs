@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 pub mod import;
 pub mod job;
 pub mod params;
+pub mod remote;
 mod run;
 
 pub use import::{ImportJob, ImportMode, ImportParams, ImportStatus};
@@ -49,8 +50,14 @@ pub struct BulkConfig {
     pub min_poll_interval: Duration,
     /// What a running job's poll tells the client to wait (`Retry-After`).
     pub retry_after: Duration,
-    /// Folders `$import` may read `file:` inputs from (`--import-dir`); none: no imports.
+    /// Folders `$import` may read `file:` inputs from (`--import-dir`); none: no file inputs.
     pub import_dirs: Vec<PathBuf>,
+    /// URL prefixes `$import` may read `https:` inputs from (`--import-url`); none: no
+    /// https inputs.
+    pub import_urls: Vec<remote::RemoteSource>,
+    /// The client `https:` inputs are fetched with ([`remote::client`]); made with the
+    /// system's roots when not given.
+    pub import_http: Option<reqwest::Client>,
     /// Lines per import chunk: parsed and indexed together, written in one transaction.
     pub import_chunk_lines: usize,
 }
@@ -67,6 +74,8 @@ impl BulkConfig {
             min_poll_interval: Duration::from_millis(200),
             retry_after: Duration::from_secs(1),
             import_dirs: Vec::new(),
+            import_urls: Vec::new(),
+            import_http: None,
             import_chunk_lines: 1000,
         }
     }

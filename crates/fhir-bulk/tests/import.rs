@@ -74,7 +74,7 @@ fn body(mode: Option<&str>, inputs: &[(&str, &str)]) -> Value {
 }
 
 fn params(f: &Fixture, body: &Value) -> ImportParams {
-    ImportParams::from_parameters(body, false, &[f.inbox()]).expect("valid parameters")
+    ImportParams::from_parameters(body, false, &[f.inbox()], &[]).expect("valid parameters")
 }
 
 async fn finish(f: &Fixture, job: &ImportJob) -> (Value, bool) {
@@ -347,7 +347,7 @@ async fn inputs_must_be_files_under_the_import_folder() {
     std::os::unix::fs::symlink(&outside, f.inbox().join("link.ndjson")).unwrap();
     let dirs = [f.inbox()];
     let refused = |url: String| {
-        let e = ImportParams::from_parameters(&body(None, &[("Patient", &url)]), false, &dirs)
+        let e = ImportParams::from_parameters(&body(None, &[("Patient", &url)]), false, &dirs, &[])
             .expect_err(&url);
         assert_eq!(
             e.param(),
@@ -369,12 +369,13 @@ async fn inputs_must_be_files_under_the_import_folder() {
         refused(format!("file://{}/missing.ndjson", f.inbox().display()))
             .contains("cannot be opened")
     );
-    assert!(refused("https://storage.example/x.ndjson".into()).contains("only file: URLs"));
+    assert!(refused("https://storage.example/x.ndjson".into()).contains("--import-url"));
+    assert!(refused("http://storage.example/x.ndjson".into()).contains("https: URLs"));
     assert!(refused("relative.ndjson".into()).contains("not a file: URL"));
     // The body's other rules.
     let no_format = json!({"resourceType": "Parameters", "parameter": [
         {"name": "input", "part": [{"name": "url", "valueString": inside}]}]});
-    assert!(ImportParams::from_parameters(&no_format, false, &dirs)
+    assert!(ImportParams::from_parameters(&no_format, false, &dirs, &[])
         .unwrap_err()
         .to_string()
         .contains("inputFormat is required"));
@@ -383,17 +384,17 @@ async fn inputs_must_be_files_under_the_import_folder() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "frobnicate", "valueString": "yes"}));
-    assert!(ImportParams::from_parameters(&unknown, false, &dirs).is_err());
+    assert!(ImportParams::from_parameters(&unknown, false, &dirs, &[]).is_err());
     assert!(
-        ImportParams::from_parameters(&unknown, true, &dirs).is_ok(),
+        ImportParams::from_parameters(&unknown, true, &dirs, &[]).is_ok(),
         "lenient"
     );
     let mut bad_mode = body(Some("Sometimes"), &[("Patient", &inside)]);
     bad_mode["parameter"][1]["valueString"] = json!("Sometimes");
-    assert!(ImportParams::from_parameters(&bad_mode, false, &dirs).is_err());
+    assert!(ImportParams::from_parameters(&bad_mode, false, &dirs, &[]).is_err());
     // A server with no import folder takes no files at all.
     assert!(
-        ImportParams::from_parameters(&body(None, &[("Patient", &inside)]), false, &[])
+        ImportParams::from_parameters(&body(None, &[("Patient", &inside)]), false, &[], &[])
             .unwrap_err()
             .to_string()
             .contains("--import-dir")

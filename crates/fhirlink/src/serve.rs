@@ -157,6 +157,26 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     import_dirs: Vec<PathBuf>,
+    /// Bulk import: an `https:` URL prefix `$import` may read inputs from (another server's
+    /// export files; repeat for more). Only URLs on its host and port, under its path, are
+    /// fetched; redirects are not followed. Without one, `$import` takes no https inputs.
+    #[arg(
+        long = "import-url",
+        env = "FHIRLINK_IMPORT_URL",
+        value_delimiter = ','
+    )]
+    import_urls: Vec<String>,
+    /// Bulk import: `PREFIX=FILE`, a file holding the bearer token sent with requests under
+    /// the --import-url PREFIX (read at each download, so a renewed token is picked up).
+    #[arg(
+        long = "import-url-token",
+        env = "FHIRLINK_IMPORT_URL_TOKEN",
+        value_delimiter = ','
+    )]
+    import_url_tokens: Vec<String>,
+    /// Bulk import: CA certificates (PEM) trusted for https inputs besides the system's roots.
+    #[arg(long, env = "FHIRLINK_IMPORT_CA")]
+    import_ca: Option<PathBuf>,
     /// Bulk import: lines per chunk, parsed and indexed together and written in one store
     /// transaction (larger chunks write faster and hold the service's writer longer).
     #[arg(long, env = "FHIRLINK_IMPORT_CHUNK_LINES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -340,6 +360,19 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     bulk_config.import_dirs = args.import_dirs.clone();
+    bulk_config.import_urls = import_sources(&args.import_urls, &args.import_url_tokens)?;
+    if !bulk_config.import_urls.is_empty() {
+        let ca = match &args.import_ca {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("--import-ca {}", path.display()))?,
+            ),
+            None => None,
+        };
+        bulk_config.import_http = Some(
+            fhir_bulk::remote::client(ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("--import-ca: {e}"))?,
+        );
+    }
     bulk_config.import_chunk_lines = usize::try_from(args.import_chunk_lines).unwrap_or(1000);
     let bulk = fhir_bulk::Bulk::new(store.clone(), bulk_config);
     let resumed = bulk
@@ -606,4 +639,34 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The `--import-url` prefixes with their `--import-url-token PREFIX=FILE` files.
+fn import_sources(
+    urls: &[String],
+    tokens: &[String],
+) -> anyhow::Result<Vec<fhir_bulk::remote::RemoteSource>> {
+    let mut files = std::collections::HashMap::new();
+    for t in tokens {
+        let (prefix, file) = t
+            .split_once('=')
+            .with_context(|| format!("--import-url-token {t:?}: PREFIX=FILE"))?;
+        let file = PathBuf::from(file);
+        if !file.is_file() {
+            anyhow::bail!(
+                "--import-url-token {prefix}: {} is not a file",
+                file.display()
+            );
+        }
+        if !urls.iter().any(|u| u == prefix) {
+            anyhow::bail!("--import-url-token {prefix}: not one of the --import-url prefixes");
+        }
+        files.insert(prefix.to_owned(), file);
+    }
+    urls.iter()
+        .map(|u| {
+            fhir_bulk::remote::RemoteSource::new(u, files.get(u).cloned())
+                .map_err(|e| anyhow::anyhow!("--import-url {e}"))
+        })
+        .collect()
 }

@@ -813,6 +813,161 @@ fn import_keeps_history_reports_broken_lines_and_who_may() {
 /// `fhirlink import`: a folder of export output (file names as an export writes them) into a
 /// service, with a token it mints for an importer; the summary line, and a refused line as a
 /// failure exit that names its error file while the good lines are in.
+/// `$import` of `https:` inputs, straight from another fhirlink's export files: only URLs
+/// under an operator's `--import-url` prefix are taken (others, and `http:`, are a 400 naming
+/// the input), the prefix's token file is sent (the longest prefix decides which), the source's
+/// private CA is trusted by `--import-ca`, and the resources arrive with their versions and
+/// history. A URL under a prefix without a token reaches the source unauthenticated: its 401
+/// fails the job with an OperationOutcome saying so.
+#[test]
+fn import_reads_https_inputs_under_an_allowed_prefix_only() {
+    let a = AdminServer::start();
+    let da = Data::new(&a);
+    let owner_a = data_token(&a.data, "admin", "default", &[]);
+    da.put(&owner_a, patient("p1", "female"));
+    da.put(&owner_a, patient("p1", "male"));
+    da.put(&owner_a, patient("p2", "female"));
+    da.put(&owner_a, observation("o1", "p1", "final"));
+    let url = da.kick_off(&owner_a, "$export?includeAssociatedData=_history");
+    let manifest = da.wait(&owner_a, &url);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("source-token");
+    std::fs::write(&token, &owner_a).unwrap();
+    let root = format!("{}/", a.base);
+    let exports = format!("{}/_operations/export/", a.base);
+    let b = AdminServer::start_with(&[
+        "--import-url",
+        &root,
+        "--import-url",
+        &exports,
+        "--import-url-token",
+        &format!("{exports}={}", token.display()),
+        "--import-ca",
+        &a.ca.as_ref().expect("the source's CA").to_string_lossy(),
+    ]);
+    let db = Data::new(&b);
+    let owner_b = data_token(&b.data, "admin", "default", &[]);
+    let parameters = |urls: &[(&str, &str)]| {
+        let mut p = vec![json!({"name": "inputFormat", "valueString": "application/fhir+ndjson"})];
+        for (t, u) in urls {
+            p.push(json!({"name": "input", "part": [
+                {"name": "type", "valueString": t},
+                {"name": "url", "valueUri": u}
+            ]}));
+        }
+        json!({"resourceType": "Parameters", "parameter": p})
+    };
+    let async_ = [("prefer", "respond-async")];
+
+    // Not under a prefix, or not https: refused at the kick-off, naming the input's url.
+    let port = a.base.rsplit(':').next().unwrap().trim_end_matches('/');
+    for outside in [
+        format!("https://127.0.0.2:{port}/_operations/export/x/Patient-1.ndjson"),
+        format!(
+            "{}/_operations/export/x/Patient-1.ndjson",
+            a.base.replacen("https", "http", 1)
+        ),
+        "https://storage.example/Patient-1.ndjson".to_owned(),
+    ] {
+        let r = db.send(
+            "POST",
+            "$import",
+            Some(&owner_b),
+            Some(&parameters(&[("Patient", &outside)])),
+            &async_,
+        );
+        assert_eq!(r.status, 400, "{outside}: {}", r.text);
+        assert_eq!(
+            r.body["issue"][0]["expression"][0], "Parameters.parameter[1].part[1]",
+            "{}",
+            r.text
+        );
+    }
+
+    // The export's files, fetched with the token of their prefix.
+    let inputs: Vec<(String, String)> = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap().to_owned(),
+                f["url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        inputs.iter().all(|(_, u)| u.starts_with(&exports)),
+        "{inputs:?}"
+    );
+    let pairs: Vec<(&str, &str)> = inputs
+        .iter()
+        .map(|(t, u)| (t.as_str(), u.as_str()))
+        .collect();
+    let r = db.send(
+        "POST",
+        "$import",
+        Some(&owner_b),
+        Some(&parameters(&pairs)),
+        &async_,
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let status = r.headers["content-location"].to_str().unwrap().to_owned();
+    let done = db.wait(&owner_b, &status);
+    let count = |t: &str| -> u64 {
+        done["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["type"] == t)
+            .map(|o| o["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((count("Patient"), count("Observation")), (3, 1), "{done}");
+    assert_eq!(done["error"], json!([]), "{done}");
+    for path in [
+        "Patient/p1",
+        "Patient/p1/_history/1",
+        "Patient/p2",
+        "Observation/o1",
+    ] {
+        let x = da.send("GET", path, Some(&owner_a), None, &[]);
+        let y = db.send("GET", path, Some(&owner_b), None, &[]);
+        assert_eq!((x.status, y.status), (200, 200), "{path}: {}", y.text);
+        assert_eq!(x.body, y.body, "{path}");
+    }
+
+    // Under the root prefix, which has no token: the source answers 401 and the job fails
+    // saying so.
+    let unauthenticated = format!("{}/Patient", a.base);
+    let r = db.send(
+        "POST",
+        "$import",
+        Some(&owner_b),
+        Some(&parameters(&[("Patient", &unauthenticated)])),
+        &async_,
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let status = r.headers["content-location"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let p = db.send("GET", &status, Some(&owner_b), None, &[]);
+        if p.status != 202 && p.status != 429 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the import did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(failed.status >= 400, "{} {}", failed.status, failed.text);
+    assert_eq!(
+        failed.body["resourceType"], "OperationOutcome",
+        "{}",
+        failed.text
+    );
+    assert!(failed.text.contains("401"), "{}", failed.text);
+}
+
 #[test]
 fn the_import_command_imports_a_folder() {
     let inbox = tempfile::tempdir().unwrap();
