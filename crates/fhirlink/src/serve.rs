@@ -174,6 +174,10 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     import_url_tokens: Vec<String>,
+    /// SMART Backend Services: CA certificates (PEM) trusted, besides the system's roots,
+    /// when a registered client's `jwksUrl` is fetched.
+    #[arg(long, env = "FHIRLINK_SMART_JWKS_CA")]
+    smart_jwks_ca: Option<PathBuf>,
     /// Bulk import: CA certificates (PEM) trusted for https inputs besides the system's roots.
     #[arg(long, env = "FHIRLINK_IMPORT_CA")]
     import_ca: Option<PathBuf>,
@@ -338,7 +342,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dns_suffix: args.dns_suffix.clone(),
         ledger: crate::jti::StoreLedger::new(store.clone()),
         https: !args.plain_http,
-        jwks_tls: None,
+        jwks_tls: match &args.smart_jwks_ca {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--smart-jwks-ca {}", path.display()))?;
+                Some(
+                    link_auth::oidc::tls_trusting(&pem)
+                        .map_err(|e| anyhow::anyhow!("--smart-jwks-ca {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        },
     };
     let auth = DataAuth::with_token_endpoints(
         args.auth.into(),

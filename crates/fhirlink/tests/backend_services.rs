@@ -16,6 +16,7 @@ use ring::signature::{
     ECDSA_P384_SHA384_FIXED_SIGNING, RSA_PKCS1_SHA384,
 };
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const HOME: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fhirlink";
 /// A test-only RSA key (link-auth's fixtures).
@@ -404,4 +405,153 @@ fn registrations_hold_public_keys_and_system_scopes_only() {
         Some(&json!({"properties": {"jwksUrl": "https://example.com/jwks", "scopes": ["system/*.read"]}})),
     );
     assert_eq!(status, 403, "{body}");
+}
+
+/// A JWK Set served over HTTPS by its own CA, as a client's `jwksUrl` would be, counting the
+/// times it is fetched.
+struct JwksSite {
+    /// Runs the site for as long as it lives.
+    _rt: tokio::runtime::Runtime,
+    url: String,
+    ca: std::path::PathBuf,
+    doc: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+impl JwksSite {
+    fn start() -> JwksSite {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let tls = link_auth::tls::ServerIdentity::generated(
+            dir.path(),
+            "127.0.0.1".parse().unwrap(),
+            &[],
+        )
+        .unwrap()
+        .server_config()
+        .unwrap();
+        let doc = Arc::new(Mutex::new(json!({"keys": []})));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (d, f) = (doc.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                f.fetch_add(1, Ordering::SeqCst);
+                let body = d.lock().unwrap().clone();
+                async move { axum::Json(body) }
+            }),
+        );
+        rt.spawn(link_auth::https::serve(
+            listener,
+            tls,
+            app,
+            std::future::pending(),
+        ));
+        JwksSite {
+            _rt: rt,
+            url: format!("https://{addr}/jwks"),
+            ca: dir.path().join("tls/ca.pem"),
+            doc,
+            fetches,
+            _dir: dir,
+        }
+    }
+
+    fn serve(&self, keys: &[(&Key, &str)]) {
+        let keys: Vec<Value> = keys.iter().map(|(k, kid)| k.jwk(kid)).collect();
+        *self.doc.lock().unwrap() = json!({ "keys": keys });
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A client registered by `jwksUrl`: its keys are fetched over HTTPS (the site's CA trusted by
+/// `--smart-jwks-ca`), kept for the next assertions, and fetched again when an assertion names
+/// a key the kept set lacks — at most every 10 s, so that unknown kids cannot make the server
+/// hammer the site; after a rotation the new key works and the old one no longer does.
+#[test]
+fn a_client_registered_by_jwks_url_is_fetched_kept_and_rotated() {
+    let site = JwksSite::start();
+    let (k1, k2) = (Key::es384(), Key::rsa(RSA));
+    site.serve(&[(&k1, "k1")]);
+    let s = AdminServer::start_with(&["--smart-jwks-ca", site.ca.to_str().unwrap()]);
+    let http = client_trusting(s.ca.as_deref());
+    let v = s.cli_json(&[
+        "client",
+        "create",
+        "--service",
+        "default",
+        "--name",
+        "url-client",
+        "--jwks-url",
+        &site.url,
+        "--scope",
+        "system/*.read",
+    ]);
+    assert_eq!(v["properties"]["jwksUrl"], site.url.as_str(), "{v}");
+    s.cli_json(&[
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        "url-client",
+        "--role",
+        "FHIR Data Exporter",
+        "--scope",
+        &format!("{HOME}/providers/Microsoft.HealthcareApis/services/default"),
+    ]);
+    let st = Setup {
+        endpoint: format!("{}/auth/token", s.base),
+        s,
+        http,
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    let scope = "system/*.read";
+    let token = |key: &Key, kid: &str| {
+        ask(
+            &st,
+            &key.assertion(kid, &claims("url-client", &st.endpoint, 290)),
+            scope,
+        )
+    };
+    assert_eq!(site.fetches(), 0, "nothing is fetched before it is needed");
+    let (status, body) = token(&k1, "k1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(site.fetches(), 1);
+    let (status, body) = token(&k1, "k1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(site.fetches(), 1, "the fetched keys are kept");
+    let first_fetch = std::time::Instant::now();
+
+    // The client rotates to k2. Right after a fetch, an unknown kid does not fetch again.
+    site.serve(&[(&k2, "k2")]);
+    let (status, body) = token(&k2, "k2");
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(site.fetches(), 1, "no fetch within 10 s of the last");
+    // Once 10 s have passed, the unknown kid fetches the set again and the new key works.
+    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(first_fetch.elapsed()));
+    let (status, body) = token(&k2, "k2");
+    assert_eq!(status, 200, "the rotated key: {body}");
+    assert_eq!(site.fetches(), 2);
+    let (status, body) = token(&k1, "k1");
+    assert_eq!(status, 401, "the retired key: {body}");
+    // The token the new key got works on the data plane.
+    let (_, body) = token(&k2, "k2");
+    let resp = st
+        .http
+        .get(format!("{}/Patient", st.s.base))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
 }

@@ -435,6 +435,33 @@ pub(crate) fn system_tls() -> Result<Arc<rustls::ClientConfig>, OidcError> {
     SYSTEM.get_or_init(system_roots_client).clone()
 }
 
+/// A TLS client for fetches (a SMART client's `jwks_url`) trusting the operating system's
+/// root certificates and the PEM certificates of `extra` (an operator's private CA), HTTP/1.1
+/// by ALPN.
+pub fn tls_trusting(extra: &[u8]) -> Result<Arc<rustls::ClientConfig>, OidcError> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(extra) {
+        let cert = cert.map_err(|e| OidcError::NoRoots(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| OidcError::NoRoots(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(OidcError::NoRoots("no certificate in the PEM file".into()));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OidcError::NoRoots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A TLS client trusting the operating system's root certificates, HTTP/1.1 by ALPN.
 fn system_roots_client() -> Result<Arc<rustls::ClientConfig>, OidcError> {
     let found = rustls_native_certs::load_native_certs();
