@@ -488,6 +488,7 @@ fn prepare(line_no: u64, bytes: &[u8], input_type: Option<&str>) -> Result<Optio
             ));
         }
     }
+    let had_id = v.get("id").is_some();
     let id = match v.get("id") {
         None => uuid::Uuid::new_v4().to_string(),
         Some(Value::String(id)) if crate::valid_id(id) => id.clone(),
@@ -580,7 +581,9 @@ fn prepare(line_no: u64, bytes: &[u8], input_type: Option<&str>) -> Result<Optio
     let last_updated = match version {
         Some(number) => {
             let at = last_updated.unwrap_or_else(Utc::now);
-            if let Err(e) = prepared.stamp_ahead(&rtype, &id, number, &at) {
+            // The line's own bytes may be kept only if they are the resource (its id).
+            let written = had_id.then_some(bytes);
+            if let Err(e) = prepared.stamp_ahead(&rtype, &id, number, &at, written) {
                 return Err(bad(line_no, IssueCode::Exception, e.to_string()));
             }
             Some(at)

@@ -2458,7 +2458,7 @@ pub async fn put_versions_writes_a_batch_as_its_loop_would(store: &dyn Store) {
             let prepared = body.map(|b| {
                 let mut p = Prepared::new(id, b);
                 if ahead {
-                    p.stamp_ahead(rtype, id, version, &at(month))
+                    p.stamp_ahead(rtype, id, version, &at(month), None)
                         .expect("stamp_ahead");
                 }
                 p
@@ -2485,6 +2485,25 @@ pub async fn put_versions_writes_a_batch_as_its_loop_would(store: &dyn Store) {
     .expect("written");
     tx.commit().await.expect("commit");
 
+    let line = |version: &str| {
+        format!(
+            r#"{{"resourceType":"Patient","id":"v","meta":{{"versionId":"{version}","lastUpdated":"2021-08-01T08:00:00.000000Z"}},"name":[{{"family":"Verbatim"}}],"birthDate":"1970-01-01" }}"#
+        )
+    };
+    let as_written = |id: &str, version: u64, text: &str| {
+        let mut p = Prepared::new(id, serde_json::from_str(text).unwrap());
+        p.stamp_ahead("Patient", id, version, &at(8), Some(text.as_bytes()))
+            .expect("stamp_ahead");
+        VersionWrite {
+            rtype: "Patient".into(),
+            id: id.into(),
+            version,
+            last_updated: at(8),
+            prepared: Some(p),
+        }
+    };
+    let verbatim = as_written("v", 1, &line("1"));
+    let restamped = as_written("r", 2, &line("1").replace(r#""id":"v""#, r#""id":"r""#));
     let mut tx = store.begin("a").await.expect("begin");
     let written = tx
         .put_versions(vec![
@@ -2510,15 +2529,33 @@ pub async fn put_versions_writes_a_batch_as_its_loop_would(store: &dyn Store) {
                     true,
                 )
             },
+            // Stamped ahead from the bytes it was written as, which already say this id,
+            // version and instant: kept byte for byte.
+            verbatim,
+            // From bytes that say another version: stamped and serialised.
+            restamped,
         ])
         .await
         .expect("put_versions");
     tx.commit().await.expect("commit");
     assert_eq!(
         written,
-        vec![true, true, true, false, true, true, true, true, true, true, true],
+        vec![true, true, true, false, true, true, true, true, true, true, true, true, true],
         "only Patient/p version 1 (below the stored 2) is not written"
     );
+    let v = read(store, "a", "Patient", "v").await.expect("Patient/v");
+    assert_eq!(
+        v.body.as_deref(),
+        Some(line("1").trim().as_bytes()),
+        "kept as written"
+    );
+    let r = read(store, "a", "Patient", "r").await.expect("Patient/r");
+    let body = body_json(&r);
+    assert_eq!(
+        (body["id"].as_str(), body["meta"]["versionId"].as_str()),
+        (Some("r"), Some("2"))
+    );
+    assert_eq!(body["name"][0]["family"], "Verbatim");
 
     let o = read(store, "a", "Observation", "o")
         .await
@@ -2580,6 +2617,10 @@ pub async fn put_versions_writes_a_batch_as_its_loop_would(store: &dyn Store) {
     assert_eq!(
         search_ids(store, "a", "Patient", &[("name", "After")]).await,
         vec!["p"]
+    );
+    assert_eq!(
+        search_ids(store, "a", "Patient", &[("name", "Verbatim")]).await,
+        vec!["r", "v"]
     );
     assert!(search_ids(store, "a", "Patient", &[("name", "Before")])
         .await

@@ -421,6 +421,7 @@ impl Prepared {
         }
     }
 
+    /// The resource (`null` once [`Prepared::stamp_ahead`] has serialised it).
     pub fn resource(&self) -> &Value {
         &self.resource
     }
@@ -439,7 +440,7 @@ impl Prepared {
     /// `_lastUpdated` index rows restamped, the JSON serialised. Returns the body, the index
     /// rows and the base URLs it was written through.
     pub fn into_version(
-        self,
+        mut self,
         rtype: &str,
         id: &str,
         version: u64,
@@ -449,6 +450,9 @@ impl Prepared {
             if v == version && micros == last_updated.timestamp_micros() {
                 return Ok((body, self.index, self.bases));
             }
+            // Stamped ahead for another version or instant: from its bytes again.
+            self.resource = serde_json::from_slice(&body)
+                .map_err(|e| StoreError::Backend(format!("cannot read back {rtype}/{id}: {e}")))?;
         }
         let (mut resource, mut entries) = (self.resource, self.index);
         stamp(&mut resource, id, version, last_updated);
@@ -460,19 +464,35 @@ impl Prepared {
 
     /// Does the work of [`Prepared::into_version`] now, for a caller that knows the version
     /// and instant the store will write (a bulk import of versioned lines), so that it runs
-    /// on the caller's thread, not on the store's one writer. `into_version` with the same
-    /// version and instant then only hands the bytes over; with others it stamps again.
+    /// on the caller's thread, not on the store's one writer. `written` is the JSON the
+    /// resource was parsed from (parsed refusing duplicate keys): when it already carries
+    /// this id, version and instant (`format_instant`), stamping would change nothing and its
+    /// bytes are kept as they were written, unserialised. The parsed tree is freed here too.
+    /// `into_version` with the same version and instant then only hands the bytes over; with
+    /// others it parses them back and stamps again.
     pub fn stamp_ahead(
         &mut self,
         rtype: &str,
         id: &str,
         version: u64,
         last_updated: &DateTime<Utc>,
+        written: Option<&[u8]>,
     ) -> Result<()> {
-        stamp(&mut self.resource, id, version, last_updated);
+        let meta = self.resource.get("meta");
+        let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+        let unchanged = self.resource.get("id").and_then(Value::as_str) == Some(id)
+            && text("versionId") == Some(version.to_string().as_str())
+            && text("lastUpdated") == Some(format_instant(last_updated).as_str());
+        if !unchanged {
+            stamp(&mut self.resource, id, version, last_updated);
+        }
         fhir_search::restamp_last_updated(&self.resource, &mut self.index);
-        let body = serde_json::to_vec(&self.resource)
-            .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?;
+        let body = match written {
+            Some(bytes) if unchanged => bytes.trim_ascii().to_vec(),
+            _ => serde_json::to_vec(&self.resource)
+                .map_err(|e| StoreError::Backend(format!("cannot serialise {rtype}/{id}: {e}")))?,
+        };
+        self.resource = Value::Null;
         self.ahead = Some((version, last_updated.timestamp_micros(), body));
         Ok(())
     }
