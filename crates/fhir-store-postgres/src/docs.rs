@@ -93,9 +93,50 @@ async fn conflict(
     })
 }
 
-/// One write of a batch, inside its transaction: the version written, `None` for a delete.
+/// Refuses the batch when a [`DocumentWrite::Unchanged`] of it no longer holds: a change of
+/// its collection after its position, or a position beyond the clock's (`clock`, the
+/// position before the batch, read with the clock row locked, so no batch comes between).
+async fn check_unchanged(conn: &Conn, writes: &[DocumentWrite], clock: i64) -> Result<()> {
+    for w in writes {
+        let DocumentWrite::Unchanged { collection, since } = w else {
+            continue;
+        };
+        let since_sql = version_to_sql(*since)?;
+        let detail = if since_sql > clock {
+            Some(format!(
+                "position {since} is beyond the change feed's {clock}"
+            ))
+        } else {
+            conn.query_opt(
+                "SELECT key, seq FROM document_changes WHERE seq > $2 AND collection = $1 \
+                 ORDER BY seq LIMIT 1",
+                &[collection, &since_sql],
+            )
+            .await?
+            .map(|r| {
+                format!(
+                    "{} changed at position {}, after {since}",
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1)
+                )
+            })
+        };
+        if let Some(detail) = detail {
+            return Err(StoreError::Conflict {
+                collection: collection.clone(),
+                key: "*".to_owned(),
+                detail,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One write of a batch, inside its transaction: the version written, `None` for a delete
+/// (and for a precondition, which writes nothing).
 async fn apply(conn: &Conn, w: &DocumentWrite) -> Result<std::result::Result<Option<i64>, ()>> {
     let written: Option<i64> = match w {
+        DocumentWrite::Unchanged { .. } => None,
         DocumentWrite::Put {
             collection,
             key,
@@ -192,7 +233,10 @@ async fn record(conn: &Conn, w: &DocumentWrite, version: Option<i64>, seq: i64) 
     }
     | DocumentWrite::Delete {
         collection, key, ..
-    }) = w;
+    }) = w
+    else {
+        return Ok(());
+    };
     conn.execute(
         "INSERT INTO document_changes (collection, key, version, seq) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (collection, key) DO UPDATE SET version = excluded.version, seq = excluded.seq",
@@ -239,8 +283,15 @@ pub(crate) async fn write(conn: &mut Conn, writes: Vec<DocumentWrite>) -> Result
         .await?
         .ok_or_else(|| StoreError::Backend("the document clock row is missing".into()))?
         .get(0);
+    if let Err(refusal) = check_unchanged(conn, &writes, seq).await {
+        conn.rollback().await?;
+        return Err(refusal);
+    }
     let mut written = Vec::new();
     for w in writes {
+        if matches!(w, DocumentWrite::Unchanged { .. }) {
+            continue;
+        }
         let applied = apply(conn, &w).await?;
         if let Ok(version) = applied {
             seq += 1;
@@ -277,6 +328,7 @@ pub(crate) async fn write(conn: &mut Conn, writes: Vec<DocumentWrite>) -> Result
                         key,
                         expected,
                     } => (collection, key, *expected),
+                    DocumentWrite::Unchanged { .. } => continue,
                 };
                 let refusal = conflict(conn, collection, key, expected).await?;
                 conn.rollback().await?;

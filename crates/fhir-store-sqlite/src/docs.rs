@@ -89,6 +89,8 @@ pub(crate) fn write(
                 key,
                 expected,
             } => (collection.clone(), key.clone(), *expected),
+            // Checked against the feed before the batch (`SqliteStore::write_documents`).
+            DocumentWrite::Unchanged { .. } => continue,
         };
         let current: Option<i64> = tx
             .prepare_cached("SELECT version FROM documents WHERE collection = ?1 AND key = ?2")
@@ -121,6 +123,7 @@ pub(crate) fn write(
                     body,
                 });
             }
+            DocumentWrite::Unchanged { .. } => {}
             DocumentWrite::Delete { .. } => {
                 tx.prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
                     .and_then(|mut st| st.execute(params![collection, key]))

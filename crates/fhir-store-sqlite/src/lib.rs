@@ -533,6 +533,8 @@ impl DocumentStore for SqliteStore {
     async fn write_documents(&self, writes: Vec<DocumentWrite>) -> Result<Vec<Document>> {
         let feed = self.feed.clone();
         self.with_writer(move |conn| {
+            // On the writer, before the batch: every earlier write is in the feed already.
+            feed.check_unchanged(&writes)?;
             let (written, changes) = docs::write(conn, writes)?;
             // On the writer, right after the commit: the feed is in commit order.
             feed.record(changes);

@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             documents_are_versioned_and_listed,
             document_writes_are_all_or_nothing,
             document_changes_follow_every_write,
+            document_batches_can_require_a_collection_unchanged,
             search_matches_current_versions_only,
             search_pages_by_cursor_while_writing,
             search_totals_as_r4_defines_them,
@@ -1389,6 +1390,146 @@ pub async fn document_changes_follow_every_write(store: &dyn Store) {
         .expect("feed from the start");
     assert_eq!(from_start.position, later.position);
     assert_eq!(from_start.changes, later.changes);
+}
+
+/// [`crate::DocumentWrite::Unchanged`]: a batch decided on a collection as of a feed position
+/// commits only while no document of that collection changed after it (a write or a
+/// deletion, by any writer); changes of other collections do not count; a refused batch
+/// writes nothing; a position beyond the feed is refused.
+pub async fn document_batches_can_require_a_collection_unchanged(store: &dyn Store) {
+    use crate::{DocumentWrite, Expected, StoreError};
+    use std::time::Duration;
+    async fn position(store: &dyn Store) -> u64 {
+        store
+            .document_changes(u64::MAX >> 1, Duration::ZERO)
+            .await
+            .expect("feed position")
+            .position
+    }
+    let unchanged = |since: u64| DocumentWrite::Unchanged {
+        collection: "rules".into(),
+        since,
+    };
+    store
+        .write_documents(vec![put_doc("rules", "a", json!(1), Expected::Absent)])
+        .await
+        .expect("a");
+    let p1 = position(store).await;
+    // Nothing changed since p1: the batch commits, the precondition writes nothing itself.
+    let written = store
+        .write_documents(vec![
+            unchanged(p1),
+            put_doc("rules", "b", json!(1), Expected::Absent),
+        ])
+        .await
+        .expect("b on an unchanged collection");
+    assert_eq!(written.len(), 1, "{written:?}");
+    let p2 = position(store).await;
+    let feed = store
+        .document_changes(p1, Duration::ZERO)
+        .await
+        .expect("feed after b");
+    assert_eq!(
+        feed.changes
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"],
+        "{feed:?}"
+    );
+    // Another collection changing does not count.
+    store
+        .write_documents(vec![put_doc("other", "x", json!(1), Expected::Any)])
+        .await
+        .expect("other/x");
+    store
+        .write_documents(vec![
+            put_doc("rules", "c", json!(1), Expected::Absent),
+            unchanged(p2),
+        ])
+        .await
+        .expect("c: only another collection changed since p2");
+    // A decision made at p2 is stale now (c came after it), even for a document c's writer
+    // never touched, wherever the precondition stands in the batch.
+    for batch in [
+        vec![
+            unchanged(p2),
+            put_doc("rules", "d", json!(1), Expected::Absent),
+        ],
+        vec![
+            put_doc("rules", "d", json!(1), Expected::Absent),
+            put_doc("other", "y", json!(1), Expected::Absent),
+            unchanged(p2),
+        ],
+    ] {
+        let before = position(store).await;
+        let refused = store.write_documents(batch).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { ref collection, .. }) if collection == "rules"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            position(store).await,
+            before,
+            "a refused batch moved the feed"
+        );
+        assert!(store
+            .get_document("rules", "d")
+            .await
+            .expect("get d")
+            .is_none());
+        assert!(store
+            .get_document("other", "y")
+            .await
+            .expect("get y")
+            .is_none());
+    }
+    // A deletion counts as a change.
+    let p3 = position(store).await;
+    store
+        .write_documents(vec![DocumentWrite::Delete {
+            collection: "rules".into(),
+            key: "a".into(),
+            expected: Expected::Version(1),
+        }])
+        .await
+        .expect("delete a");
+    let refused = store
+        .write_documents(vec![
+            unchanged(p3),
+            put_doc("rules", "d", json!(1), Expected::Absent),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    // Caught up, the same decision commits.
+    let p4 = position(store).await;
+    store
+        .write_documents(vec![
+            unchanged(p4),
+            put_doc("rules", "d", json!(1), Expected::Absent),
+        ])
+        .await
+        .expect("d once caught up");
+    // A position the feed has not reached cannot be vouched for.
+    let ahead = position(store).await + 10;
+    let refused = store
+        .write_documents(vec![
+            unchanged(ahead),
+            put_doc("rules", "e", json!(1), Expected::Absent),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert!(store
+        .get_document("rules", "e")
+        .await
+        .expect("get e")
+        .is_none());
 }
 
 /// A reader waiting on the feed is answered with a write made while it waits.

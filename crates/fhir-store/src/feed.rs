@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{DocumentChange, DocumentChanges};
+use crate::{DocumentChange, DocumentChanges, DocumentWrite, StoreError};
 
 /// How many changes the feed remembers.
 const WINDOW: usize = 4096;
@@ -61,6 +61,43 @@ impl LocalFeed {
             // Positions after `after` that the window has already let go of.
             truncated: after < position && after.saturating_add(1) < oldest,
         }
+    }
+
+    /// Refuses a batch with a [`DocumentWrite::Unchanged`] precondition that no longer holds:
+    /// a change of its collection after its position, or a position this feed cannot vouch
+    /// for (beyond the feed, or before the window it remembers). Call on the store's one
+    /// writer before the batch, so that no write comes in between.
+    pub fn check_unchanged(&self, writes: &[DocumentWrite]) -> Result<(), StoreError> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = *self.position.borrow();
+        let oldest = log.front().map_or(position + 1, |(p, _)| *p);
+        for w in writes {
+            let DocumentWrite::Unchanged { collection, since } = w else {
+                continue;
+            };
+            let since = *since;
+            let detail = if since > position {
+                Some(format!(
+                    "position {since} is beyond the change feed's {position}"
+                ))
+            } else if since < position && since.saturating_add(1) < oldest {
+                Some(format!(
+                    "the change feed no longer remembers what changed after position {since}"
+                ))
+            } else {
+                log.iter()
+                    .find(|(p, c)| *p > since && c.collection == *collection)
+                    .map(|(p, c)| format!("{} changed at position {p}, after {since}", c.key))
+            };
+            if let Some(detail) = detail {
+                return Err(StoreError::Conflict {
+                    collection: collection.clone(),
+                    key: "*".to_owned(),
+                    detail,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The changes after `after`, waiting up to `wait` for one.

@@ -145,6 +145,15 @@ pub enum DocumentWrite {
         key: String,
         expected: Expected,
     },
+    /// A precondition, not a change: the batch is refused ([`StoreError::Conflict`], nothing
+    /// written) when a document of `collection` was written or deleted after position
+    /// `since` of the change feed ([`DocumentStore::document_changes`]), or when the store
+    /// cannot tell (`since` beyond the feed, or older than what it remembers). Checked
+    /// against the documents as they were before the batch, wherever it stands in it. A
+    /// writer that decided on everything in `collection` as of `since` (the control plane,
+    /// whose rules span documents) thus never commits a decision another process's write
+    /// made stale: it catches up and decides again.
+    Unchanged { collection: String, since: u64 },
 }
 
 /// One entry of the documents' change feed ([`DocumentStore::document_changes`]): a document that

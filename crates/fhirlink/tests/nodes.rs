@@ -475,3 +475,265 @@ fn sixteen_writers_over_three_nodes_lose_no_update() {
         );
     }
 }
+
+/// A session of the test's own on a scratch database: to hold a lock the node needs, or to
+/// end the node's connections to that database. It never touches the server itself (other
+/// databases, other sessions' databases, a restart): the PostgreSQL is shared.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl Session {
+    fn open(url: &str) -> Session {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("the test's own session");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        });
+        Session { rt, client }
+    }
+
+    fn run(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Ends every other session on this database (the node's pool, its feed listener):
+    /// how many there were.
+    fn drop_the_nodes_connections(&self) -> i64 {
+        self.rt
+            .block_on(self.client.query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            ))
+            .expect("pg_terminate_backend")
+            .get(0)
+    }
+}
+
+/// `GET /metadata` on a node's default service: status, `Retry-After`, body.
+fn default_metadata(
+    client: &reqwest::blocking::Client,
+    s: &AdminServer,
+) -> (u16, Option<String>, Value) {
+    let r = client
+        .get(format!("{}/metadata", s.base))
+        .send()
+        .expect("GET /metadata");
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, retry, r.json().unwrap_or(Value::Null))
+}
+
+/// Asks `probe` (every 100 ms, at most 600 times) until it returns `want`; the last answer.
+fn until<T>(what: &str, mut probe: impl FnMut() -> T, want: impl Fn(&T) -> bool) -> T {
+    let mut last = probe();
+    for _ in 0..600 {
+        if want(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        last = probe();
+    }
+    panic!("{what} never happened");
+}
+
+/// The fence, black-box: a node whose reads of the change feed block (the test's own
+/// session holds the feed's table in `ACCESS EXCLUSIVE` mode in its scratch database) for
+/// longer than `--plan-wait` answers its data plane with 503, `Retry-After` and an
+/// OperationOutcome rather than serve a plan it cannot vouch for; once the feed reads
+/// again it serves again, and follows changes as before.
+#[test]
+fn a_node_that_cannot_read_the_feed_answers_503_until_it_can() {
+    let db = scratch();
+    let url = db.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = start(&tmp.path().join("a"), &url, "a");
+    let http = common::admin::client_trusting(a.ca.as_deref());
+    let (status, _, body) = default_metadata(&http, &a);
+    assert_eq!(status, 200, "{body}");
+
+    let session = Session::open(&url);
+    session.run("BEGIN; LOCK TABLE document_changes IN ACCESS EXCLUSIVE MODE");
+    let (status, retry, body) = until(
+        "the fence",
+        || default_metadata(&http, &a),
+        |(s, _, _)| *s != 200,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert_eq!(body["issue"][0]["code"], "transient", "{body}");
+    // Fenced, not a blip: it goes on refusing while the feed stays blocked.
+    for _ in 0..5 {
+        assert_eq!(default_metadata(&http, &a).0, 503);
+    }
+
+    session.run("ROLLBACK");
+    until(
+        "serving again",
+        || default_metadata(&http, &a).0,
+        |s| *s == 200,
+    );
+    // And it follows the deployment again: a change through it is answered at once (no
+    // lagging node) and in force.
+    let (status, created, headers) = a.call(
+        "PUT",
+        &format!("{}?api-version=2025-04-01", rg()),
+        Some(&a.token("admin")),
+        Some(&json!({"location": "westus2"})),
+    );
+    assert!(status == 200 || status == 201, "{status} {created}");
+    assert!(headers.get(LAGGING).is_none(), "{headers:?}");
+    assert_eq!(default_metadata(&http, &a).0, 200);
+    drop(a);
+}
+
+/// "PostgreSQL restarted mid-load", as far as a shared server allows: the server itself is
+/// never restarted (other sessions use it); instead every connection the node has to its
+/// own scratch database is ended (`pg_terminate_backend`) three times while four clients
+/// write patients. Every request is answered, with success or 503 + `Retry-After` + an
+/// OperationOutcome (never a 500, a hang or a dropped connection); every acknowledged
+/// write is there afterwards; the node reconnects by itself and serves and writes again.
+#[test]
+fn dropped_database_connections_mid_load_lose_no_acknowledged_write() {
+    const CLIENTS: usize = 4;
+    const EACH: usize = 60;
+    let db = scratch();
+    let url = db.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = start(&tmp.path().join("a"), &url, "a");
+    let owner = common::admin::data_token(&a.data, "admin", "default", &[]);
+    let session = Session::open(&url);
+    let acknowledged = std::sync::atomic::AtomicUsize::new(0);
+
+    let (written, refused, dropped) = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (a, owner, acknowledged) = (&a, &owner, &acknowledged);
+                scope.spawn(move || {
+                    let http = common::admin::client_trusting(a.ca.as_deref());
+                    let mut written = Vec::new();
+                    let mut refused = 0;
+                    for i in 0..EACH {
+                        let id = format!("w{c}-{i}");
+                        let r = http
+                            .put(format!("{}/Patient/{id}", a.base))
+                            .bearer_auth(owner)
+                            .header("content-type", "application/fhir+json")
+                            .body(
+                                json!({"resourceType": "Patient", "id": id, "name": [{"family": format!("F{c}x{i}")}]})
+                                    .to_string(),
+                            )
+                            .send()
+                            .unwrap_or_else(|e| panic!("PUT {id}: no answer: {e}"));
+                        let status = r.status().as_u16();
+                        let retry = r.headers().get("retry-after").cloned();
+                        let body: Value = r.json().unwrap_or(Value::Null);
+                        match status {
+                            200 | 201 => {
+                                written.push(id);
+                                acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            503 => {
+                                assert!(retry.is_some(), "503 without Retry-After: {body}");
+                                assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+                                refused += 1;
+                            }
+                            other => panic!("PUT {id}: {other} {body}"),
+                        }
+                    }
+                    (written, refused)
+                })
+            })
+            .collect();
+        // Three times, once some writes were acknowledged since the last time.
+        let mut dropped = Vec::new();
+        for round in 1..=3 {
+            until(
+                "acknowledged writes",
+                || acknowledged.load(std::sync::atomic::Ordering::Relaxed),
+                |n| *n >= round * CLIENTS * EACH / 5,
+            );
+            dropped.push(session.drop_the_nodes_connections());
+        }
+        let mut written = Vec::new();
+        let mut refused = 0;
+        for w in writers {
+            let (ids, r) = w.join().unwrap();
+            written.extend(ids);
+            refused += r;
+        }
+        (written, refused, dropped)
+    });
+    eprintln!(
+        "{} writes acknowledged, {refused} refused with 503; node connections ended: {dropped:?}",
+        written.len()
+    );
+    assert!(
+        dropped.iter().all(|n| *n > 0),
+        "the node had no connection to end: {dropped:?}"
+    );
+    assert_eq!(written.len() + refused, CLIENTS * EACH);
+
+    // Every acknowledged write is there, read through the node (its pool reconnected).
+    let http = common::admin::client_trusting(a.ca.as_deref());
+    for id in &written {
+        let r = http
+            .get(format!("{}/Patient/{id}", a.base))
+            .bearer_auth(&owner)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged {id} is gone");
+        let p: Value = r.json().unwrap();
+        assert_eq!(p["id"], id.as_str());
+    }
+    // And through a node started afterwards on the same database.
+    let dir_b = tmp.path().join("b");
+    share_keys(&a.data, &dir_b);
+    let b = start(&dir_b, &url, "b");
+    let http_b = common::admin::client_trusting(b.ca.as_deref());
+    let r = http_b
+        .get(format!("{}/Patient?_summary=count", b.base))
+        .bearer_auth(&owner)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: Value = r.json().unwrap();
+    // At least the acknowledged ones: a write refused with 503 because its connection ended
+    // may still have committed just before (its outcome unknown to the client, as with any
+    // lost answer), never more than were sent.
+    let total = bundle["total"].as_u64().expect("total") as usize;
+    assert!(
+        (written.len()..=CLIENTS * EACH).contains(&total),
+        "{total} patients, {} acknowledged: {bundle}",
+        written.len()
+    );
+    // The first node writes again.
+    let r = http
+        .put(format!("{}/Patient/after", a.base))
+        .bearer_auth(&owner)
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "id": "after"}).to_string())
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(default_metadata(&http, &a).0, 200);
+    drop((a, b));
+}

@@ -287,7 +287,7 @@ pub(crate) async fn mutate(
                 .await
                 .map_err(|e| store_error(&e))?;
         }
-        match persist::write(cp.store.as_ref(), &mut tracked.versions, &out.changes).await {
+        match persist::write(cp.store.as_ref(), &mut tracked, &out.changes).await {
             Ok(()) => {}
             Err(e) => {
                 for name in &out.changes.services_created {

@@ -256,7 +256,7 @@ impl ControlPlane {
             else {
                 return Ok(());
             };
-            match persist::write(self.store.as_ref(), &mut tracked.versions, &changes).await {
+            match persist::write(self.store.as_ref(), &mut tracked, &changes).await {
                 Ok(()) => {
                     self.publish(next);
                     self.catch_up(&mut tracked).await?;

@@ -63,19 +63,27 @@ pub(crate) async fn load(store: &dyn Store) -> Result<(State, Tracked), OpenErro
     ))
 }
 
-/// Writes a mutation's documents at once; on success the versions follow.
+/// Writes a mutation's documents at once, decided on the state as of `tracked.position`;
+/// on success the versions follow. The batch is conditional on no control-plane document
+/// having changed since that position ([`DocumentWrite::Unchanged`]), not only on the
+/// versions of the documents it writes: the rules span resources (an endpoint needs its
+/// subnet, a network cannot go while endpoints use it), so a decision made while another
+/// process changed any document is refused ([`StoreError::Conflict`]) and made again.
 pub(crate) async fn write(
     store: &dyn Store,
-    versions: &mut Versions,
+    tracked: &mut Tracked,
     changes: &Changes,
 ) -> Result<(), StoreError> {
     if changes.documents.is_empty() {
         return Ok(());
     }
-    let writes: Vec<DocumentWrite> = changes
-        .documents
-        .iter()
-        .map(|(key, doc)| {
+    let versions = &mut tracked.versions;
+    let precondition = DocumentWrite::Unchanged {
+        collection: DOCUMENT_COLLECTION.to_owned(),
+        since: tracked.position,
+    };
+    let writes: Vec<DocumentWrite> = std::iter::once(precondition)
+        .chain(changes.documents.iter().map(|(key, doc)| {
             let expected = versions
                 .get(key)
                 .map_or(Expected::Absent, |v| Expected::Version(*v));
@@ -96,7 +104,7 @@ pub(crate) async fn write(
                     },
                 },
             }
-        })
+        }))
         .collect();
     let written = store.write_documents(writes).await?;
     for (key, doc) in &changes.documents {
