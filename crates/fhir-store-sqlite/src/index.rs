@@ -112,6 +112,8 @@ pub(crate) struct Pending {
     /// of the same resource in the batch): their rows are not written.
     gone: std::collections::HashSet<i64>,
     seqs: std::collections::HashSet<i64>,
+    /// Versions written and the change in live resources, per type.
+    counts: std::collections::HashMap<String, (i64, i64)>,
 }
 
 /// Rows per multi-row `INSERT`; the rest of a table's rows go one by one.
@@ -285,6 +287,24 @@ impl Pending {
     pub(crate) fn add(&mut self, seq: i64, entries: Vec<IndexEntry>) {
         self.seqs.insert(seq);
         self.rows.extend(entries.into_iter().map(|e| (seq, e)));
+    }
+
+    /// Counts one version of `rtype`, changing its live resources by `live`.
+    pub(crate) fn count(&mut self, rtype: &str, live: i64) {
+        match self.counts.get_mut(rtype) {
+            Some((versions, n)) => {
+                *versions += 1;
+                *n += live;
+            }
+            None => {
+                self.counts.insert(rtype.to_owned(), (1, live));
+            }
+        }
+    }
+
+    /// The counts of the batch, once.
+    pub(crate) fn take_counts(&mut self) -> std::collections::HashMap<String, (i64, i64)> {
+        std::mem::take(&mut self.counts)
     }
 
     /// Drops the held rows of version `seq`; false when it is not of this batch (its rows are

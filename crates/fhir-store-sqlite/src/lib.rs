@@ -39,6 +39,9 @@ pub const DATABASE_FILE: &str = "fhirlink.db";
 /// The file whose lock keeps a second store off the same data folder.
 const LOCK_FILE: &str = "fhirlink.lock";
 
+/// How long [`lock_folder`] waits for a lock that is held.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A store in one SQLite database.
 pub struct SqliteStore {
     writer: writer::SharedWriter,
@@ -162,7 +165,10 @@ impl SqliteStore {
     }
 }
 
-/// Takes the exclusive lock on `fhirlink.lock` in the data folder.
+/// Takes the exclusive lock on `fhirlink.lock` in the data folder. A lock held a moment
+/// longer than its store is waited for, up to [`LOCK_PATIENCE`]: a store closed just before
+/// (the process restarting, or a child forked meanwhile that still shares the descriptor
+/// until it execs) lets go shortly; another running store does not.
 fn lock_folder(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -171,7 +177,15 @@ fn lock_folder(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| io_error(format!("cannot open {}", path.display()), &e))?;
-    match file.try_lock() {
+    let until = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut tried = file.try_lock();
+    while matches!(tried, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tried = file.try_lock();
+    }
+    match tried {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
             "data folder {} is in use by another fhirlink store",

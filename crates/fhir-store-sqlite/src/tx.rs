@@ -99,6 +99,23 @@ impl SqliteTx {
         method: Method,
         body: Option<&[u8]>,
     ) -> Result<i64> {
+        let seq = self.append_version(rtype, id, version, micros, method, body)?;
+        let delta = i64::from(body.is_some()) - i64::from(was_live);
+        count(self.conn()?, self.sid, rtype, 1, delta)?;
+        Ok(seq)
+    }
+
+    /// The version row and the resource's pointer to it (what [`SqliteTx::append`] writes
+    /// besides the counts).
+    fn append_version(
+        &self,
+        rtype: &str,
+        id: &str,
+        version: i64,
+        micros: i64,
+        method: Method,
+        body: Option<&[u8]>,
+    ) -> Result<i64> {
         let conn = self.conn()?;
         conn.prepare_cached(
             "INSERT INTO versions (sid, rtype, id, version, last_updated, method, body) \
@@ -125,23 +142,27 @@ impl SqliteTx {
         )
         .and_then(|mut st| st.execute(params![self.sid, rtype, id, version, seq, body.is_none()]))
         .map_err(backend)?;
-        conn.prepare_cached(
-            "INSERT INTO version_counts (sid, rtype, n) VALUES (?1, ?2, 1) \
-             ON CONFLICT (sid, rtype) DO UPDATE SET n = n + 1",
-        )
-        .and_then(|mut st| st.execute(params![self.sid, rtype]))
-        .map_err(backend)?;
-        let delta = i64::from(body.is_some()) - i64::from(was_live);
-        if delta != 0 {
-            conn.prepare_cached(
-                "INSERT INTO resource_counts (sid, rtype, n) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (sid, rtype) DO UPDATE SET n = n + excluded.n",
-            )
-            .and_then(|mut st| st.execute(params![self.sid, rtype, delta]))
-            .map_err(backend)?;
-        }
         Ok(seq)
     }
+}
+
+/// Adds `versions` to a type's version count and `live` to its live count.
+fn count(conn: &Connection, sid: i64, rtype: &str, versions: i64, live: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO version_counts (sid, rtype, n) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (sid, rtype) DO UPDATE SET n = n + excluded.n",
+    )
+    .and_then(|mut st| st.execute(params![sid, rtype, versions]))
+    .map_err(backend)?;
+    if live != 0 {
+        conn.prepare_cached(
+            "INSERT INTO resource_counts (sid, rtype, n) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (sid, rtype) DO UPDATE SET n = n + excluded.n",
+        )
+        .and_then(|mut st| st.execute(params![sid, rtype, live]))
+        .map_err(backend)?;
+    }
+    Ok(())
 }
 
 impl SqliteTx {
@@ -185,15 +206,16 @@ impl SqliteTx {
                 index::remove(self.conn()?, old)?;
             }
         }
-        let seq = self.append(
-            matches!(head, Some((_, false, _))),
-            rtype,
-            id,
-            number,
-            last_updated.timestamp_micros(),
-            method,
-            body.as_deref(),
-        )?;
+        let was_live = matches!(head, Some((_, false, _)));
+        let micros = last_updated.timestamp_micros();
+        let seq = match pending.as_deref_mut() {
+            // The batch's counts are added once per type at its end.
+            Some(p) => {
+                p.count(rtype, i64::from(body.is_some()) - i64::from(was_live));
+                self.append_version(rtype, id, number, micros, method, body.as_deref())?
+            }
+            None => self.append(was_live, rtype, id, number, micros, method, body.as_deref())?,
+        };
         if body.is_some() {
             match pending {
                 Some(p) => p.add(seq, entries),
@@ -338,6 +360,9 @@ impl WriteTx for SqliteTx {
                 Some(&mut pending),
             )?;
             written.push(put.is_some());
+        }
+        for (rtype, (versions, live)) in pending.take_counts() {
+            count(self.conn()?, self.sid, &rtype, versions, live)?;
         }
         pending.flush(self.conn()?, self.sid)?;
         Ok(written)
