@@ -306,6 +306,26 @@ pub(crate) fn permit(
             level: Level::Instance(t, _),
             ..
         } => instance(t, Op::Read, false),
+        // Terminology operations read ValueSets and CodeSystems: a read of the type, or of
+        // the ValueSet at the id.
+        I::Operation {
+            name: "expand" | "validate-code",
+            level: Level::Type(t @ "ValueSet"),
+            ..
+        }
+        | I::Operation {
+            name: "subsumes",
+            level: Level::Type(t @ "CodeSystem"),
+            ..
+        } => {
+            access.check(t, Op::Read).map_err(forbid)?;
+            Ok(Permit::All)
+        }
+        I::Operation {
+            name: "expand" | "validate-code",
+            level: Level::Instance(t @ "ValueSet", _),
+            ..
+        } => instance(t, Op::Read, false),
         // Azure's $purge-history removes versions: a delete of the resource.
         I::Operation {
             name: "purge-history",

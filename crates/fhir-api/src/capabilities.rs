@@ -265,6 +265,14 @@ fn build(defs: &Definitions, date: &str) -> Value {
                     json!({"name": "everything", "definition": crate::everything::DEFINITION}),
                 );
             }
+            match t.as_str() {
+                "ValueSet" => operations.extend([
+                    json!({"name": "expand", "definition": crate::terminology::EXPAND, "documentation": "Over the built-in R4 expansions and the ValueSets stored here (expansion, or compose with concepts, built-in valueSets, concept is-a filters); filter matches codes; no displays; SNOMED CT, LOINC and other external content: 422."}),
+                    json!({"name": "validate-code", "definition": crate::terminology::VALIDATE_CODE}),
+                ]),
+                "CodeSystem" => operations.push(json!({"name": "subsumes", "definition": crate::terminology::SUBSUMES, "documentation": "Over the is-a hierarchies of the CodeSystems defined in R4."})),
+                _ => {}
+            }
             resource["operation"] = Value::Array(operations);
             resource
         })

@@ -5,7 +5,8 @@
 //! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`, `bulk` for
 //! `$export` and its jobs, `smart` for SMART's `/.well-known/smart-configuration`) or
 //! operation (`everything`, `meta` for `$meta`/`$meta-add`/`$meta-delete`, `purge` for
-//! `$purge-history`, `validate` for `$validate`; `params` reads any operation's parameters). Every error leaves
+//! `$purge-history`, `validate` for `$validate`, `terminology` for `$expand`,
+//! `$validate-code` and `$subsumes`; `params` reads any operation's parameters). Every error leaves
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
@@ -30,6 +31,7 @@ mod route;
 mod search;
 pub mod service;
 mod smart;
+mod terminology;
 mod validate;
 mod write;
 

@@ -18,6 +18,8 @@ pub(crate) enum Shape {
     Text,
     /// `valueMeta` (body only).
     Meta,
+    /// `valueCoding` (body only).
+    Coding,
     /// `resource` (body only).
     Resource,
 }
@@ -164,11 +166,13 @@ impl OpParams {
                 (Shape::Text, Some((_, Value::Bool(b))), None) => Given::Text(b.to_string()),
                 (Shape::Text, Some((_, Value::Number(n))), None) => Given::Text(n.to_string()),
                 (Shape::Meta, Some((k, m)), None) if k == "valueMeta" => Given::Json(m.clone()),
+                (Shape::Coding, Some((k, c)), None) if k == "valueCoding" => Given::Json(c.clone()),
                 (Shape::Resource, None, Some(r)) => Given::Json(r.clone()),
                 (shape, _, _) => {
                     let want = match shape {
                         Shape::Text => "a primitive value[x]",
                         Shape::Meta => "a valueMeta",
+                        Shape::Coding => "a valueCoding",
                         Shape::Resource => "a resource",
                     };
                     return Err(named(op, name, at, format!("must carry {want}")));

@@ -18,8 +18,8 @@ use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
 use crate::{
-    bulk, bundle, capabilities, everything, history, meta, purge, read, smart, validate, write,
-    AppState,
+    bulk, bundle, capabilities, everything, history, meta, purge, read, smart, terminology,
+    validate, write, AppState,
 };
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
@@ -245,6 +245,21 @@ async fn run(
             level,
             ..
         } => meta::change(&ctx, level, name == "meta-add", body).await,
+        I::Operation {
+            name: "expand",
+            level,
+            post,
+        } => terminology::expand(&ctx, level, post, body).await,
+        I::Operation {
+            name: "validate-code",
+            level,
+            post,
+        } => terminology::validate_code(&ctx, level, post, body).await,
+        I::Operation {
+            name: "subsumes",
+            level,
+            post,
+        } => terminology::subsumes(&ctx, level, post, body).await,
         I::Operation {
             name: "validate",
             level,

@@ -550,7 +550,42 @@ async fn operations_are_listed_and_classified() {
             );
         }
     }
+    let listed = |t: &str, name: &str| -> String {
+        rest["resource"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["type"] == t)
+            .and_then(|r| {
+                r["operation"]
+                    .as_array()?
+                    .iter()
+                    .find(|o| o["name"] == name)
+                    .map(|o| o["definition"].as_str().unwrap_or_default().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        listed("ValueSet", "expand"),
+        "http://hl7.org/fhir/OperationDefinition/ValueSet-expand"
+    );
+    assert_eq!(
+        listed("ValueSet", "validate-code"),
+        "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code"
+    );
+    assert_eq!(
+        listed("CodeSystem", "subsumes"),
+        "http://hl7.org/fhir/OperationDefinition/CodeSystem-subsumes"
+    );
+    assert_eq!(
+        listed("Patient", "validate"),
+        "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+    );
+    assert_eq!(listed("Patient", "expand"), "");
     for (method, path) in [
+        (Method::GET, "/ValueSet/$expand"),
+        (Method::GET, "/ValueSet/vs/$validate-code"),
+        (Method::POST, "/Patient/p/$validate"),
         (Method::GET, "/Patient/p/$meta"),
         (Method::GET, "/Patient/p/_history/2/$meta"),
         (Method::POST, "/Patient/p/$meta-add"),
@@ -559,8 +594,10 @@ async fn operations_are_listed_and_classified() {
     ] {
         let c = classify(&method, path);
         assert_eq!(c.kind, Kind::Operation, "{method} {path}");
-        assert_eq!(c.resource_type.as_deref(), Some("Patient"));
-        assert_eq!(c.resource_id.as_deref(), Some("p"));
+        let mut names = path.trim_start_matches('/').split('/');
+        assert_eq!(c.resource_type.as_deref(), names.next(), "{path}");
+        let id = names.next().filter(|n| !n.starts_with('$'));
+        assert_eq!(c.resource_id.as_deref(), id, "{path}");
     }
     assert_eq!(classify(&Method::GET, "/$meta").kind, Kind::Operation);
     assert_eq!(
@@ -930,4 +967,252 @@ async fn validate_agrees_with_the_write_path_on_the_official_examples() {
     }
     assert_eq!(invalid, known.len(), "every known-invalid example was seen");
     assert!(valid > 5000, "{valid} valid examples");
+}
+
+/// `(system|code)` of an expansion's `contains`, in order.
+fn expanded(a: &Answer) -> Vec<String> {
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["resourceType"], "ValueSet", "{}", a.body);
+    a.body["expansion"]["contains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{}|{}",
+                c["system"].as_str().unwrap_or_default(),
+                c["code"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn subsumption(s: &Server, a: &str, b: &str) -> String {
+    let path = format!("/CodeSystem/$subsumes?system={CLINICAL}&codeA={a}&codeB={b}");
+    let r = s.get(&path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["parameter"][0]["valueCode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+const GENDER: &str = "http://hl7.org/fhir/administrative-gender";
+const CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+
+// FHIR R4 valueset-operation-expand over the built-in expansions and a stored ValueSet whose
+// compose filters a built-in hierarchy; validate-code and subsumes beside it.
+#[tokio::test]
+async fn terminology_operations_over_the_built_in_r4_terminology() {
+    for b in backends() {
+        let s = Server::start(&b).await;
+        let url = "http://hl7.org/fhir/ValueSet/administrative-gender";
+        let a = s.get(&format!("/ValueSet/$expand?url={url}"), None).await;
+        assert_eq!(a.kind, Some(Kind::Operation));
+        assert_eq!(
+            sorted(expanded(&a)),
+            [
+                format!("{GENDER}|female"),
+                format!("{GENDER}|male"),
+                format!("{GENDER}|other"),
+                format!("{GENDER}|unknown")
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(a.body["expansion"]["total"], 4);
+        let all = expanded(&a);
+        let a = s
+            .get(
+                &format!("/ValueSet/$expand?url={url}&count=2&offset=1"),
+                None,
+            )
+            .await;
+        assert_eq!(expanded(&a), all[1..3].to_vec());
+        assert_eq!(a.body["expansion"]["total"], 4);
+        assert_eq!(a.body["expansion"]["offset"], 1);
+        let a = s
+            .get(&format!("/ValueSet/$expand?url={url}&filter=ALE"), None)
+            .await;
+        assert_eq!(
+            sorted(expanded(&a)),
+            [format!("{GENDER}|female"), format!("{GENDER}|male")]
+        );
+        assert_eq!(a.body["expansion"]["total"], 2);
+
+        // A stored ValueSet: every inactive clinical status (is-a over the R4 hierarchy).
+        s.put(json!({"resourceType": "ValueSet", "id": "inactive", "url": "http://example.org/vs/inactive",
+            "status": "active", "compose": {"include": [{"system": CLINICAL,
+                "filter": [{"property": "concept", "op": "is-a", "value": "inactive"}]}]}}))
+            .await;
+        let a = s.get("/ValueSet/inactive/$expand", None).await;
+        assert_eq!(
+            sorted(expanded(&a)),
+            [
+                format!("{CLINICAL}|inactive"),
+                format!("{CLINICAL}|remission"),
+                format!("{CLINICAL}|resolved")
+            ],
+            "{}: {}",
+            b.name,
+            a.body
+        );
+        let a = s.get("/ValueSet/inactive/$expand?filter=re", None).await;
+        assert_eq!(
+            sorted(expanded(&a)),
+            [
+                format!("{CLINICAL}|remission"),
+                format!("{CLINICAL}|resolved")
+            ]
+        );
+        let a = post(
+            &s,
+            "/ValueSet/$expand",
+            &json!({"resourceType": "Parameters", "parameter": [{"name": "url", "valueUri": "http://example.org/vs/inactive"}, {"name": "filter", "valueString": "res"}]}),
+        )
+        .await;
+        assert_eq!(expanded(&a), [format!("{CLINICAL}|resolved")]);
+
+        // $validate-code, by url and code, and by id with a coding.
+        let vc = |a: &Answer| {
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+            a.body["parameter"][0]["valueBoolean"]
+                .as_bool()
+                .expect("result")
+        };
+        assert!(vc(&s
+            .get(
+                &format!("/ValueSet/$validate-code?url={url}&system={GENDER}&code=male"),
+                None
+            )
+            .await));
+        assert!(!vc(&s
+            .get(
+                &format!("/ValueSet/$validate-code?url={url}&system={GENDER}&code=robot"),
+                None
+            )
+            .await));
+        assert!(!vc(&s
+            .get(
+                &format!("/ValueSet/$validate-code?url={url}&system=urn:other&code=male"),
+                None
+            )
+            .await));
+        let coding = |code: &str| json!({"resourceType": "Parameters", "parameter": [{"name": "coding", "valueCoding": {"system": CLINICAL, "code": code}}]});
+        assert!(vc(&post(
+            &s,
+            "/ValueSet/inactive/$validate-code",
+            &coding("remission")
+        )
+        .await));
+        assert!(!vc(&post(
+            &s,
+            "/ValueSet/inactive/$validate-code",
+            &coding("active")
+        )
+        .await));
+
+        // $subsumes over the R4 hierarchy of condition-clinical.
+        assert_eq!(subsumption(&s, "inactive", "resolved").await, "subsumes");
+        assert_eq!(subsumption(&s, "resolved", "inactive").await, "subsumed-by");
+        assert_eq!(subsumption(&s, "active", "resolved").await, "not-subsumed");
+        assert_eq!(subsumption(&s, "active", "active").await, "equivalent");
+    }
+}
+
+// What needs SNOMED CT, LOINC or another external terminology is a clear 4xx, and bad
+// parameters are 400s naming them.
+#[tokio::test]
+async fn terminology_operations_refuse_what_they_cannot_answer() {
+    for b in backends() {
+        let s = Server::start(&b).await;
+        let url = "http://hl7.org/fhir/ValueSet/administrative-gender";
+        let a = s.get("/ValueSet/$validate-code?url=http://hl7.org/fhir/ValueSet/condition-code&system=http://snomed.info/sct&code=38341003", None).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}: {}",
+            b.name,
+            a.body
+        );
+        assert!(a.body.to_string().contains("SNOMED CT"), "{}", a.body);
+        let a = s
+            .get(
+                "/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/condition-code",
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        assert_outcome(&a.body, "not-supported", None);
+        s.put(json!({"resourceType": "ValueSet", "id": "loinc", "url": "http://example.org/vs/loinc", "status": "active",
+            "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": "8867-4"}]}]}}))
+            .await;
+        let a = s.get("/ValueSet/loinc/$expand", None).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        assert!(a.body.to_string().contains("LOINC"), "{}", a.body);
+        let a = s
+            .get(
+                "/CodeSystem/$subsumes?system=http://snomed.info/sct&codeA=1&codeB=2",
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let a = s
+            .get("/ValueSet/$expand?url=http://example.org/nowhere", None)
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert_outcome(&a.body, "not-found", Some("url"));
+        let a = s.get("/ValueSet/$expand", None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_outcome(&a.body, "required", Some("url"));
+        let a = s
+            .get(&format!("/ValueSet/$expand?url={url}&count=many"), None)
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_outcome(&a.body, "invalid", Some("count"));
+        let a = s
+            .get(
+                &format!("/ValueSet/$expand?url={url}&activeOnly=true"),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_outcome(&a.body, "invalid", Some("activeOnly"));
+        let a = s
+            .get(
+                "/CodeSystem/$subsumes?system=http://hl7.org/fhir/administrative-gender&codeA=male",
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_outcome(&a.body, "required", Some("codeB"));
+        let a = s.get("/Patient/$expand", None).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        let a = s.get("/ValueSet/nobody/$expand", None).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        // Authorized as reads of ValueSet and CodeSystem.
+        let path = format!("/ValueSet/$expand?url={url}");
+        let no_read = caller(
+            Rights {
+                write: true,
+                ..Rights::default()
+            },
+            &[],
+            None,
+        );
+        assert_eq!(status(&s, &path, None, &no_read).await, 403);
+        assert_eq!(
+            status(&s, &path, None, &caller(reader(), &[], None)).await,
+            200
+        );
+        let other = caller(Rights::ALL, &["user/CodeSystem.r"], None);
+        assert_eq!(status(&s, &path, None, &other).await, 403);
+        let sub = format!("/CodeSystem/$subsumes?system={CLINICAL}&codeA=inactive&codeB=resolved");
+        assert_eq!(status(&s, &sub, None, &other).await, 200);
+    }
 }
