@@ -326,6 +326,20 @@ pub(crate) fn permit(
             level: Level::Instance(t @ "ValueSet", _),
             ..
         } => instance(t, Op::Read, false),
+        // Da Vinci HRex $member-match looks across every member: searches of Patient and
+        // Coverage in full; a patient/ scope cannot be bounded to its compartment.
+        I::Operation {
+            name: "member-match",
+            level: Level::Type("Patient"),
+            ..
+        } => {
+            for t in ["Patient", "Coverage"] {
+                if let Reach::Patient(_) = access.check(t, Op::Search).map_err(forbid)? {
+                    return Err(patient_only("$member-match"));
+                }
+            }
+            Ok(Permit::All)
+        }
         // Azure's $purge-history removes versions: a delete of the resource.
         I::Operation {
             name: "purge-history",

@@ -264,6 +264,11 @@ fn build(defs: &Definitions, date: &str) -> Value {
                     0,
                     json!({"name": "everything", "definition": crate::everything::DEFINITION}),
                 );
+                operations.push(json!({
+                    "name": "member-match",
+                    "definition": crate::member_match::DEFINITION,
+                    "documentation": "Da Vinci HRex 1.0.0: POST a Parameters with MemberPatient, CoverageToMatch, CoverageToLink, Consent; matched on family name, birth date (given names and gender when sent) and the coverage's identifier or subscriberId; 422 when none or several match."
+                }));
             }
             match t.as_str() {
                 "ValueSet" => operations.extend([

@@ -6,7 +6,8 @@
 //! `$export` and its jobs, `smart` for SMART's `/.well-known/smart-configuration`) or
 //! operation (`everything`, `meta` for `$meta`/`$meta-add`/`$meta-delete`, `purge` for
 //! `$purge-history`, `validate` for `$validate`, `terminology` for `$expand`,
-//! `$validate-code` and `$subsumes`; `params` reads any operation's parameters). Every error leaves
+//! `$validate-code` and `$subsumes`,
+//! `member_match` for Da Vinci HRex's `Patient/$member-match`; `params` reads any operation's parameters). Every error leaves
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
@@ -19,6 +20,7 @@ mod error;
 mod everything;
 mod history;
 pub mod interaction;
+mod member_match;
 mod meta;
 mod negotiate;
 mod params;

@@ -18,8 +18,8 @@ use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
 use crate::{
-    bulk, bundle, capabilities, everything, history, meta, purge, read, smart, terminology,
-    validate, write, AppState,
+    bulk, bundle, capabilities, everything, history, member_match, meta, purge, read, smart,
+    terminology, validate, write, AppState,
 };
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
@@ -260,6 +260,11 @@ async fn run(
             level,
             post,
         } => terminology::subsumes(&ctx, level, post, body).await,
+        I::Operation {
+            name: "member-match",
+            level: Level::Type("Patient"),
+            post,
+        } => member_match::member_match(&ctx, post, body).await,
         I::Operation {
             name: "validate",
             level,

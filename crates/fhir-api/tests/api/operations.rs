@@ -1216,3 +1216,123 @@ async fn terminology_operations_refuse_what_they_cannot_answer() {
         assert_eq!(status(&s, &sub, None, &other).await, 200);
     }
 }
+
+fn member_match_body(family: &str, birth: &str, coverage_id: Option<&str>) -> Value {
+    let mut coverage = json!({"resourceType": "Coverage", "status": "active",
+        "beneficiary": {"reference": "Patient/1"}, "payor": [{"display": "Old Payer"}]});
+    if let Some(id) = coverage_id {
+        coverage["identifier"] =
+            json!([{"system": "http://oldpayer.example.org/member", "value": id}]);
+    }
+    json!({"resourceType": "Parameters", "parameter": [
+        {"name": "MemberPatient", "resource": {"resourceType": "Patient",
+            "name": [{"family": family, "given": ["Ann"]}], "birthDate": birth}},
+        {"name": "CoverageToMatch", "resource": coverage},
+        {"name": "Consent", "resource": {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "64292-6"}]}]}}
+    ]})
+}
+
+// Da Vinci HRex $member-match: one member matched by demographics and coverage, none, or
+// several (422).
+#[tokio::test]
+async fn member_match_hit_miss_and_ambiguous() {
+    for b in backends() {
+        let s = Server::start(&b).await;
+        let patient = |id: &str, family: &str| {
+            json!({"resourceType": "Patient", "id": id, "name": [{"family": family, "given": ["Ann"]}],
+                "birthDate": "1980-02-03", "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]},
+                "system": "http://newpayer.example.org/member", "value": format!("M-{id}")}]})
+        };
+        s.put(patient("a", "Lee")).await;
+        s.put(patient("twin1", "Kim")).await;
+        s.put(patient("twin2", "Kim")).await;
+        for (cid, who, member) in [
+            ("c1", "a", "111"),
+            ("c2", "twin1", "222"),
+            ("c3", "twin2", "333"),
+        ] {
+            s.put(json!({"resourceType": "Coverage", "id": cid, "status": "active",
+                "identifier": [{"system": "http://oldpayer.example.org/member", "value": member}],
+                "beneficiary": {"reference": format!("Patient/{who}")}, "payor": [{"display": "Old Payer"}]}))
+                .await;
+        }
+        let a = post(
+            &s,
+            "/Patient/$member-match",
+            &member_match_body("Lee", "1980-02-03", Some("111")),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}: {}", b.name, a.body);
+        assert_eq!(a.body["parameter"][0]["name"], "MemberIdentifier");
+        assert_eq!(
+            a.body["parameter"][0]["valueIdentifier"]["value"], "M-a",
+            "{}",
+            a.body
+        );
+        // The coverage decides between demographic twins.
+        let a = post(
+            &s,
+            "/Patient/$member-match",
+            &member_match_body("Kim", "1980-02-03", Some("333")),
+        )
+        .await;
+        assert_eq!(
+            a.body["parameter"][0]["valueIdentifier"]["value"], "M-twin2",
+            "{}",
+            a.body
+        );
+        // Misses: another birth date, or a coverage the member does not hold.
+        let a = post(
+            &s,
+            "/Patient/$member-match",
+            &member_match_body("Lee", "1980-02-04", Some("111")),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        let a = post(
+            &s,
+            "/Patient/$member-match",
+            &member_match_body("Lee", "1980-02-03", Some("222")),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        // Ambiguous: the twins without a coverage identifier.
+        let a = post(
+            &s,
+            "/Patient/$member-match",
+            &member_match_body("Kim", "1980-02-03", None),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+        assert!(a.body.to_string().contains("2 members match"), "{}", a.body);
+        // Bad input names the parameter; a patient/ scope is refused.
+        let mut body = member_match_body("Lee", "1980-02-03", Some("111"));
+        body["parameter"]
+            .as_array_mut()
+            .expect("parameters")
+            .remove(2);
+        let a = post(&s, "/Patient/$member-match", &body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_outcome(&a.body, "required", Some("Consent"));
+        let body = member_match_body("Lee", "1980-02-03", Some("111"));
+        let own = caller(Rights::ALL, &["patient/*.rs"], Some("a"));
+        assert_eq!(
+            status(&s, "/Patient/$member-match", Some(&body), &own).await,
+            403
+        );
+        assert_eq!(
+            status(
+                &s,
+                "/Patient/$member-match",
+                Some(&body),
+                &caller(reader(), &[], None)
+            )
+            .await,
+            200
+        );
+        let a = s.get("/Observation/$member-match", None).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+    }
+}
