@@ -258,6 +258,94 @@ pub(crate) fn permit(
                 "a patient/ scope reaches only its own patient's record, not Patient/{id}"
             )))),
         },
+        // $meta reads labels: of one resource or version as its read, of a type as a search
+        // of it in full, of the system as a search of every type (FHIR R4
+        // resource-operation-meta). A patient/ scope reaches only its compartment's
+        // instances, never a whole type.
+        I::Operation {
+            name: "meta",
+            level: Level::Instance(t, _) | Level::Version(t, ..),
+            ..
+        } => instance(t, Op::Read, false),
+        I::Operation {
+            name: "meta",
+            level: Level::Type(t),
+            ..
+        } => match access.check(t, Op::Search).map_err(forbid)? {
+            Reach::All => Ok(Permit::All),
+            Reach::Patient(_) => Err(patient_only("$meta of a whole type")),
+        },
+        I::Operation {
+            name: "meta",
+            level: Level::System,
+            ..
+        } => {
+            access.check_all_types(Op::Search).map_err(forbid)?;
+            Ok(Permit::All)
+        }
+        // $meta-add and $meta-delete change the stored resource: an update of it. What they
+        // write is labels, not content, so the compartment is decided by what is stored.
+        I::Operation {
+            name: "meta-add" | "meta-delete",
+            level: Level::Instance(t, _) | Level::Version(t, ..),
+            ..
+        } => instance(t, Op::Update, false),
+        // $validate reads: a resource sent to be checked is no stored data, so a read of the
+        // type suffices (a patient/ reach included); at the instance level the stored
+        // resource is read, so it must be in the compartment.
+        I::Operation {
+            name: "validate",
+            level: Level::Type(t),
+            ..
+        } => {
+            access.check(t, Op::Read).map_err(forbid)?;
+            Ok(Permit::All)
+        }
+        I::Operation {
+            name: "validate",
+            level: Level::Instance(t, _),
+            ..
+        } => instance(t, Op::Read, false),
+        // Terminology operations read ValueSets and CodeSystems: a read of the type, or of
+        // the ValueSet at the id.
+        I::Operation {
+            name: "expand" | "validate-code",
+            level: Level::Type(t @ "ValueSet"),
+            ..
+        }
+        | I::Operation {
+            name: "subsumes",
+            level: Level::Type(t @ "CodeSystem"),
+            ..
+        } => {
+            access.check(t, Op::Read).map_err(forbid)?;
+            Ok(Permit::All)
+        }
+        I::Operation {
+            name: "expand" | "validate-code",
+            level: Level::Instance(t @ "ValueSet", _),
+            ..
+        } => instance(t, Op::Read, false),
+        // Da Vinci HRex $member-match looks across every member: searches of Patient and
+        // Coverage in full; a patient/ scope cannot be bounded to its compartment.
+        I::Operation {
+            name: "member-match",
+            level: Level::Type("Patient"),
+            ..
+        } => {
+            for t in ["Patient", "Coverage"] {
+                if let Reach::Patient(_) = access.check(t, Op::Search).map_err(forbid)? {
+                    return Err(patient_only("$member-match"));
+                }
+            }
+            Ok(Permit::All)
+        }
+        // Azure's $purge-history removes versions: a delete of the resource.
+        I::Operation {
+            name: "purge-history",
+            level: Level::Instance(t, _),
+            ..
+        } => instance(t, Op::Delete, false),
         // Each operation, as it is added, names the interaction it resembles here (a read,
         // a write, a delete). Deny what has no rule.
         I::Operation { name, .. } => Err(crate::route::unsupported_operation(name)),

@@ -78,7 +78,7 @@ fn export_level(level: Level<'_>) -> Result<ExportLevel, FhirError> {
         Level::Type(t) => Err(FhirError::not_found(format!(
             "$export is defined at the system level, on Patient and on Group/[id], not on {t}"
         ))),
-        Level::Instance(t, id) => Err(FhirError::not_found(format!(
+        Level::Instance(t, id) | Level::Version(t, id, _) => Err(FhirError::not_found(format!(
             "$export is defined at the system level, on Patient and on Group/[id], not on {t}/{id}"
         ))),
     }

@@ -258,10 +258,27 @@ fn build(defs: &Definitions, date: &str) -> Value {
                 "searchRevInclude": revincludes,
                 "searchParam": params,
             });
+            let mut operations = instance_operations();
             if t == "Patient" {
-                resource["operation"] =
-                    json!([{"name": "everything", "definition": crate::everything::DEFINITION}]);
+                operations.insert(
+                    0,
+                    json!({"name": "everything", "definition": crate::everything::DEFINITION}),
+                );
+                operations.push(json!({
+                    "name": "member-match",
+                    "definition": crate::member_match::DEFINITION,
+                    "documentation": "Da Vinci HRex 1.0.0: POST a Parameters with MemberPatient, CoverageToMatch, CoverageToLink, Consent; matched on family name, birth date (given names and gender when sent) and the coverage's identifier or subscriberId; 422 when none or several match."
+                }));
             }
+            match t.as_str() {
+                "ValueSet" => operations.extend([
+                    json!({"name": "expand", "definition": crate::terminology::EXPAND, "documentation": "Over the built-in R4 expansions and the ValueSets stored here (expansion, or compose with concepts, built-in valueSets, concept is-a filters); filter matches codes; no displays; SNOMED CT, LOINC and other external content: 422."}),
+                    json!({"name": "validate-code", "definition": crate::terminology::VALIDATE_CODE}),
+                ]),
+                "CodeSystem" => operations.push(json!({"name": "subsumes", "definition": crate::terminology::SUBSUMES, "documentation": "Over the is-a hierarchies of the CodeSystems defined in R4."})),
+                _ => {}
+            }
+            resource["operation"] = Value::Array(operations);
             resource
         })
         .collect();
@@ -285,6 +302,7 @@ fn build(defs: &Definitions, date: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": interactions(SYSTEM_INTERACTIONS),
+            "operation": [{"name": "meta", "definition": crate::meta::META}],
             "searchParam": [
                 {"name": "_id", "type": "token", "documentation": "Logical id of the resource."},
                 {"name": "_lastUpdated", "type": "date", "documentation": "When the resource last changed."},
@@ -296,6 +314,26 @@ fn build(defs: &Definitions, date: &str) -> Value {
             ],
         }],
     })
+}
+
+/// The operations of every resource type, at the type or instance level, with their
+/// canonical OperationDefinitions.
+fn instance_operations() -> Vec<Value> {
+    vec![
+        json!({
+            "name": "validate",
+            "definition": crate::validate::DEFINITION,
+            "documentation": "mode create, update or delete; profile: the base R4 definition, or a StructureDefinition (constraint profile) stored in this service: cardinality, fixed[x], pattern[x], bindings to the built-in ValueSets (required: error, extensible: warning); slices and invariants are not checked (a warning says so)."
+        }),
+        json!({"name": "meta", "definition": crate::meta::META}),
+        json!({"name": "meta-add", "definition": crate::meta::META_ADD}),
+        json!({"name": "meta-delete", "definition": crate::meta::META_DELETE}),
+        json!({
+            "name": "purge-history",
+            "definition": crate::purge::DEFINITION,
+            "documentation": "Azure API for FHIR's $purge-history (no FHIR OperationDefinition exists; fhirlink names its own): DELETE [type]/[id]/$purge-history removes every version but the current one."
+        }),
+    ]
 }
 
 /// The canonical name fhirlink gives its `$import` (AHDS's shape).
@@ -313,11 +351,15 @@ fn add_bulk(statement: &mut Value) {
     statement["instantiates"] =
         json!(["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]);
     let rest = &mut statement["rest"][0];
-    rest["operation"] = op("system");
+    if let Some(ops) = rest["operation"].as_array_mut() {
+        for (i, o) in op("system").as_array().into_iter().flatten().enumerate() {
+            ops.insert(i, o.clone());
+        }
+    }
     // AHDS's $import (no published canonical OperationDefinition: fhirlink names its own and
     // says what it takes).
     if let Some(ops) = rest["operation"].as_array_mut() {
-        ops.push(json!({
+        ops.insert(1, json!({
             "name": "import",
             "definition": IMPORT_DEFINITION,
             "documentation": "Azure Health Data Services' $import: POST a Parameters body with inputFormat application/fhir+ndjson, mode IncrementalLoad (default: keeps versionId, lastUpdated, history and soft deletes) or InitialLoad, and input entries of type and url (file: URLs under the server's --import-dir); asynchronous, polled at _operations/import/{id}."
@@ -326,9 +368,7 @@ fn add_bulk(statement: &mut Value) {
     if let Some(resources) = rest["resource"].as_array_mut() {
         for r in resources {
             let t = r["type"].as_str().unwrap_or_default().to_owned();
-            if t == "Group" {
-                r["operation"] = op(&t);
-            } else if t == "Patient" {
+            if t == "Group" || t == "Patient" {
                 if let Some(ops) = r["operation"].as_array_mut() {
                     ops.extend(op(&t).as_array().cloned().unwrap_or_default());
                 }

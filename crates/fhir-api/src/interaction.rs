@@ -103,6 +103,9 @@ pub enum Level<'a> {
     System,
     Type(&'a str),
     Instance(&'a str, &'a str),
+    /// `[type]/[id]/_history/[vid]/$name`: one version of an instance (FHIR R4
+    /// resource-operation-meta: `$meta` of a version).
+    Version(&'a str, &'a str, &'a str),
 }
 
 /// Where a search or a history is addressed.
@@ -163,7 +166,8 @@ pub enum Interaction<'a> {
         rtype: &'a str,
         id: Option<&'a str>,
     },
-    /// `$name` at a level, with the method it was invoked with.
+    /// `$name` at a level. `post`: a Parameters body may come (POST); GET, HEAD and DELETE
+    /// (Azure's `$purge-history`) carry their parameters in the query only.
     Operation {
         name: &'a str,
         level: Level<'a>,
@@ -332,6 +336,10 @@ impl<'a> Interaction<'a> {
                         let id = checked_id(id)?;
                         operation(method, op, Level::Instance(t, id))
                     }
+                    [id, "_history", vid, op] if is_operation(op) => {
+                        let id = checked_id(id)?;
+                        operation(method, op, Level::Version(t, id, vid))
+                    }
                     [id, ct] if typed(ct) => {
                         let id = checked_id(id)?;
                         if get {
@@ -417,26 +425,47 @@ impl<'a> Interaction<'a> {
             I::Operation { level, .. } => match level {
                 Level::System => (None, None),
                 Level::Type(t) => (Some(t), None),
-                Level::Instance(t, id) => (Some(t), Some(id)),
+                Level::Instance(t, id) | Level::Version(t, id, _) => (Some(t), Some(id)),
             },
         }
     }
 }
 
-/// An operation: `GET` or `POST` (FHIR R4 operations.html#request).
+/// An operation: `GET` or `POST` (FHIR R4 operations.html#request), except those that change
+/// data, which a `GET` must not (FHIR R4 operations.html: `affectsState`), and Azure's
+/// `$purge-history`, a `DELETE` (or a `POST`).
 fn operation<'a>(
     method: &Method,
     op: &'a str,
     level: Level<'a>,
 ) -> Result<Interaction<'a>, FhirError> {
     let name = &op[1..];
-    if name == "import" && *method != Method::POST {
-        // AHDS's $import is a POST of a Parameters body only.
-        return Err(FhirError::method_not_allowed(
+    let refuse = |allow: &'static str| {
+        Err(FhirError::method_not_allowed(
             method.as_str(),
-            "the operation $import",
-            "POST",
-        ));
+            &format!("the operation {op}"),
+            allow,
+        ))
+    };
+    match name {
+        // AHDS's $import is a POST of a Parameters body only.
+        "import" | "meta-add" | "meta-delete" if *method != Method::POST => return refuse("POST"),
+        "purge-history" => {
+            return match *method {
+                Method::DELETE => Ok(Interaction::Operation {
+                    name,
+                    level,
+                    post: false,
+                }),
+                Method::POST => Ok(Interaction::Operation {
+                    name,
+                    level,
+                    post: true,
+                }),
+                _ => refuse("DELETE, POST"),
+            }
+        }
+        _ => {}
     }
     if *method == Method::POST || *method == Method::GET || *method == Method::HEAD {
         Ok(Interaction::Operation {
@@ -539,8 +568,8 @@ pub struct Classified<'a> {
     pub resource_id: Option<Cow<'a, str>>,
 }
 
-/// The most segments an interaction's path has (`Patient/1/Observation/_search`), plus one.
-const MAX_SEGMENTS: usize = 5;
+/// The most segments an interaction's path has (`Patient/1/_history/2/$meta`), plus one.
+const MAX_SEGMENTS: usize = 6;
 
 /// Classifies a data-plane request from its method and (undecoded) path; borrows from the
 /// path unless a name had to be percent-decoded, and allocates nothing otherwise (it runs
@@ -680,6 +709,39 @@ mod tests {
             (Method::GET, "/$export", Ok(K::Operation)),
             (Method::POST, "/Patient/$validate", Ok(K::Operation)),
             (Method::GET, "/Patient/p1/$everything", Ok(K::Operation)),
+            (Method::GET, "/Patient/p1/$meta", Ok(K::Operation)),
+            (
+                Method::GET,
+                "/Patient/p1/_history/2/$meta",
+                Ok(K::Operation),
+            ),
+            (Method::POST, "/Patient/p1/$meta-add", Ok(K::Operation)),
+            (
+                Method::GET,
+                "/Patient/p1/$meta-add",
+                Err(StatusCode::METHOD_NOT_ALLOWED),
+            ),
+            (
+                Method::GET,
+                "/Patient/p1/$meta-delete",
+                Err(StatusCode::METHOD_NOT_ALLOWED),
+            ),
+            (
+                Method::DELETE,
+                "/Patient/p1/$purge-history",
+                Ok(K::Operation),
+            ),
+            (Method::POST, "/Patient/p1/$purge-history", Ok(K::Operation)),
+            (
+                Method::GET,
+                "/Patient/p1/$purge-history",
+                Err(StatusCode::METHOD_NOT_ALLOWED),
+            ),
+            (
+                Method::GET,
+                "/Patient/p1/_history/2/$meta/x",
+                Err(StatusCode::NOT_FOUND),
+            ),
             (Method::GET, "/_operations/export/j-1", Ok(K::JobStatus)),
             (Method::HEAD, "/_operations/export/j-1", Ok(K::JobStatus)),
             (Method::DELETE, "/_operations/export/j-1", Ok(K::JobStatus)),
@@ -796,5 +858,12 @@ mod tests {
         assert_eq!(c.kind, Kind::Unknown);
         assert_eq!(c.resource_type.as_deref(), Some("Patient"));
         assert_eq!(classify(&Method::GET, "/a/b/c/d/e/f/g").kind, Kind::Unknown);
+        let c = classify(&Method::GET, "/Patient/p1/_history/3/$meta");
+        assert_eq!(c.kind, Kind::Operation);
+        assert_eq!(c.resource_type.as_deref(), Some("Patient"));
+        assert_eq!(c.resource_id.as_deref(), Some("p1"));
+        let c = classify(&Method::DELETE, "/Observation/o1/$purge-history");
+        assert_eq!(c.kind, Kind::Operation);
+        assert_eq!(c.resource_id.as_deref(), Some("o1"));
     }
 }

@@ -3,7 +3,11 @@
 //! `router(state)` builds the whole data plane: one entry point parses the request line,
 //! routes it to the FHIR service named by the Host header, and hands it to the module of the
 //! interaction (`read`, `write`, `history`, `search`, `bundle`, `capabilities`, `bulk` for
-//! `$export` and its jobs, and `smart` for SMART's `/.well-known/smart-configuration`). Every error leaves
+//! `$export` and its jobs, `smart` for SMART's `/.well-known/smart-configuration`) or
+//! operation (`everything`, `meta` for `$meta`/`$meta-add`/`$meta-delete`, `purge` for
+//! `$purge-history`, `validate` for `$validate`, `terminology` for `$expand`,
+//! `$validate-code` and `$subsumes`,
+//! `member_match` for Da Vinci HRex's `Patient/$member-match`; `params` reads any operation's parameters). Every error leaves
 //! through [`error::FhirError`] as an OperationOutcome. This crate knows HTTP and the store
 //! contract; it never sees SQL or sockets.
 
@@ -16,8 +20,12 @@ mod error;
 mod everything;
 mod history;
 pub mod interaction;
+mod member_match;
+mod meta;
 mod negotiate;
+mod params;
 mod patch;
+mod purge;
 mod read;
 mod request;
 mod respond;
@@ -25,6 +33,8 @@ mod route;
 mod search;
 pub mod service;
 mod smart;
+mod terminology;
+mod validate;
 mod write;
 
 use std::sync::Arc;

@@ -17,7 +17,10 @@ use crate::interaction::{decode_segments, Interaction, JobKind, Kind, Level, Sco
 use crate::request::Ctx;
 use crate::search::{self, Scope};
 use crate::service::{request_host, service_for_host, AdmittedService};
-use crate::{bulk, bundle, capabilities, everything, history, read, smart, write, AppState};
+use crate::{
+    bulk, bundle, capabilities, everything, history, member_match, meta, purge, read, smart,
+    terminology, validate, write, AppState,
+};
 
 pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -232,6 +235,46 @@ async fn run(
             level: Level::System,
             post: true,
         } => bulk::import_kick_off(&ctx, body, limit, path).await,
+        I::Operation {
+            name: "meta",
+            level,
+            post,
+        } => meta::meta(&ctx, level, post, body).await,
+        I::Operation {
+            name: name @ ("meta-add" | "meta-delete"),
+            level,
+            ..
+        } => meta::change(&ctx, level, name == "meta-add", body).await,
+        I::Operation {
+            name: "expand",
+            level,
+            post,
+        } => terminology::expand(&ctx, level, post, body).await,
+        I::Operation {
+            name: "validate-code",
+            level,
+            post,
+        } => terminology::validate_code(&ctx, level, post, body).await,
+        I::Operation {
+            name: "subsumes",
+            level,
+            post,
+        } => terminology::subsumes(&ctx, level, post, body).await,
+        I::Operation {
+            name: "member-match",
+            level: Level::Type("Patient"),
+            post,
+        } => member_match::member_match(&ctx, post, body).await,
+        I::Operation {
+            name: "validate",
+            level,
+            post,
+        } => validate::validate(&ctx, level, post, body).await,
+        I::Operation {
+            name: "purge-history",
+            level: Level::Instance(t, id),
+            post,
+        } => purge::purge_history(&ctx, t, id, post, body).await,
         I::JobStatus {
             job: JobKind::Export,
             id,

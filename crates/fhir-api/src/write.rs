@@ -25,6 +25,21 @@ pub(crate) fn check_resource(
     rtype: &str,
     url_id: Option<&str>,
 ) -> Result<(), FhirError> {
+    check_identity(resource, rtype, url_id)?;
+    let issues = defs.validate(resource);
+    if issues.iter().any(|i| i.is_error()) {
+        return Err(FhirError::invalid(issues));
+    }
+    Ok(())
+}
+
+/// What a body must be before its content is validated: a JSON object of the URL's type,
+/// with the URL's id when there is one (FHIR R4 http.html#update).
+pub(crate) fn check_identity(
+    resource: &Value,
+    rtype: &str,
+    url_id: Option<&str>,
+) -> Result<(), FhirError> {
     let Some(obj) = resource.as_object() else {
         return Err(FhirError::new(
             StatusCode::BAD_REQUEST,
@@ -70,10 +85,6 @@ pub(crate) fn check_resource(
                 .at(format!("{rtype}.id")))
             }
         }
-    }
-    let issues = defs.validate(resource);
-    if issues.iter().any(|i| i.is_error()) {
-        return Err(FhirError::invalid(issues));
     }
     Ok(())
 }

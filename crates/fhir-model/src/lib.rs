@@ -1,12 +1,14 @@
 //! FHIR R4 (4.0.1) definitions, vendored and embedded, and what can be computed from them alone:
-//! parsing (duplicate keys refused) and validation of resource JSON, `_summary` and
-//! `_elements` views, OperationOutcome.
+//! parsing (duplicate keys refused) and validation of resource JSON, constraint profiles
+//! (`profile`: a stored StructureDefinition's cardinality, fixed and pattern values and
+//! bindings), `_summary` and `_elements` views, OperationOutcome.
 //! No IO beyond decompressing the embedded definitions; no HTTP, no storage.
 
 pub mod json;
 mod model;
 pub mod outcome;
 mod primitive;
+pub mod profile;
 pub mod terminology;
 mod validate;
 pub mod vendor;

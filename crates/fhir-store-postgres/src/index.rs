@@ -228,6 +228,17 @@ const TABLES: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
+/// The index tables' names.
+pub(crate) const TABLE_NAMES: [&str; 7] = [
+    "ix_string",
+    "ix_token",
+    "ix_ref",
+    "ix_date",
+    "ix_number",
+    "ix_quantity",
+    "ix_uri",
+];
+
 /// The `WITH` items that replace the index rows of a resource: delete those of its old
 /// version (`seq = ${old}`, NULL for none) and insert those of the new one (`${seq}`) from the
 /// arrays numbered from `${first}` on, in [`Columns::params`] order. An empty array inserts

@@ -180,6 +180,26 @@ fn append_sql() -> &'static str {
     })
 }
 
+/// Removes the index rows of one version: $1 sid, $2 seq.
+fn delete_index_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let items: Vec<String> = index::TABLE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("d{i} AS (DELETE FROM {t} WHERE sid = $1 AND seq = $2)"))
+            .collect();
+        format!("WITH {} SELECT 1", items.join(", "))
+    })
+}
+
+/// Writes the index rows of one version: $1 sid, $2 seq, $3 NULL (no rows to replace), then
+/// the index arrays.
+fn reindex_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| format!("WITH {} SELECT 1", index::replace_ctes(1, 2, 3, 4)))
+}
+
 #[async_trait]
 impl WriteTx for PgTx {
     async fn current(&mut self, rtype: &str, id: &str) -> Result<Option<StoredResource>> {
@@ -335,6 +355,88 @@ impl WriteTx for PgTx {
             method,
             body: body.map(Bytes::from),
         }))
+    }
+
+    async fn rewrite_version(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        prepared: Prepared,
+    ) -> Result<Option<StoredResource>> {
+        let Ok(number) = i64::try_from(version) else {
+            return Ok(None);
+        };
+        let sid = self.sid()?;
+        let found = self
+            .conn()?
+            .query_opt(
+                "SELECT v.seq, v.last_updated, v.method, v.body IS NULL, r.seq = v.seq \
+                 FROM versions v JOIN resources r \
+                 ON r.sid = v.sid AND r.rtype = v.rtype AND r.id = v.id \
+                 WHERE v.sid = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4",
+                &[&sid, &rtype, &id, &number],
+            )
+            .await?;
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let seq: i64 = row.try_get(0).map_err(crate::pg_error)?;
+        let last_updated: DateTime<Utc> = row.try_get(1).map_err(crate::pg_error)?;
+        let method: i16 = row.try_get(2).map_err(crate::pg_error)?;
+        let deleted: bool = row.try_get(3).map_err(crate::pg_error)?;
+        let current: bool = row.try_get(4).map_err(crate::pg_error)?;
+        if deleted {
+            return Ok(None);
+        }
+        let (body, entries, bases) = prepared.into_version(rtype, id, version, &last_updated)?;
+        self.add_bases(bases);
+        self.conn()?
+            .execute(
+                "UPDATE versions SET body = $3 WHERE sid = $1 AND seq = $2",
+                &[&sid, &seq, &body],
+            )
+            .await?;
+        if current {
+            // Only the current version is indexed: its rows are replaced, the old ones
+            // removed by a statement of their own so that the insert never meets them.
+            self.conn()?
+                .execute(delete_index_sql(), &[&sid, &seq])
+                .await?;
+            let columns = index::columns(&entries);
+            let none: Option<i64> = None;
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&sid, &seq, &none];
+            params.extend(columns.params());
+            self.conn()?.execute(reindex_sql(), &params).await?;
+        }
+        Ok(Some(StoredResource {
+            resource_type: rtype.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated,
+            method: Method::from_code(i64::from(method)),
+            body: Some(Bytes::from(body)),
+        }))
+    }
+
+    async fn purge_history(&mut self, rtype: &str, id: &str) -> Result<u64> {
+        let Some((current, _, _)) = self.head(rtype, id).await? else {
+            return Ok(0);
+        };
+        let removed = self
+            .conn()?
+            .execute(
+                "DELETE FROM versions \
+                 WHERE sid = $1 AND rtype = $2 AND id = $3 AND version < $4",
+                &[&self.sid()?, &rtype, &id, &current],
+            )
+            .await?;
+        // `version_counts` is moved by the group at commit, as for appended versions.
+        let n = i64::try_from(removed).unwrap_or(i64::MAX);
+        if n > 0 {
+            *self.counts.entry(rtype.to_owned()).or_default() -= n;
+        }
+        Ok(removed)
     }
 
     async fn matching(

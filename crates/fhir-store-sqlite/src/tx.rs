@@ -368,6 +368,79 @@ impl WriteTx for SqliteTx {
         Ok(written)
     }
 
+    async fn rewrite_version(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        prepared: Prepared,
+    ) -> Result<Option<StoredResource>> {
+        let Ok(number) = i64::try_from(version) else {
+            return Ok(None);
+        };
+        let found: Option<(i64, i64, i64, bool)> = self
+            .conn()?
+            .prepare_cached(
+                "SELECT seq, last_updated, method, body IS NULL FROM versions \
+                 WHERE sid = ?1 AND rtype = ?2 AND id = ?3 AND version = ?4",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![self.sid, rtype, id, number], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .optional()
+            })
+            .map_err(backend)?;
+        let Some((seq, micros, method, false)) = found else {
+            return Ok(None);
+        };
+        let last_updated = crate::micros_to_instant(micros)?;
+        let (body, entries, bases) = prepared.into_version(rtype, id, version, &last_updated)?;
+        self.add_bases(bases);
+        let conn = self.conn()?;
+        conn.prepare_cached("UPDATE versions SET body = ?1 WHERE seq = ?2")
+            .and_then(|mut st| st.execute(params![body, seq]))
+            .map_err(backend)?;
+        // Only the current version is indexed.
+        if self
+            .head(rtype, id)?
+            .is_some_and(|(_, _, head)| head == seq)
+        {
+            index::remove(conn, seq)?;
+            index::insert(conn, self.sid, seq, &entries)?;
+        }
+        Ok(Some(StoredResource {
+            resource_type: rtype.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated,
+            method: Method::from_code(method),
+            body: Some(Bytes::from(body)),
+        }))
+    }
+
+    async fn purge_history(&mut self, rtype: &str, id: &str) -> Result<u64> {
+        let Some((current, _, _)) = self.head(rtype, id)? else {
+            return Ok(0);
+        };
+        let conn = self.conn()?;
+        let removed = conn
+            .prepare_cached(
+                "DELETE FROM versions WHERE sid = ?1 AND rtype = ?2 AND id = ?3 AND version < ?4",
+            )
+            .and_then(|mut st| st.execute(params![self.sid, rtype, id, current]))
+            .map_err(backend)?;
+        let removed = i64::try_from(removed).unwrap_or(i64::MAX);
+        if removed > 0 {
+            conn.prepare_cached(
+                "UPDATE version_counts SET n = n - ?3 WHERE sid = ?1 AND rtype = ?2",
+            )
+            .and_then(|mut st| st.execute(params![self.sid, rtype, removed]))
+            .map_err(backend)?;
+        }
+        Ok(u64::try_from(removed).unwrap_or(0))
+    }
+
     async fn matching(
         &mut self,
         query: &fhir_store::SearchQuery,

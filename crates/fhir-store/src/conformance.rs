@@ -66,6 +66,8 @@ macro_rules! conformance_tests {
             put_version_keeps_versions_and_instants,
             put_versions_writes_a_batch_as_its_loop_would,
             own_bases_are_recorded_at_commit,
+            rewrite_version_changes_content_in_place,
+            purge_history_keeps_only_the_current_version,
         );
 
         #[tokio::test]
@@ -2807,4 +2809,205 @@ pub async fn own_bases_are_recorded_at_commit(store: &dyn Store) {
         store.own_bases().await.expect("own_bases"),
         vec!["https://fhir.example/r4".to_owned()]
     );
+}
+
+/// `rewrite_version` replaces a version's content without adding a version: the number,
+/// `lastUpdated` and method stay, read and vread see the new content, the current version's
+/// search index follows it, an older version can be rewritten without touching the index,
+/// a deletion or a missing version is not rewritten, and a rollback undoes it.
+pub async fn rewrite_version_changes_content_in_place(store: &dyn Store) {
+    service(store, "s").await;
+    let tagged = |code: &str| {
+        json!({"resourceType": "Patient", "meta": {"tag": [{"system": "urn:t", "code": code}]},
+               "name": [{"family": "Rewrite"}]})
+    };
+    let v1 = put(store, "s", "Patient", "p", tagged("one")).await;
+    let v2 = put(store, "s", "Patient", "p", tagged("two")).await;
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("_tag", "urn:t|two")]).await,
+        ["p"]
+    );
+
+    let mut tx = store.begin("s").await.expect("begin");
+    let rewritten = tx
+        .rewrite_version("Patient", "p", 2, Prepared::new("p", tagged("three")))
+        .await
+        .expect("rewrite_version")
+        .expect("version 2 exists");
+    tx.commit().await.expect("commit");
+    assert_eq!(rewritten.version, 2, "no new version");
+    assert_eq!(rewritten.last_updated, v2.last_updated, "lastUpdated kept");
+    assert_eq!(rewritten.method, v2.method, "method kept");
+    let now = read(store, "s", "Patient", "p").await.expect("current");
+    assert_same("read after rewrite", &now, &rewritten);
+    let body = body_json(&now);
+    assert_eq!(body["meta"]["tag"][0]["code"], "three");
+    assert_eq!(body["meta"]["versionId"], "2");
+    assert_eq!(
+        body["meta"]["lastUpdated"],
+        crate::format_instant(&v2.last_updated)
+    );
+    let page = history(
+        store,
+        "s",
+        &HistoryScope::Instance("Patient".into(), "p".into()),
+        &query(10),
+    )
+    .await;
+    assert_eq!(page.total, 2, "still two versions");
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("_tag", "urn:t|three")]).await,
+        ["p"]
+    );
+    assert!(
+        search_ids(store, "s", "Patient", &[("_tag", "urn:t|two")])
+            .await
+            .is_empty(),
+        "the old content's index rows are gone"
+    );
+
+    // An older version: its content changes, the index (the current version's) does not.
+    let mut tx = store.begin("s").await.expect("begin");
+    let old = tx
+        .rewrite_version("Patient", "p", 1, Prepared::new("p", tagged("zero")))
+        .await
+        .expect("rewrite_version")
+        .expect("version 1 exists");
+    tx.commit().await.expect("commit");
+    assert_eq!((old.version, old.last_updated), (1, v1.last_updated));
+    let vread = store
+        .vread("s", "Patient", "p", 1)
+        .await
+        .expect("vread")
+        .expect("v1");
+    assert_eq!(body_json(&vread)["meta"]["tag"][0]["code"], "zero");
+    assert!(search_ids(store, "s", "Patient", &[("_tag", "urn:t|zero")])
+        .await
+        .is_empty());
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("_tag", "urn:t|three")]).await,
+        ["p"]
+    );
+
+    // Nothing to rewrite: a missing version, a missing resource, a deletion.
+    delete(store, "s", "Patient", "p").await.expect("deleted");
+    let mut tx = store.begin("s").await.expect("begin");
+    for (id, v) in [("p", 9), ("nobody", 1), ("p", 3)] {
+        assert!(
+            tx.rewrite_version("Patient", id, v, Prepared::new(id, tagged("x")))
+                .await
+                .expect("rewrite_version")
+                .is_none(),
+            "Patient/{id} version {v} is not rewritten"
+        );
+    }
+    // A rollback undoes a rewrite.
+    tx.rewrite_version("Patient", "p", 2, Prepared::new("p", tagged("rolled")))
+        .await
+        .expect("rewrite_version")
+        .expect("version 2");
+    drop(tx);
+    let v2_now = store
+        .vread("s", "Patient", "p", 2)
+        .await
+        .expect("vread")
+        .expect("v2");
+    assert_same("version 2 after a rolled-back rewrite", &v2_now, &rewritten);
+}
+
+/// `purge_history` removes every version but the current one: history, vread and scans
+/// see only it, its content and index are untouched, the history totals follow, other
+/// resources keep their history, and a deletion stays as the current version.
+pub async fn purge_history_keeps_only_the_current_version(store: &dyn Store) {
+    service(store, "s").await;
+    for n in 0..3 {
+        put(
+            store,
+            "s",
+            "Patient",
+            "p",
+            json!({"resourceType": "Patient", "name": [{"family": format!("P{n}")}]}),
+        )
+        .await;
+        put(store, "s", "Patient", "q", patient(&format!("Q{n}"))).await;
+    }
+    let current = read(store, "s", "Patient", "p").await.expect("p");
+    let mut tx = store.begin("s").await.expect("begin");
+    assert_eq!(tx.purge_history("Patient", "p").await.expect("purge"), 2);
+    assert_eq!(
+        tx.purge_history("Patient", "nobody").await.expect("purge"),
+        0
+    );
+    tx.commit().await.expect("commit");
+
+    let instance = HistoryScope::Instance("Patient".into(), "p".into());
+    let page = history(store, "s", &instance, &query(10)).await;
+    assert_eq!(keys(&page), [key("Patient/p", 3)]);
+    assert_eq!(page.total, 1);
+    assert_same("the current version", &page.entries[0], &current);
+    assert_same(
+        "read",
+        &read(store, "s", "Patient", "p").await.expect("p"),
+        &current,
+    );
+    for v in [1, 2] {
+        assert!(
+            store
+                .vread("s", "Patient", "p", v)
+                .await
+                .expect("vread")
+                .is_none(),
+            "version {v} is gone"
+        );
+    }
+    let typed = history(
+        store,
+        "s",
+        &HistoryScope::Type("Patient".into()),
+        &query(100),
+    )
+    .await;
+    assert_eq!(typed.total, 4, "p's one version and q's three");
+    assert_eq!(typed.entries.len(), 4);
+    assert_eq!(
+        search_ids(store, "s", "Patient", &[("name", "P2")]).await,
+        ["p"]
+    );
+    let snapshot = store.snapshot("s").await.expect("snapshot");
+    let all = scan_all(store, "s", "Patient", snapshot, ScanVersions::All, None, 10).await;
+    assert_eq!(
+        all,
+        [
+            ("p".to_owned(), 3, false),
+            ("q".to_owned(), 1, false),
+            ("q".to_owned(), 2, false),
+            ("q".to_owned(), 3, false)
+        ]
+    );
+
+    // A second purge has nothing left to remove; after a delete the deletion is current.
+    let mut tx = store.begin("s").await.expect("begin");
+    assert_eq!(tx.purge_history("Patient", "p").await.expect("purge"), 0);
+    tx.commit().await.expect("commit");
+    delete(store, "s", "Patient", "q").await.expect("q deleted");
+    let mut tx = store.begin("s").await.expect("begin");
+    assert_eq!(tx.purge_history("Patient", "q").await.expect("purge"), 3);
+    tx.commit().await.expect("commit");
+    let q = read(store, "s", "Patient", "q").await.expect("q");
+    assert!(
+        q.is_deleted() && q.version == 4,
+        "the deletion stays current"
+    );
+    let page = history(
+        store,
+        "s",
+        &HistoryScope::Instance("Patient".into(), "q".into()),
+        &query(10),
+    )
+    .await;
+    assert_eq!(keys(&page), [key("Patient/q", 4)]);
+
+    // A new version after a purge continues the numbering.
+    let next = put(store, "s", "Patient", "p", patient("P3")).await;
+    assert_eq!(next.version, 4);
 }

@@ -573,6 +573,25 @@ pub trait WriteTx: Send {
         }
         Ok(written)
     }
+    /// Replaces the content of the stored version `version` of `rtype/id` in place: the
+    /// version keeps its number, `lastUpdated` and method (`meta.versionId` and
+    /// `meta.lastUpdated` are stamped with them), and no version is added — what `$meta-add`
+    /// and `$meta-delete` do (FHIR R4 resource-operation-meta-add: "does not cause a new
+    /// version of the resource to be created"). When it is the current version its search
+    /// index is replaced too. Returns the version as stored now, or `None`, writing nothing,
+    /// when there is no such version or it is a deletion.
+    async fn rewrite_version(
+        &mut self,
+        rtype: &str,
+        id: &str,
+        version: u64,
+        prepared: Prepared,
+    ) -> Result<Option<StoredResource>>;
+    /// Removes every version of `rtype/id` but the current one (Azure's `$purge-history`):
+    /// the current version, a deletion or not, stays exactly as it is, and history, vread and
+    /// scans see only it afterwards. Returns how many versions were removed (0 when the
+    /// resource has one version or does not exist).
+    async fn purge_history(&mut self, rtype: &str, id: &str) -> Result<u64>;
     /// `(type, id)` of up to `limit` current resources matching the filters of `query`, as this
     /// transaction sees them: what conditional create, update, delete and conditional
     /// references decide on.

@@ -335,7 +335,9 @@ fn export_kick_off_poll_manifest_download_and_who_may() {
         json!({"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"})
     );
     assert_eq!(cs["rest"][0]["operation"][1]["name"], "import");
-    assert_eq!(cs["rest"][0]["operation"].as_array().map(Vec::len), Some(2));
+    // Then the system-level operations every server has ($meta).
+    assert_eq!(cs["rest"][0]["operation"][2]["name"], "meta");
+    assert_eq!(cs["rest"][0]["operation"].as_array().map(Vec::len), Some(3));
     let of = |t: &str| {
         let r = cs["rest"][0]["resource"]
             .as_array()

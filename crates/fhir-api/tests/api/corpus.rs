@@ -28,7 +28,7 @@ fn without_server_meta(mut v: Value) -> Value {
     v
 }
 
-fn official_examples() -> Vec<(String, Value)> {
+pub(crate) fn official_examples() -> Vec<(String, Value)> {
     let path = test_data("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));

@@ -10,6 +10,7 @@ mod compartment;
 mod corpus;
 mod everything;
 mod interactions;
+mod operations;
 mod rest;
 mod robustness;
 mod search;
