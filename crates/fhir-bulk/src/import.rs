@@ -689,10 +689,13 @@ fn read_chunk(
     }
 }
 
-/// Prepares the lines of a chunk on every core.
+/// Prepares the lines of a chunk on every core but one: that one is the store's writer's,
+/// which writes the previous chunk meanwhile and is what an import waits for (on 2 cores, a
+/// second preparing thread only took turns with the writer).
 fn prepare_all(lines: &[(u64, Vec<u8>)], input_type: Option<&str>) -> (Vec<Ready>, Vec<Bad>) {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let per = lines.len().div_ceil(cores).max(1);
+    let workers = cores.saturating_sub(1).max(1);
+    let per = lines.len().div_ceil(workers).max(1);
     let results: Vec<Vec<Result<Option<Ready>, Bad>>> = std::thread::scope(|s| {
         let handles: Vec<_> = lines
             .chunks(per)

@@ -76,7 +76,7 @@ impl BulkConfig {
             import_dirs: Vec::new(),
             import_urls: Vec::new(),
             import_http: None,
-            import_chunk_lines: 1000,
+            import_chunk_lines: 2000,
         }
     }
 }

@@ -183,7 +183,7 @@ pub(crate) struct ServeArgs {
     import_ca: Option<PathBuf>,
     /// Bulk import: lines per chunk, parsed and indexed together and written in one store
     /// transaction (larger chunks write faster and hold the service's writer longer).
-    #[arg(long, env = "FHIRLINK_IMPORT_CHUNK_LINES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, env = "FHIRLINK_IMPORT_CHUNK_LINES", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     import_chunk_lines: u64,
     /// Where the FHIR data and the control plane's documents are kept: `sqlite`, the
     /// embedded store in --data (the default), or a PostgreSQL URL
@@ -387,7 +387,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--import-ca: {e}"))?,
         );
     }
-    bulk_config.import_chunk_lines = usize::try_from(args.import_chunk_lines).unwrap_or(1000);
+    bulk_config.import_chunk_lines = usize::try_from(args.import_chunk_lines).unwrap_or(2000);
     let bulk = fhir_bulk::Bulk::new(store.clone(), bulk_config);
     let resumed = bulk
         .start()
