@@ -178,6 +178,9 @@ PRAGMA temp_store = MEMORY;
 ";
 
 /// Settings of each read connection: they never write.
+/// The readers' `mmap_size` (READER_PRAGMAS), restored after a scan turned it off.
+pub(crate) const READER_MMAP_SIZE: i64 = 268_435_456;
+
 const READER_PRAGMAS: &str = "
 PRAGMA cache_size = -16384;
 PRAGMA mmap_size = 268435456;
